@@ -1,0 +1,108 @@
+"""Bit accounting of model weights (compression.md sections 2 and 6).
+
+A float layer costs 32 bits per parameter; a quantized layer costs its quantizer's ``bits`` per kernel
+and per bias element. Unlike QKeras (which counts Conv3D and other unregistered layers as 0), every
+module that owns parameters is counted: Conv1d/Conv3d/ConvTranspose, BatchNorm and the rest at 32
+bits unless quantized. Per-channel scales are not counted (as in QKeras and seed 000); the packed file
+size (``pack.save_packed``) is the number that includes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from .layers import QuantizedWeights
+
+FP_BITS = 32
+
+#: Seed 000, Table 6: the optimal per-layer configuration of SweepNet (19,238 weight bits).
+#: Every weight layer at 2 bits, the two SE-block convolutions and their activations at 1 bit. The
+#: 2-bit layers use quantized_bits with a per-channel float scale (QKeras 'auto': levels -s, 0, +s).
+#: The 1-bit convolutions use binary(alpha='auto') (sign times per-channel mean|w|): QKeras'
+#: quantized_bits(1, alpha='auto') has no levels and outputs zeros, and quantized_bits(1) without a
+#: scale fixes the weights at +-1. The 1-bit activations are quantized_relu(1) (outputs {0, 0.5}) and
+#: quantized_sigmoid(1) (hard sigmoid, outputs {0, 0.5}), as in the paper's section 5.1.1.
+_TWO_BITS = "quantized_bits(2, 0, 1, alpha='auto')"
+_ONE_BIT = "binary(alpha='auto')"
+SEED000_TABLE6: dict = {
+    "sweepnet_first_conv": _TWO_BITS,
+    "sweepnet_second_conv": _TWO_BITS,
+    "sweepnet_third_conv": _TWO_BITS,
+    "se_block_first_conv": _ONE_BIT,
+    "se_block_first_activation": "quantized_relu(1)",
+    "se_block_second_conv": _ONE_BIT,
+    "se_block_second_activation": "quantized_sigmoid(1)",
+    "sweepnet_first_dense": _TWO_BITS,
+    "sweepnet_second_dense": _TWO_BITS,
+}
+
+
+@dataclass(frozen=True)
+class LayerBits:
+    """Weight bits of one module. ``kernel_bits``/``bias_bits`` are bits per element (0: no bias)."""
+
+    name: str
+    type: str
+    n_params: int
+    n_kernel: int
+    n_bias: int
+    kernel_bits: int
+    bias_bits: int
+    total_bits: int
+
+
+def layer_bits(model: nn.Module) -> list[LayerBits]:
+    """One row per module owning parameters, in model order."""
+    rows = []
+    for name, module in model.named_modules():
+        params = dict(module.named_parameters(recurse=False))
+        if not params:
+            continue
+        bias = params.pop("bias", None)
+        n_bias = 0 if bias is None else bias.numel()
+        n_kernel = sum(p.numel() for p in params.values())
+        kernel_bits = bias_bits = FP_BITS
+        if isinstance(module, QuantizedWeights):
+            if module.kernel_quantizer is not None:
+                kernel_bits = module.kernel_quantizer.bits
+            if module.bias_quantizer is not None:
+                bias_bits = module.bias_quantizer.bits
+        if bias is None:
+            bias_bits = 0
+        rows.append(
+            LayerBits(
+                name=name or "<model>",
+                type=type(module).__name__,
+                n_params=n_kernel + n_bias,
+                n_kernel=n_kernel,
+                n_bias=n_bias,
+                kernel_bits=kernel_bits,
+                bias_bits=bias_bits,
+                total_bits=n_kernel * kernel_bits + n_bias * bias_bits,
+            )
+        )
+    return rows
+
+
+def model_bits(model: nn.Module) -> int:
+    """Total weight bits of ``model``."""
+    return sum(row.total_bits for row in layer_bits(model))
+
+
+def bits_table(model: nn.Module) -> str:
+    """The per-layer table as TSV with a header and a final ``total`` row."""
+    rows = layer_bits(model)
+    fields = list(LayerBits.__dataclass_fields__)
+    lines = ["\t".join(fields)]
+    lines += ["\t".join(str(v) for v in asdict(row).values()) for row in rows]
+    n = sum(r.n_params for r in rows)
+    total = {"name": "total", "type": "", "n_params": n, "n_kernel": sum(r.n_kernel for r in rows)}
+    total |= {"n_bias": sum(r.n_bias for r in rows), "kernel_bits": "", "bias_bits": ""}
+    total["total_bits"] = sum(r.total_bits for r in rows)
+    lines.append("\t".join(str(total[f]) for f in fields))
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["FP_BITS", "SEED000_TABLE6", "LayerBits", "bits_table", "layer_bits", "model_bits"]

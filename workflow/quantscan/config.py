@@ -1,0 +1,127 @@
+"""Configuration validation: JSON Schema (draft 2020-12) with defaults, then cross-key checks.
+
+Errors name the key (``sweeps.train.epochs``) so a wrong type or an unknown key stops the run before any
+job with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+def load_schema(path: str | Path = SCHEMA) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    ref = schema.get("$ref")
+    if ref:
+        node = root
+        for part in ref.removeprefix("#/").split("/"):
+            node = node[part]
+        return _resolve(node, root)
+    return schema
+
+
+def fill_defaults(instance, schema: dict, root: dict | None = None):
+    """Recursively insert schema defaults for missing object properties (objects default to {})."""
+    root = root or schema
+    schema = _resolve(schema, root)
+    if not isinstance(instance, dict) or schema.get("type") != "object":
+        return instance
+    for key, sub in schema.get("properties", {}).items():
+        sub_r = _resolve(sub, root)
+        if key not in instance and "default" in sub_r:
+            instance[key] = copy.deepcopy(sub_r["default"])
+        if key in instance:
+            fill_defaults(instance[key], sub_r, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}):
+                fill_defaults(value, extra, root)
+    return instance
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    where = _key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        scope = f"under {where}" if error.absolute_path else "at the top level"
+        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        return f"unknown config key {', '.join(repr(e) for e in extra)} {scope}{hint}"
+    if error.validator == "type":
+        return f"config key {where}: {error.instance!r} is not of type {error.validator_value!r}"
+    return f"config key {where}: {error.message}"
+
+
+def validate(config: dict, schema: dict | None = None) -> dict:
+    """Return a validated copy of ``config`` with defaults filled; raise ``ConfigError`` otherwise."""
+    schema = schema or load_schema()
+    config = fill_defaults(copy.deepcopy(dict(config)), schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [_message(e) for e in errors]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    _check_sweeps(config["sweeps"])
+    return config
+
+
+def _check_sweeps(sw: dict) -> None:
+    names = list(sw["scenarios"])
+    for name in sw["run"]:
+        if name not in sw["scenarios"]:
+            raise ConfigError(
+                f"config key sweeps.run: unknown scenario {name!r}; defined: {', '.join(names)}"
+            )
+    if sw["haplotypes"] % 2:
+        raise ConfigError(f"config key sweeps.haplotypes: must be even, got {sw['haplotypes']}")
+    for name, spec in sw["scenarios"].items():
+        spec = spec or {}
+        if "island" in spec and ("bottleneck" in spec or "hotspot" in spec):
+            raise ConfigError(
+                f"config key sweeps.scenarios.{name}: 'island' cannot be combined with other confounders"
+            )
+        b = spec.get("bottleneck")
+        if b and b["end"] <= b["start"]:
+            raise ConfigError(
+                f"config key sweeps.scenarios.{name}.bottleneck: end must exceed start"
+            )
+        h = spec.get("hotspot")
+        length = spec.get("sequence_length", sw["sequence_length"])
+        if h and not 0 <= h["left"] < h["right"] <= length:
+            raise ConfigError(
+                f"config key sweeps.scenarios.{name}.hotspot: need 0 <= left < right <= {length}"
+            )
+    trainable = [n for n in active_scenarios(sw) if "island" not in (sw["scenarios"][n] or {})]
+    if not trainable:
+        raise ConfigError("config key sweeps.scenarios: no scenario with a sweep class to train on")
+
+
+def active_scenarios(sw: dict) -> list[str]:
+    return list(sw["run"]) or list(sw["scenarios"])
+
+
+def sweep_scenarios(sw: dict) -> list[str]:
+    """Scenarios with both classes (models are trained on these)."""
+    return [n for n in active_scenarios(sw) if "island" not in (sw["scenarios"][n] or {})]
+
+
+def neutral_scenarios(sw: dict) -> list[str]:
+    """Neutral-only scenarios (structured populations): false-positive measurement."""
+    return [n for n in active_scenarios(sw) if "island" in (sw["scenarios"][n] or {})]

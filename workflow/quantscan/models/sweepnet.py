@@ -1,0 +1,62 @@
+"""SweepNet (Zhao et al., PASC '23), as in seed 000 Table 1: 9,700 parameters for any image size.
+
+Layer names follow seed 000's QKeras model so that per-layer quantization configurations read the same.
+Every weight layer and every activation is its own named module: compression swaps modules by name.
+The per-position Dense 32 is a 1x1 convolution (identical maths, and fast on NCHW tensors).
+"""
+
+import torch
+from torch import nn
+
+
+class SweepNet(nn.Module):
+    """Input ``(batch, 1, haplotypes, snps)`` in [0, 1]; output logits ``(batch, n_classes)``."""
+
+    #: weight layers in forward order, with the activation module that follows each
+    LAYERS = (
+        ("sweepnet_first_conv", "sweepnet_first_activation"),
+        ("sweepnet_second_conv", "sweepnet_second_activation"),
+        ("sweepnet_third_conv", "sweepnet_third_activation"),
+        ("se_block_first_conv", "se_block_first_activation"),
+        ("se_block_second_conv", "se_block_second_activation"),
+        ("sweepnet_first_dense", "sweepnet_dense_activation"),
+        ("sweepnet_second_dense", None),
+    )
+
+    def __init__(self, n_classes: int = 2, filters: int = 32, se_ratio: int = 16):
+        super().__init__()
+        squeeze = max(1, filters // se_ratio)
+        self.sweepnet_first_conv = nn.Conv2d(1, filters, 2)
+        self.sweepnet_first_activation = nn.ReLU()
+        self.sweepnet_first_max_pool = nn.MaxPool2d(2, stride=1)
+        self.sweepnet_second_conv = nn.Conv2d(filters, filters, 2)
+        self.sweepnet_second_activation = nn.ReLU()
+        self.sweepnet_second_max_pool = nn.MaxPool2d(2, stride=1)
+        self.sweepnet_third_conv = nn.Conv2d(filters, filters, 2)
+        self.sweepnet_third_activation = nn.ReLU()
+        self.sweepnet_third_max_pool = nn.MaxPool2d(2, stride=1)
+        # squeeze-and-excitation: GAP -> 1x1 conv (ReLU) -> 1x1 conv (sigmoid) -> channel scale
+        self.se_block_first_conv = nn.Conv2d(filters, squeeze, 1)
+        self.se_block_first_activation = nn.ReLU()
+        self.se_block_second_conv = nn.Conv2d(squeeze, filters, 1)
+        self.se_block_second_activation = nn.Sigmoid()
+        self.sweepnet_first_dense = nn.Conv2d(filters, filters, 1)
+        self.sweepnet_dense_activation = nn.ReLU()
+        self.sweepnet_second_dense = nn.Linear(filters, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.sweepnet_first_max_pool(
+            self.sweepnet_first_activation(self.sweepnet_first_conv(x))
+        )
+        x = self.sweepnet_second_max_pool(
+            self.sweepnet_second_activation(self.sweepnet_second_conv(x))
+        )
+        x = self.sweepnet_third_max_pool(
+            self.sweepnet_third_activation(self.sweepnet_third_conv(x))
+        )
+        s = x.mean(dim=(2, 3), keepdim=True)
+        s = self.se_block_first_activation(self.se_block_first_conv(s))
+        s = self.se_block_second_activation(self.se_block_second_conv(s))
+        x = x * s
+        x = self.sweepnet_dense_activation(self.sweepnet_first_dense(x))
+        return self.sweepnet_second_dense(x.mean(dim=(2, 3)))

@@ -1,0 +1,70 @@
+"""Summary tables: one row per (scenario, method) gathered from ``metrics.json`` files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from .atomic import atomic_path
+from .errors import InputFormatError
+
+#: leading columns, in order; further numeric metrics follow alphabetically
+COLUMNS = [
+    "scenario",
+    "method",
+    "accuracy",
+    "mcc",
+    "acc_neutral",
+    "acc_sweep",
+    "model_bits",
+    "file_bytes",
+]
+
+
+def metrics_json(metrics: dict) -> str:
+    """JSON with NaN written as null (strict JSON readers reject NaN)."""
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(metrics), indent=2, sort_keys=True) + "\n"
+
+
+def read_metrics(path) -> dict:
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputFormatError(f"{path}: unreadable metrics file ({err})") from err
+    for key in ("scenario", "method", "accuracy"):
+        if key not in data:
+            raise InputFormatError(f"{path}: field {key!r} missing")
+    return data
+
+
+def summary_table(paths: list, columns: list[str] = COLUMNS) -> pd.DataFrame:
+    rows = []
+    for path in paths:
+        m = read_metrics(path)
+        rows.append({k: v for k, v in m.items() if not isinstance(v, dict | list)})
+    table = pd.DataFrame(rows)
+    lead = [c for c in columns if c in table.columns]
+    rest = sorted(c for c in table.columns if c not in lead)
+    return (
+        table[lead + rest].sort_values(["scenario", "method"], kind="stable").reset_index(drop=True)
+    )
+
+
+def write_summary(paths: list, out, columns: list[str] = COLUMNS) -> pd.DataFrame:
+    table = summary_table(paths, columns)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    return table

@@ -1,0 +1,982 @@
+"""Read haplotype data for the sweep scan: VCF, ms-style simulator output and tskit tree sequences.
+
+Every reader returns ``HaplotypeData`` objects with one shared contract:
+
+* ``positions``: float64, sorted (non-decreasing), duplicates kept. VCF: 1-based bp as written.
+  ms: the [0, 1] fraction times ``length``. Tree sequences: tskit coordinates unchanged (0-based,
+  continuous), so a simulated sweep at ``L / 2`` is at ``L / 2`` here too; the offset of at most
+  1 bp from VCF coordinates is far below any window size.
+* ``haplotypes``: uint8, shape (n_sites, n_haplotypes); 0 = ancestral/REF, 1 = derived/ALT,
+  ``MISSING`` (255) = no call. Readers never impute: the image encoder decides what missing means
+  (``HaplotypeData.filled`` gives the usual "missing as ancestral" 0/1 matrix).
+* Only biallelic SNPs that are polymorphic among the returned haplotypes (at least one 0 and one
+  1; missing calls ignored). Dropped sites are counted per chromosome in ``stats`` and logged.
+  Duplicate positions are never merged (ms output at 4 digits has thousands per 100 kb).
+* Diploid (or polyploid) VCF samples give ``ploidy`` haplotypes each, sample-major:
+  ``s1_h1, s1_h2, s2_h1, ...``.
+
+Malformed input raises ``InputFormatError`` naming the file, the record (line and CHROM:POS, or
+ms replicate and line) and the field. scikit-allel silently mis-parses some broken VCFs (``0-1``
+becomes ``0/.``, a short record becomes missing calls, POS beyond int32 wraps), so ``read_vcf``
+validates every line in a cheap streaming pass before allel parses the genotypes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import logging
+import os
+import re
+import shutil
+import subprocess
+import warnings
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from quantscan.errors import ConfigError, InputFormatError
+
+log = logging.getLogger(__name__)
+
+MISSING = 255
+"""Haplotype code for a missing call."""
+
+FORMATS = ("vcf", "bcf", "ms", "trees")
+PHASED_MODES = ("auto", "require", "pseudo")
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_KASTORE_MAGIC = b"\x89KAS\r\n\x1a\n"  # tskit .trees files are kastore archives
+_VCF_FIXED = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
+_INT32_MAX = 2**31 - 1  # allel stores POS as int32 and wraps silently beyond it
+_CHUNK = 65536
+
+
+@dataclass(eq=False)  # numpy fields: compare arrays explicitly, not with ==
+class HaplotypeData:
+    """Haplotypes of one chromosome (VCF), replicate (ms) or tree sequence; see the module doc."""
+
+    chrom: str
+    positions: np.ndarray
+    haplotypes: np.ndarray
+    sample_names: list[str]
+    ploidy: int = 1
+    length: float | None = None
+    source: str = ""
+    region: tuple[int, int] | None = None
+    """Inclusive 1-based (start, end) when the reader was asked for a region, else None."""
+    stats: dict[str, int] = field(default_factory=dict)
+    """Site counts: ``input_sites``, ``kept``, ``multiallelic``, ``non_snp``, ``monomorphic``,
+    ``missing_calls`` (in kept sites) and, for VCF, ``unphased_records``."""
+
+    def __post_init__(self):
+        self.positions = np.asarray(self.positions, dtype=np.float64)
+        self.haplotypes = np.asarray(self.haplotypes)
+        if self.haplotypes.dtype != np.uint8:
+            raise TypeError(f"haplotypes must be uint8, got {self.haplotypes.dtype}")
+        if self.positions.ndim != 1 or self.haplotypes.ndim != 2:
+            raise ValueError("positions must be 1-D and haplotypes 2-D (n_sites, n_haplotypes)")
+        if self.haplotypes.shape[0] != self.positions.shape[0]:
+            raise ValueError(
+                f"{self.haplotypes.shape[0]} haplotype rows for {self.positions.shape[0]} positions"
+            )
+        if len(self.sample_names) * self.ploidy != self.haplotypes.shape[1]:
+            raise ValueError(
+                f"{len(self.sample_names)} samples x ploidy {self.ploidy} != "
+                f"{self.haplotypes.shape[1]} haplotype columns"
+            )
+        if self.positions.size and np.any(np.diff(self.positions) < 0):
+            raise ValueError(f"{self.chrom}: positions are not sorted")
+
+    @property
+    def n_sites(self) -> int:
+        return self.haplotypes.shape[0]
+
+    @property
+    def n_haplotypes(self) -> int:
+        return self.haplotypes.shape[1]
+
+    @property
+    def haplotype_names(self) -> list[str]:
+        if self.ploidy == 1:
+            return list(self.sample_names)
+        return [f"{s}_h{k + 1}" for s in self.sample_names for k in range(self.ploidy)]
+
+    @property
+    def missing(self) -> np.ndarray:
+        """Boolean mask of missing calls, same shape as ``haplotypes``."""
+        return self.haplotypes == MISSING
+
+    def filled(self, value: int = 0) -> np.ndarray:
+        """Copy of ``haplotypes`` with missing calls set to ``value`` (0: treat as ancestral)."""
+        return np.where(self.haplotypes == MISSING, np.uint8(value), self.haplotypes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Format detection and opening
+
+
+def _head(path: Path, n: int = 65536) -> tuple[bytes, bool]:
+    """First ``n`` bytes (decompressed if gzip/bgzip) and whether the file is gzip-compressed."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(n)
+    except OSError as e:
+        raise InputFormatError(f"{path}: cannot read: {e.strerror or e}") from e
+    if not raw.startswith(_GZIP_MAGIC):
+        return raw, False
+    try:
+        # A decompressobj tolerates a truncated tail, which a short read always is.
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return d.decompress(raw, n), True
+    except zlib.error as e:
+        raise InputFormatError(f"{path}: corrupt gzip data at the start of the file: {e}") from e
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Return 'vcf', 'bcf', 'ms' or 'trees': by content (magic bytes) first, else by extension.
+
+    Compression is not part of the answer: gzip/bgzip VCF and ms files are 'vcf' and 'ms'.
+    """
+    path = Path(path)
+    head, _ = _head(path)
+    if head.startswith(_KASTORE_MAGIC):
+        return "trees"
+    if head.startswith(b"BCF"):
+        return "bcf"
+    text = head.decode("utf-8", errors="replace")
+    if text.startswith("##fileformat=VCF") or text.startswith("#CHROM"):
+        return "vcf"
+    lines = [ln.strip() for ln in text.splitlines()[:200]]
+    if any(ln.startswith("//") or ln.startswith("segsites:") for ln in lines):
+        return "ms"
+    name = path.name.lower()
+    for ext in (".gz", ".bgz"):
+        name = name.removesuffix(ext)
+    if name.endswith(".vcf"):
+        return "vcf"
+    if name.endswith(".bcf"):
+        return "bcf"
+    if name.endswith((".trees", ".ts")):
+        return "trees"
+    if name.endswith((".ms", ".msout", ".txt", ".out")):
+        return "ms"
+    what = "empty file" if not head else "content is not VCF, BCF, ms or tskit"
+    raise InputFormatError(f"{path}: cannot detect the input format ({what}); pass fmt= explicitly")
+
+
+def read_haplotypes(path: str | os.PathLike, fmt: str = "auto", **kw) -> list[HaplotypeData]:
+    """Read any supported input; ``fmt``: 'auto' or one of ``FORMATS``; ``kw`` go to the reader."""
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt in ("vcf", "bcf"):
+        return read_vcf(path, **kw)
+    if fmt == "ms":
+        return read_ms(path, **kw)
+    if fmt == "trees":
+        return read_trees(path, **kw)
+    raise ConfigError(f"unknown input format {fmt!r}; expected 'auto' or one of {FORMATS}")
+
+
+def _open_binary(path: Path):
+    """Open plain or gzip/bgzip by magic (not by name: allel decides by the '.gz' suffix alone)."""
+    try:
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == _GZIP_MAGIC
+        return gzip.open(path, "rb") if gz else open(path, "rb")
+    except OSError as e:
+        raise InputFormatError(f"{path}: cannot read: {e.strerror or e}") from e
+
+
+@contextlib.contextmanager
+def _read_errors(path: Path, where):
+    """Turn decompression/decoding failures into InputFormatError naming the place (``where()``)."""
+    try:
+        yield
+    except EOFError as e:
+        raise InputFormatError(f"{path}: truncated compressed file after {where()}: {e}") from e
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise InputFormatError(f"{path}: corrupt compressed data after {where()}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise InputFormatError(f"{path}: not a text file (bad UTF-8) after {where()}") from e
+
+
+def _bcf_error(path: Path) -> InputFormatError:
+    return InputFormatError(
+        f"{path}: BCF is not supported (scikit-allel reads text VCF only; pysam is not installed). "
+        f"Convert it first: bcftools view -Oz -o {path.stem}.vcf.gz {path} && "
+        f"bcftools index -t {path.stem}.vcf.gz"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# VCF
+
+
+def _parse_region(region: str) -> tuple[str, int | None, int | None]:
+    """'chrom' -> (chrom, None, None); 'chrom:start-end' (commas allowed) -> (chrom, start, end)."""
+    m = re.fullmatch(r"(.+?)(?::([\d,]+)-([\d,]+))?", region.strip())
+    if not m:
+        raise ConfigError(f"bad region {region!r}; expected 'chrom' or 'chrom:start-end'")
+    if m.group(2) is None:
+        return m.group(1), None, None
+    start, end = int(m.group(2).replace(",", "")), int(m.group(3).replace(",", ""))
+    if start < 1 or end < start:
+        raise ConfigError(f"bad region {region!r}: need 1 <= start <= end")
+    return m.group(1), start, end
+
+
+@dataclass
+class _VcfScan:
+    """What the validating pass learned about a VCF (or the tabix slice of one)."""
+
+    samples: list[str]
+    contig_lengths: dict[str, int]
+    chroms: list[str]  # in file order
+    ploidy: int
+    unphased: dict[str, int]  # selected records with an unphased heterozygous call, per chromosome
+
+
+_ALLELE = r"(?:\d+|\.)"
+_ANY_SAMPLE = rf"{_ALLELE}(?:[|/]{_ALLELE})*(?::[^\t]*)?"
+_ANY_SAMPLES_RE = re.compile(rf"{_ANY_SAMPLE}(?:\t{_ANY_SAMPLE})*")
+
+
+class _GtChecker:
+    """Validate the sample columns of a record for a known ploidy and find unphased calls.
+
+    A regex over every call costs ~15 us per 64-sample line, most of a 200k-record scan, so the
+    common layout (FORMAT=GT, single-digit alleles, full ploidy: '0|1\t1|1...') is checked with
+    string slicing first and only other lines go through the regex.
+    """
+
+    def __init__(self, ploidy: int, n_samples: int):
+        self.ploidy = ploidy
+        # A call has 1..ploidy alleles: fewer (a haploid call on chrX in a diploid file) is allowed
+        # and allel pads it with missing; more would be silently truncated by allel: an error.
+        gt = rf"{_ALLELE}(?:[|/]{_ALLELE}){{0,{ploidy - 1}}}"
+        sample = rf"{gt}(?::[^\t]*)?"
+        self.samples_re = re.compile(rf"{sample}(?:\t{sample})*")
+        if ploidy == 2:
+            # Heterozygous unphased call a/b with b != a; homozygous 0/0 has no phase to lose.
+            self.unphased_re = re.compile(r"(?:^|\t)(\d+)/(?!\1(?:[\t:]|$))\d+")
+        else:
+            self.unphased_re = re.compile(r"(?:^|\t)(?=[^\t:]*/)(?=[^\t:]*\d)")
+        self.fast_len = 2 * ploidy * n_samples - 1
+        self.tabs = "\t" * (n_samples - 1)
+        self.n_sep = (ploidy - 1) * n_samples
+
+    def _fast(self, part: str) -> bool:
+        if len(part) != self.fast_len:
+            return False
+        seps = part[1::2]  # separators and tabs; alleles sit at even offsets
+        return (
+            seps[self.ploidy - 1 :: self.ploidy] == self.tabs
+            and seps.count("|") + seps.count("/") == self.n_sep
+            and not part[0::2].strip("0123456789.")
+        )
+
+    def check(self, part: str) -> tuple[bool, bool]:
+        """(valid, fast layout)."""
+        if self._fast(part):
+            return True, True
+        return self.samples_re.fullmatch(part) is not None, False
+
+    def first_unphased(self, part: str, fast: bool) -> int | None:
+        """Index of the first sample with an unphased heterozygous call, or None."""
+        if "/" not in part:
+            return None
+        if fast and self.ploidy == 2:
+            a, sep, b = part[0::4], part[1::4], part[2::4]
+            i = sep.find("/")
+            while i >= 0:
+                if a[i] != b[i] and a[i] != "." and b[i] != ".":
+                    return i
+                i = sep.find("/", i + 1)
+            return None
+        m = self.unphased_re.search(part)
+        return None if m is None else part[: m.start() + 1].count("\t")
+
+
+def _record_ploidy(samples_part: str) -> int | None:
+    """Largest number of alleles in a call of this record, or None if every call is '.'."""
+    gts = [s.split(":", 1)[0] for s in samples_part.split("\t")]
+    if all(g == "." for g in gts):
+        return None
+    return max(len(re.split(r"[|/]", g)) for g in gts)
+
+
+def _scan_vcf(path: Path, stream, *, label: str, select, phased: str) -> _VcfScan:
+    """Validate every line of a VCF stream; raise InputFormatError at the first problem.
+
+    ``select(chrom, pos)`` says whether a record is wanted (unphased calls elsewhere don't matter).
+    ``label`` names the line numbers ("line", or "line of the tabix output").
+    """
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline=None)
+    lineno = 0
+    rec = ""
+
+    def where():
+        return f"{label} {lineno}" + (f" ({rec})" if rec else "")
+
+    def fail(msg):
+        raise InputFormatError(f"{path}: {where()}: {msg}")
+
+    contig_lengths: dict[str, int] = {}
+    samples: list[str] | None = None
+    with _read_errors(path, where):
+        for line in text:
+            lineno += 1
+            if line.startswith("##"):
+                m = re.match(r"##contig=<.*?\bID=([^,>]+).*?\blength=(\d+)", line)
+                if m:
+                    contig_lengths[m.group(1)] = int(m.group(2))
+                continue
+            if line.startswith("#CHROM"):
+                cols = line.rstrip("\r\n").split("\t")
+                if cols[:8] != _VCF_FIXED:
+                    fail(
+                        "header line must be tab-separated '#CHROM POS ID REF ALT QUAL FILTER "
+                        f"INFO FORMAT samples...'; got {line[:80].rstrip()!r}"
+                    )
+                if len(cols) < 10 or cols[8] != "FORMAT":
+                    fail("header has no FORMAT column and samples, so there are no genotypes")
+                samples = cols[9:]
+                dup = sorted({s for s in samples if samples.count(s) > 1})
+                if dup:
+                    fail(f"duplicate sample names in the header: {', '.join(dup)}")
+                break
+            if line.startswith("#"):
+                continue  # stray comment line; allel skips these too
+            fail("data before the '#CHROM' header line (missing or malformed VCF header)")
+        if samples is None:
+            what = "empty file" if lineno == 0 else "no '#CHROM' header line"
+            raise InputFormatError(f"{path}: not a VCF: {what}")
+
+        ncols = 9 + len(samples)
+        ploidy = None
+        checker = None
+        chroms: list[str] = []
+        seen: set[str] = set()
+        unphased: dict[str, int] = {}
+        cur, last = None, -1
+        for line in text:
+            lineno += 1
+            rec = ""
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            if line.startswith("#"):
+                fail("header line after the first record")
+            n = line.count("\t") + 1
+            f = line.split("\t", 9)
+            rec = f"{f[0]}:{f[1]}" if n > 1 else ""
+            if n != ncols:
+                fail(
+                    f"expected {ncols} tab-separated columns (8 fixed + FORMAT + {len(samples)} "
+                    f"samples), found {n}"
+                )
+            chrom, pos_s = f[0], f[1]
+            try:
+                pos = int(pos_s)
+            except ValueError:
+                fail(f"POS field is not an integer: {pos_s!r}")
+            if not 0 <= pos <= _INT32_MAX:
+                fail(f"POS field out of range (0..{_INT32_MAX}): {pos}")
+            if chrom != cur:
+                if chrom in seen:
+                    fail(f"records of {chrom!r} are not contiguous (file not sorted by CHROM, POS)")
+                seen.add(chrom)
+                chroms.append(chrom)
+                cur, last = chrom, -1
+            elif pos < last:
+                fail(f"POS {pos} is smaller than the previous POS {last} (file not sorted)")
+            last = pos
+            fmt = f[8]
+            if not (fmt == "GT" or fmt.startswith("GT:")):
+                fail(f"FORMAT field must start with GT, got {fmt!r}")
+            part = f[9]
+            if checker is None:
+                # Ploidy comes from the first record with a call; until then accept any call shape.
+                if _ANY_SAMPLES_RE.fullmatch(part) is None:
+                    fail(_explain_gt(part, samples, None))
+                ploidy = _record_ploidy(part)
+                if ploidy is None:
+                    continue
+                checker = _GtChecker(ploidy, len(samples))
+            valid, fast = checker.check(part)
+            if not valid:
+                fail(_explain_gt(part, samples, ploidy))
+            if "/" in part and select(chrom, pos):
+                i = checker.first_unphased(part, fast)
+                if i is None:
+                    continue
+                unphased[chrom] = unphased.get(chrom, 0) + 1
+                if phased == "require":
+                    who = samples[i]
+                    fail(
+                        f"GT field of sample {who!r} is unphased ('/'); phased='require' needs "
+                        "phased genotypes (phased='pseudo' accepts them in arbitrary order)"
+                    )
+    return _VcfScan(samples, contig_lengths, chroms, ploidy or 1, unphased)
+
+
+def _explain_gt(part: str, samples: list[str], ploidy: int | None) -> str:
+    for name, value in zip(samples, part.split("\t"), strict=True):
+        gt = value.split(":", 1)[0]
+        alleles = re.split(r"[|/]", gt)
+        if not all(re.fullmatch(_ALLELE, a) for a in alleles):
+            return f"GT field of sample {name!r} is not a genotype: {gt!r}"
+        if ploidy is not None and len(alleles) > ploidy:
+            return (
+                f"GT field of sample {name!r} has {len(alleles)} alleles ({gt!r}) but earlier "
+                f"records have ploidy {ploidy}"
+            )
+    return "malformed genotype columns"  # pragma: no cover - the regexes and this loop agree
+
+
+def _tabix_ok(path: Path) -> bool:
+    """bgzipped (BGZF, not plain gzip), indexed, and the tabix program is available."""
+    with open(path, "rb") as fh:
+        bgzf = _is_bgzf(fh.read(16))
+    indexed = any(Path(f"{path}{ext}").exists() for ext in (".tbi", ".csi"))
+    return bgzf and indexed and shutil.which("tabix") is not None
+
+
+_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+
+def _is_bgzf(head: bytes) -> bool:
+    # BGZF is gzip with a 'BC' extra subfield; plain gzip cannot be tabix-indexed.
+    return head[:4] == b"\x1f\x8b\x08\x04" and head[12:14] == b"BC"
+
+
+def _warn_bgzf_eof(path: Path) -> None:
+    """Warn when a BGZF file lacks its end-of-file block.
+
+    BGZF blocks are complete gzip members, so a file cut at a block boundary decompresses without
+    error; only the missing EOF block shows it (htslib warns the same way).
+    """
+    with open(path, "rb") as fh:
+        if not _is_bgzf(fh.read(16)):
+            return
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - len(_BGZF_EOF)))
+        if fh.read() != _BGZF_EOF:
+            log.warning("%s: no BGZF end-of-file block: the file may be truncated", path)
+
+
+@contextlib.contextmanager
+def _vcf_source(path: Path, tabix_region: str | None):
+    """Yield a binary stream of the VCF text: the whole file, or ``tabix -h path region``."""
+    if tabix_region is None:
+        with _open_binary(path) as fh:
+            yield fh
+        return
+    proc = subprocess.Popen(
+        ["tabix", "-h", str(path), tabix_region], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        yield proc.stdout
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace").strip()
+        proc.stderr.close()
+        rc = proc.wait()
+    if rc != 0:
+        raise InputFormatError(f"{path}: tabix failed for region {tabix_region!r}: {err}")
+
+
+def read_vcf(
+    path: str | os.PathLike,
+    *,
+    chroms: Sequence[str] | str | None = None,
+    region: str | None = None,
+    samples: Sequence[str] | None = None,
+    phased: str = "auto",
+) -> list[HaplotypeData]:
+    """Read biallelic SNP haplotypes from a VCF (plain, gzip or bgzip), one object per chromosome.
+
+    chroms: keep only these chromosomes (returned in file order). region: 'chrom' or
+    'chrom:start-end' (1-based, inclusive, by POS). A bgzipped file with a .tbi/.csi index is
+    sliced with ``tabix`` when that program is on PATH; otherwise the whole file is scanned and
+    filtered. samples: subset, returned in the given order. phased: 'require' fails on any unphased
+    heterozygous call; 'pseudo' takes unphased calls as if phased (the order of an individual's
+    haplotypes is then arbitrary, which images with sorted rows tolerate); 'auto' (default) does
+    the same as 'pseudo' and logs a warning. Missing calls are kept as MISSING. BCF is refused with
+    the conversion command (allel cannot read it).
+    """
+    path = Path(path)
+    if phased not in PHASED_MODES:
+        raise ConfigError(f"phased must be one of {PHASED_MODES}, got {phased!r}")
+    head, _ = _head(path, 64)
+    if head.startswith(b"BCF"):
+        raise _bcf_error(path)
+    _warn_bgzf_eof(path)
+    if isinstance(chroms, str):
+        chroms = [chroms]
+    want = None if chroms is None else list(dict.fromkeys(chroms))
+    reg_chrom, start, end = _parse_region(region) if region is not None else (None, None, None)
+    if reg_chrom is not None:
+        if want is not None and reg_chrom not in want:
+            raise ConfigError(f"region {region!r} is on a chromosome not in chroms={want}")
+        want = [reg_chrom]
+    lo, hi = start or 0, end or _INT32_MAX
+    want_set = None if want is None else set(want)
+
+    def select(chrom, pos):
+        return (want_set is None or chrom in want_set) and lo <= pos <= hi
+
+    tabix_region = None
+    if reg_chrom is not None and _tabix_ok(path):
+        listed = subprocess.run(["tabix", "-l", str(path)], capture_output=True, text=True)
+        if listed.returncode == 0:
+            names = listed.stdout.split()
+            if reg_chrom not in names:
+                raise ConfigError(
+                    f"{path}: chromosome {reg_chrom!r} not in the file (indexed: "
+                    f"{', '.join(names) or 'none'})"
+                )
+            tabix_region = reg_chrom if start is None else f"{reg_chrom}:{start}-{end}"
+    if reg_chrom is not None and tabix_region is None:
+        log.info("%s: no usable tabix index (or no tabix program): scanning the whole file", path)
+    label = "line of the tabix output" if tabix_region else "line"
+    with _vcf_source(path, tabix_region) as stream:
+        scan = _scan_vcf(path, stream, label=label, select=select, phased=phased)
+
+    if want is not None and tabix_region is None:
+        absent = [c for c in want if c not in scan.chroms]
+        if absent:
+            raise ConfigError(
+                f"{path}: chromosome(s) not in the file: {', '.join(absent)} "
+                f"(present: {', '.join(scan.chroms) or 'none'})"
+            )
+    out_chroms = [c for c in scan.chroms if want_set is None or c in want_set]
+    if tabix_region and reg_chrom not in out_chroms:
+        out_chroms.append(reg_chrom)  # in the index but no record in the region: empty result
+
+    if samples is not None:
+        samples = list(samples)
+        missing = [s for s in samples if s not in set(scan.samples)]
+        if missing:
+            raise ConfigError(f"{path}: sample(s) not in the VCF header: {', '.join(missing)}")
+        dup = sorted({s for s in samples if samples.count(s) > 1})
+        if dup or not samples:
+            raise ConfigError(f"samples must be distinct and non-empty; repeated: {dup}")
+
+    n_unphased = sum(scan.unphased.get(c, 0) for c in out_chroms)
+    if n_unphased and phased == "auto":
+        log.warning(
+            "%s: %d records have unphased heterozygous calls; treating them as phased "
+            "(haplotype order within an individual is arbitrary; phased='pseudo' silences this, "
+            "'require' refuses such files)",
+            path,
+            n_unphased,
+        )
+
+    with _vcf_source(path, tabix_region) as stream:
+        blocks = _read_vcf_genotypes(path, stream, scan, samples, set(out_chroms), lo, hi)
+    ploidy = scan.ploidy
+    names = samples if samples is not None else scan.samples
+    result = []
+    for chrom in out_chroms:
+        pos_parts, hap_parts, st = blocks.get(chrom, ([], [], {}))
+        stats = {k: st.get(k, 0) for k in _STAT_KEYS}
+        stats["unphased_records"] = scan.unphased.get(chrom, 0)
+        hd = HaplotypeData(
+            chrom=chrom,
+            positions=np.concatenate(pos_parts) if pos_parts else np.zeros(0),
+            haplotypes=(
+                np.concatenate(hap_parts)
+                if hap_parts
+                else np.zeros((0, len(names) * ploidy), dtype=np.uint8)
+            ),
+            sample_names=list(names),
+            ploidy=ploidy,
+            length=scan.contig_lengths.get(chrom),
+            source=str(path),
+            region=(start, end) if start is not None else None,
+            stats=stats,
+        )
+        _log_stats(path, hd)
+        result.append(hd)
+    return result
+
+
+_STAT_KEYS = ("input_sites", "kept", "multiallelic", "non_snp", "monomorphic", "missing_calls")
+
+
+def _read_vcf_genotypes(path, stream, scan, samples, want, lo, hi):
+    """Second pass: allel parses CHROM/POS/REF/ALT/GT in chunks; keep biallelic polymorphic SNPs.
+
+    Chromosome and region filtering is done here on the parsed chunks rather than by allel's
+    ``region``, which misreads chromosome names containing ':'.
+    """
+    import allel
+
+    ploidy = scan.ploidy
+    cols = None
+    if samples is not None:
+        # allel returns the selected samples in file order; reorder to the caller's order.
+        rank = {s: i for i, s in enumerate(s for s in scan.samples if s in set(samples))}
+        perm = np.array([rank[s] for s in samples], dtype=np.intp)
+        cols = (perm[:, None] * ploidy + np.arange(ploidy)).ravel()
+    blocks: dict[str, tuple[list, list, dict]] = {}
+    with warnings.catch_warnings():
+        # allel warns about absent FORMAT/INFO header lines; the first pass checked what matters.
+        warnings.simplefilter("ignore")
+        try:
+            _, _, _, chunks = allel.iter_vcf_chunks(
+                stream,
+                fields=[
+                    "variants/CHROM",
+                    "variants/POS",
+                    "variants/REF",
+                    "variants/ALT",
+                    "calldata/GT",
+                ],
+                # Two ALT slots tell multi-allelic records apart, two characters of REF/ALT tell
+                # SNPs from indels and symbolic alleles; that is all we need.
+                numbers={"variants/ALT": 2, "calldata/GT": ploidy},
+                types={"variants/REF": "S2", "variants/ALT": "S2", "calldata/GT": "i1"},
+                samples=samples,
+                chunk_length=_CHUNK,
+            )
+            for chunk, *_ in chunks:
+                _process_chunk(path, chunk, cols, want, lo, hi, blocks)
+        except InputFormatError:
+            raise
+        except Exception as e:  # the first pass should have caught it; never show a bare traceback
+            raise InputFormatError(f"{path}: scikit-allel could not parse the VCF: {e}") from e
+    return blocks
+
+
+_NOT_SNP = np.frombuffer(b"*.Nn<", dtype=np.uint8)
+
+
+def _single_base(a: np.ndarray) -> np.ndarray:
+    """For an S2 array: is the value one allele character (A, C, G, T in any case, or the 0/1 of
+    tskit's binary-model VCFs), not '*', '.', 'N', an indel or a symbolic allele?"""
+    b = np.ascontiguousarray(a, dtype="S2").view(np.uint8).reshape(-1, 2)
+    return (b[:, 0] != 0) & ~np.isin(b[:, 0], _NOT_SNP) & (b[:, 1] == 0)
+
+
+def _process_chunk(path, chunk, cols, want, lo, hi, blocks):
+    chrom = chunk["variants/CHROM"]
+    pos = chunk["variants/POS"]
+    gt = chunk["calldata/GT"]
+    # int8 -1 (allel's fill for missing) reinterpreted as uint8 is 255 == MISSING.
+    hap = gt.reshape(gt.shape[0], -1).view(np.uint8)
+    if cols is not None:
+        hap = hap[:, cols]
+    for c in dict.fromkeys(chrom.tolist()):
+        if c not in want:
+            continue
+        idx = np.flatnonzero((chrom == c) & (pos >= lo) & (pos <= hi))
+        p, r, a, h = pos[idx], chunk["variants/REF"][idx], chunk["variants/ALT"][idx], hap[idx]
+        n_alt = (a[:, 0] != b"").astype(np.int64) + (a[:, 1] != b"")
+        multi = n_alt >= 2
+        top = np.where(h == MISSING, 0, h).max(axis=1, initial=0)
+        bad = ~multi & (top > n_alt)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputFormatError(
+                f"{path}: record {c}:{int(p[i])}: GT field has allele index {int(top[i])} but "
+                f"ALT lists {int(n_alt[i])} allele(s)"
+            )
+        # ALT '.' (n_alt 0) is an invariant site of an all-sites VCF: monomorphic, not a non-SNP.
+        snp = (n_alt == 1) & _single_base(r) & _single_base(a[:, 0])
+        poly = (h == 0).any(axis=1) & (h == 1).any(axis=1)
+        keep = ~multi & snp & poly
+        kept = np.ascontiguousarray(h[keep])
+        pos_parts, hap_parts, st = blocks.setdefault(c, ([], [], {}))
+        for key, n in (
+            ("input_sites", len(idx)),
+            ("multiallelic", multi.sum()),
+            ("non_snp", ((n_alt == 1) & ~snp).sum()),
+            ("monomorphic", ((n_alt == 0) | (snp & ~poly)).sum()),
+            ("kept", keep.sum()),
+            ("missing_calls", (kept == MISSING).sum()),
+        ):
+            st[key] = st.get(key, 0) + int(n)
+        pos_parts.append(p[keep].astype(np.float64))
+        hap_parts.append(kept)
+
+
+def _log_stats(path, hd: HaplotypeData) -> None:
+    s = hd.stats
+    log.info(
+        "%s: %s: kept %d of %d sites (dropped: %d multi-allelic, %d non-SNP, %d monomorphic); "
+        "%d haplotypes, %d missing calls",
+        path,
+        hd.chrom,
+        s.get("kept", 0),
+        s.get("input_sites", 0),
+        s.get("multiallelic", 0),
+        s.get("non_snp", 0),
+        s.get("monomorphic", 0),
+        hd.n_haplotypes,
+        s.get("missing_calls", 0),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# ms / mssel / msHOT / discoal / scrm text output
+
+
+def _ms_header_nsam(header: list[str]) -> int | None:
+    """Sample size from a command line such as 'ms 128 1000 -t 2000' or 'discoal 128 100 100000'."""
+    for line in header:
+        tok = line.split()
+        if len(tok) >= 2 and not tok[0].lstrip("-").replace(".", "").isdigit() and tok[1].isdigit():
+            return int(tok[1])
+        if tok:
+            return None  # the first non-blank line is the command line, or there is none
+    return None
+
+
+def iter_ms(
+    path: str | os.PathLike,
+    *,
+    length: float,
+    n_haplotypes: int | None = None,
+) -> Iterator[HaplotypeData]:
+    """Yield replicates of ms-style output one at a time (constant memory); see ``read_ms``."""
+    path = Path(path)
+    if not length or length <= 0:
+        raise ConfigError(f"length must be > 0, got {length!r}")
+    fh = io.TextIOWrapper(_open_binary(path), encoding="utf-8", newline=None)
+    lineno = 0
+    rep = 0
+
+    def where():
+        return f"replicate {rep}, line {lineno}" if rep else f"line {lineno}"
+
+    def fail(msg):
+        raise InputFormatError(f"{path}: {where()}: {msg}")
+
+    def next_line():
+        nonlocal lineno
+        line = fh.readline()
+        if not line:
+            return None
+        lineno += 1
+        return line.strip()
+
+    with fh, _read_errors(path, where):
+        header = []
+        while (line := next_line()) is not None and not line.startswith("//"):
+            header.append(line)
+        if line is None:
+            what = "empty file" if lineno == 0 else "no '//' replicate line"
+            raise InputFormatError(f"{path}: not ms output: {what}")
+        nsam = n_haplotypes
+        header_nsam = _ms_header_nsam(header)
+        if nsam is None:
+            nsam = header_nsam
+        elif header_nsam is not None and header_nsam != nsam:
+            raise ConfigError(
+                f"{path}: n_haplotypes={nsam} but the command line says {header_nsam}"
+            )
+        pending: list[tuple[int, dict]] = []  # zero-site replicates seen before nsam is known
+
+        def make(r, pos, hap, stats):
+            return HaplotypeData(
+                chrom=f"rep{r}",
+                positions=pos * float(length),
+                haplotypes=hap,
+                sample_names=[f"hap{i + 1}" for i in range(hap.shape[1])],
+                ploidy=1,
+                length=float(length),
+                source=str(path),
+                stats=stats,
+            )
+
+        def empty_stats():
+            return dict.fromkeys(_STAT_KEYS, 0)
+
+        while line is not None:  # `line` is a '//' line here
+            rep += 1
+            while True:
+                line = next_line()
+                if line is None:
+                    fail("file ends before the 'segsites:' line")
+                if not line or line.startswith(("(", "[", "time:", "prob:")):
+                    continue  # trees (-T), tree lengths (-L), probabilities (mssel/msms)
+                break
+            m = re.fullmatch(r"segsites:\s*(\d+)", line)
+            if not m:
+                fail(f"expected 'segsites: N', got {line[:60]!r}")
+            segsites = int(m.group(1))
+            line = next_line()
+            while line == "":
+                line = next_line()
+            if segsites == 0:
+                if line is not None and line.startswith("positions:"):
+                    line = next_line()
+                rows = []
+            else:
+                if line is None or not line.startswith("positions:"):
+                    fail(f"expected 'positions:' after 'segsites: {segsites}'")
+                try:
+                    pos = np.array(line[len("positions:") :].split(), dtype=np.float64)
+                except ValueError:
+                    fail("positions line has a value that is not a number")
+                if pos.size != segsites:
+                    fail(f"positions line has {pos.size} values but segsites is {segsites}")
+                if np.any(pos < 0) or np.any(pos > 1):
+                    fail("positions must be fractions in [0, 1] (scaled by `length`)")
+                if np.any(np.diff(pos) < 0):
+                    fail("positions are not sorted")
+                rows, first_row_line = [], lineno + 1
+                while (line := next_line()) and not line.startswith("//"):
+                    if len(line) != segsites:
+                        fail(
+                            f"haplotype {len(rows) + 1} has {len(line)} characters, "
+                            f"expected segsites = {segsites}"
+                        )
+                    rows.append(line)
+            # Skip blank lines up to the next replicate; anything else is stray text.
+            while line == "":
+                line = next_line()
+            if line is not None and not line.startswith("//"):
+                fail(f"unexpected line {line[:60]!r} (more haplotypes after a blank line?)")
+
+            if segsites == 0:
+                st = empty_stats()
+                if nsam is None:
+                    pending.append((rep, st))
+                    continue
+                yield make(rep, np.zeros(0), np.zeros((0, nsam), dtype=np.uint8), st)
+                continue
+            if nsam is None:
+                nsam = len(rows)
+                for r, st in pending:
+                    yield make(r, np.zeros(0), np.zeros((0, nsam), dtype=np.uint8), st)
+                pending = []
+            if len(rows) != nsam:
+                raise InputFormatError(
+                    f"{path}: replicate {rep}, lines {first_row_line}-"
+                    f"{first_row_line + len(rows) - 1}: {len(rows)} haplotype rows, expected {nsam}"
+                )
+            mat = np.frombuffer("".join(rows).encode("ascii", errors="replace"), dtype=np.uint8)
+            mat = (mat - ord("0")).reshape(nsam, segsites)
+            if mat.max(initial=0) > 1:
+                k, j = (int(x[0]) for x in np.nonzero(mat > 1))
+                raise InputFormatError(
+                    f"{path}: replicate {rep}, line {first_row_line + k}: haplotype {k + 1}, "
+                    f"site {j + 1}: character {rows[k][j]!r} is not 0 or 1"
+                )
+            hap = np.ascontiguousarray(mat.T)
+            poly = hap.any(axis=1) & ~hap.all(axis=1)
+            st = empty_stats()
+            st.update(
+                input_sites=segsites, kept=int(poly.sum()), monomorphic=int(segsites - poly.sum())
+            )
+            yield make(rep, pos[poly], hap[poly], st)
+        for r, st in pending:  # every replicate had zero sites and no header gave the sample size
+            yield make(r, np.zeros(0), np.zeros((0, 0), dtype=np.uint8), st)
+
+
+def read_ms(
+    path: str | os.PathLike, *, length: float, n_haplotypes: int | None = None
+) -> list[HaplotypeData]:
+    """Read every replicate of ms/mssel/msHOT/discoal/scrm output (plain or gzip).
+
+    Positions are the [0, 1] values times ``length``; duplicates are kept. Chromosome names are
+    'rep1', 'rep2', ... The haplotype count comes from ``n_haplotypes``, else the command line
+    ('ms 128 1000 ...'), else the first replicate with sites; all replicates must match.
+    Monomorphic columns (rare in simulator output) are dropped and counted like in ``read_vcf``.
+    """
+    return list(iter_ms(path, length=length, n_haplotypes=n_haplotypes))
+
+
+# --------------------------------------------------------------------------------------------------
+# tskit tree sequences
+
+
+def _ts_samples(ts) -> tuple[list[str], int]:
+    """Sample names and ploidy: individuals when every sample node belongs to one, contiguously."""
+    nodes = ts.samples()
+    ind = ts.nodes_individual[nodes]
+    if nodes.size and np.all(ind >= 0):
+        starts = np.flatnonzero(np.r_[True, ind[1:] != ind[:-1]])
+        runs = np.diff(np.r_[starts, ind.size])
+        ids = ind[starts]
+        if np.unique(ids).size == ids.size and np.all(runs == runs[0]):
+            names = []
+            for i in ids:
+                md = ts.individual(int(i)).metadata
+                name = md.get("name") if isinstance(md, dict) else None
+                names.append(str(name) if name else f"tsk_{int(i)}")
+            return names, int(runs[0])
+    return [f"n{int(u)}" for u in nodes], 1
+
+
+def _ts_chrom(ts, path: Path | None) -> str:
+    md = ts.metadata
+    if isinstance(md, dict):
+        for key in ("chrom", "chromosome", "contig"):
+            if isinstance(md.get(key), str) and md[key]:
+                return md[key]
+    if path is None:
+        return "1"
+    name = path.name
+    for ext in (".trees", ".ts", ".tsz"):
+        name = name.removesuffix(ext)
+    return name
+
+
+def read_trees(path, *, chrom: str | None = None) -> list[HaplotypeData]:
+    """Read a tskit tree sequence (path or ``tskit.TreeSequence``) into one ``HaplotypeData``.
+
+    Sites where a sample carries a second derived state (allele index >= 2) are dropped and counted
+    as multi-allelic; 0 is the site's ancestral state, 1 its (first) derived state. Positions are
+    tskit coordinates (0-based, float), length is ``sequence_length``. The chromosome name is
+    ``chrom``, else top-level metadata 'chrom'/'chromosome'/'contig', else the file stem. Isolated
+    samples (missing data) are MISSING.
+    Peak memory is about 4 bytes per genotype (``genotype_matrix``).
+    """
+    import tskit
+
+    if isinstance(path, tskit.TreeSequence):
+        ts, src, p = path, "<TreeSequence>", None
+    else:
+        p = Path(path)
+        try:
+            ts = tskit.load(p)
+        except OSError as e:
+            raise InputFormatError(f"{p}: cannot read: {e.strerror or e}") from e
+        except Exception as e:  # tskit raises FileFormatError, KeyError, ValueError... by version
+            raise InputFormatError(f"{p}: not a readable tskit tree sequence: {e}") from e
+        src = str(p)
+    names, ploidy = _ts_samples(ts)
+    g = ts.genotype_matrix()  # int32, -1 = missing
+    pos = ts.sites_position
+    multi = (g > 1).any(axis=1)
+    poly = ~multi & (g == 0).any(axis=1) & (g == 1).any(axis=1)
+    hap = np.where(g[poly] < 0, MISSING, g[poly]).astype(np.uint8)
+    stats = dict(
+        input_sites=int(ts.num_sites),
+        kept=int(poly.sum()),
+        multiallelic=int(multi.sum()),
+        non_snp=0,
+        monomorphic=int((~multi & ~poly).sum()),
+        missing_calls=int((hap == MISSING).sum()),
+    )
+    hd = HaplotypeData(
+        chrom=chrom or _ts_chrom(ts, p),
+        positions=pos[poly],
+        haplotypes=hap,
+        sample_names=names,
+        ploidy=ploidy,
+        length=float(ts.sequence_length),
+        source=src,
+        stats=stats,
+    )
+    _log_stats(src, hd)
+    return [hd]

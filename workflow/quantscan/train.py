@@ -1,0 +1,152 @@
+"""Mini-batch training with early stopping, shared by every application and compression method.
+
+Methods that change how a mini-batch is processed (pruning schedules, ternary scale updates) pass a
+``step`` strategy; the default step is a plain forward / backward / update.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    patience: int = 3
+    weight_decay: float = 0.0
+    class_weights: list[float] | None = None
+
+
+StepFn = Callable[..., float]
+
+
+def default_step(model, optimizer, loss_fn, xb, yb, epoch: int, n_epochs: int) -> float:
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model(xb), yb)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def to_tensor(x: np.ndarray, channels_last: bool) -> torch.Tensor:
+    """uint8/float arrays (B, C, ...) -> float32 tensor; NCHW as channels-last is ~1.8x faster on CPU."""
+    t = torch.from_numpy(np.ascontiguousarray(x)).float()
+    if channels_last and t.ndim == 4:
+        t = t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (N, n_classes) in eval mode."""
+    model.eval()
+    cl = x.ndim == 4
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(torch.softmax(model(to_tensor(x[i : i + batch_size], cl)), dim=1).numpy())
+    if not out:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def _evaluate(model, loss_fn, x, y, batch_size) -> tuple[float, float]:
+    model.eval()
+    cl = x.ndim == 4
+    total, correct, n = 0.0, 0, 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = to_tensor(x[i : i + batch_size], cl), torch.from_numpy(y[i : i + batch_size])
+        logits = model(xb)
+        total += float(loss_fn(logits, yb)) * len(yb)
+        correct += int((logits.argmax(1) == yb).sum())
+        n += len(yb)
+    return total / max(n, 1), correct / max(n, 1)
+
+
+def fit(
+    model: nn.Module,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    cfg: TrainConfig,
+    seed: int,
+    step: StepFn = default_step,
+) -> list[dict]:
+    """Train in place; keep the weights of the epoch with the lowest validation loss.
+
+    Returns one dict per epoch (``epoch, train_loss, val_loss, val_accuracy, seconds``).
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    y_train, y_val = np.asarray(y_train, np.int64), np.asarray(y_val, np.int64)
+    weight = (
+        None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float32)
+    )
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    cl = x_train.ndim == 4
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    best_loss, best_state, stale, history = math.inf, None, 0, []
+    has_val = len(y_val) > 0
+    for epoch in range(cfg.epochs):
+        start = time.perf_counter()
+        model.train()
+        order = rng.permutation(len(x_train))
+        losses = []
+        for i in range(0, len(order), cfg.batch_size):
+            idx = np.sort(order[i : i + cfg.batch_size])
+            xb, yb = to_tensor(x_train[idx], cl), torch.from_numpy(y_train[idx])
+            losses.append(step(model, optimizer, loss_fn, xb, yb, epoch, cfg.epochs) * len(idx))
+        train_loss = sum(losses) / max(len(order), 1)  # running mean over the epoch
+        # without a validation set, early stopping watches the training loss
+        val_loss, val_acc = (
+            _evaluate(model, loss_fn, x_val, y_val, 256) if has_val else (train_loss, math.nan)
+        )
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "seconds": time.perf_counter() - start,
+        }
+        history.append(row)
+        log.info(
+            "epoch %d/%d: train loss %.4f, val loss %.4f, val accuracy %.4f (%.1f s)",
+            epoch + 1,
+            cfg.epochs,
+            row["train_loss"],
+            val_loss,
+            val_acc,
+            row["seconds"],
+        )
+        if not math.isfinite(val_loss):
+            log.warning("validation loss is not finite; stopping")
+            break
+        if val_loss < best_loss - 1e-6:
+            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                log.info("early stopping: no improvement for %d epochs", cfg.patience)
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.to(memory_format=torch.contiguous_format)
+    return history
