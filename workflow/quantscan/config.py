@@ -40,8 +40,10 @@ def fill_defaults(instance, schema: dict, root: dict | None = None):
         return instance
     for key, sub in schema.get("properties", {}).items():
         sub_r = _resolve(sub, root)
-        if key not in instance and "default" in sub_r:
-            instance[key] = copy.deepcopy(sub_r["default"])
+        # a default next to a $ref wins over the referenced schema's own
+        default_from = sub if "default" in sub else sub_r
+        if key not in instance and "default" in default_from:
+            instance[key] = copy.deepcopy(default_from["default"])
         if key in instance:
             fill_defaults(instance[key], sub_r, root)
     extra = schema.get("additionalProperties")
@@ -49,6 +51,12 @@ def fill_defaults(instance, schema: dict, root: dict | None = None):
         for key, value in instance.items():
             if key not in schema.get("properties", {}):
                 fill_defaults(value, extra, root)
+    # tagged unions (e.g. compress methods by 'type'): defaults of the branch whose 'if' matches
+    for branch in schema.get("allOf", []):
+        if "if" in branch and "then" in branch:
+            test = jsonschema.Draft202012Validator({**branch["if"], "$defs": root.get("$defs", {})})
+            if test.is_valid(instance):
+                fill_defaults(instance, branch["then"], root)
     return instance
 
 
@@ -104,7 +112,8 @@ def _check_sweeps(sw: dict) -> None:
             )
         h = spec.get("hotspot")
         length = spec.get("sequence_length", sw["sequence_length"])
-        if h and not 0 <= h["left"] < h["right"] <= length:
+        # only scenarios that run must fit the region (a preset may define more than it runs)
+        if h and name in active_scenarios(sw) and not 0 <= h["left"] < h["right"] <= length:
             raise ConfigError(
                 f"config key sweeps.scenarios.{name}.hotspot: need 0 <= left < right <= {length}"
             )

@@ -10,7 +10,9 @@ from quantscan.errors import ConfigError
 from quantscan.sweeps.dataset import batch_sizes
 
 try:
-    _validated = qconfig.validate(config, qconfig.load_schema(Path(workflow.basedir) / "config" / "schema.yaml"))
+    _validated = qconfig.validate(
+        config, qconfig.load_schema(Path(workflow.basedir) / "config" / "schema.yaml")
+    )
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 config.clear()
@@ -36,7 +38,9 @@ def sweep_classes(scenario):
 def sweep_replicates(scenario):
     """Replicates per class: neutral-only scenarios are test data only."""
     reps = SW["replicates"]
-    return reps["test"] if scenario in NEUTRAL_SCENARIOS else reps["train"] + reps["test"]
+    return (
+        reps["test"] if scenario in NEUTRAL_SCENARIOS else reps["train"] + reps["test"]
+    )
 
 
 def sweep_batches(scenario):
@@ -65,14 +69,18 @@ def sweep_fp_tests(wildcards):
 
 
 def sweep_metrics():
-    return expand("results/sweeps/models/{scenario}/fp32/metrics.json", scenario=SWEEP_SCENARIOS)
+    return expand(
+        "results/sweeps/models/{scenario}/fp32/metrics.json", scenario=SWEEP_SCENARIOS
+    )
 
 
 def sweeps_targets():
     return [
         "results/sweeps/summary.tsv",
         *expand("results/sweeps/data/{scenario}/examples.png", scenario=ALL_SCENARIOS),
-        *expand("results/sweeps/models/{scenario}/fp32/curves.png", scenario=SWEEP_SCENARIOS),
+        *expand(
+            "results/sweeps/models/{scenario}/fp32/curves.png", scenario=SWEEP_SCENARIOS
+        ),
     ]
 
 

@@ -95,11 +95,11 @@ rule sweeps_train:
         mem_mb=mem_by_attempt(4000),
         runtime=240,
     params:
-        model=SW["model"],
+        arch={"name": "sweepnet", "n_classes": 2, **SW["model"]},
         train=SW["train"],
         seed=config["seed"],
     script:
-        "../scripts/sweeps_train.py"
+        "../scripts/train.py"
 
 
 rule sweeps_evaluate:

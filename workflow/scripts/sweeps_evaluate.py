@@ -7,18 +7,19 @@ from quantscan import evaluate, modelio
 from quantscan.atomic import write_text
 from quantscan.scripting import run
 from quantscan.summary import metrics_json
-from quantscan.sweeps import CLASSES, dataset
+from quantscan.data import load_split
+from quantscan.sweeps import CLASSES
 from quantscan.train import predict_proba
 
 
 def main(smk, log):
     model, arch = modelio.load_fp32(smk.input.model)
-    x, y, _ = dataset.load_images(smk.input.test)
-    metrics = evaluate.classification_metrics(y, predict_proba(model, x[:, None]), CLASSES)
+    x, y = load_split(smk.input.test)
+    metrics = evaluate.classification_metrics(y, predict_proba(model, x), CLASSES)
     for name, path in zip(smk.params.neutral_scenarios, smk.input.neutral_tests, strict=True):
-        xn, _, _ = dataset.load_images(path)
+        xn, _ = load_split(path)
         # every image is neutral: the share called 'sweep' is the false-positive rate
-        metrics[f"fpr_{name}"] = float((predict_proba(model, xn[:, None]).argmax(1) == 1).mean())
+        metrics[f"fpr_{name}"] = float((predict_proba(model, xn).argmax(1) == 1).mean())
     metrics.update(
         scenario=smk.wildcards.scenario,
         method="fp32",

@@ -1,0 +1,33 @@
+"""Train an application's fp32 baseline model (any architecture, any split files)."""
+
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")
+import pandas as pd
+import torch
+from quantscan import modelio, plots
+from quantscan.atomic import atomic_path
+from quantscan.data import load_split
+from quantscan.models import build_model
+from quantscan.scripting import run
+from quantscan.seeds import derive_seed
+from quantscan.train import TrainConfig, fit
+
+
+def main(smk, log):
+    label = "/".join(str(v) for v in smk.wildcards)
+    x_train, y_train = load_split(smk.input.train)
+    x_val, y_val = load_split(smk.input.val)
+    seed = derive_seed(smk.params.seed, "train", *smk.wildcards)
+    torch.manual_seed(seed)
+    model = build_model(smk.params.arch)
+    log.info("%s: %d training and %d validation inputs %s, %d parameters",
+             label, len(y_train), len(y_val), x_train.shape[1:], modelio.n_parameters(model))
+    history = fit(model, x_train, y_train, x_val, y_val, TrainConfig(**smk.params.train), seed)
+    modelio.save_fp32(model, smk.params.arch, smk.output.model)
+    with atomic_path(smk.output.history) as tmp:
+        pd.DataFrame(history).to_csv(tmp, sep="\t", index=False)
+    plots.training_curves(history, smk.output.curves, f"{smk.params.arch['name']} fp32, {label}")
+
+
+run(main, snakemake)
