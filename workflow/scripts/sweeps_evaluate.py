@@ -5,9 +5,10 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 from quantscan import evaluate, modelio
 from quantscan.atomic import write_text
+from quantscan.compress.cost import bits_per_layer
+from quantscan.data import load_split
 from quantscan.scripting import run
 from quantscan.summary import metrics_json
-from quantscan.data import load_split
 from quantscan.sweeps import CLASSES
 from quantscan.train import predict_proba
 
@@ -25,6 +26,8 @@ def main(smk, log):
         method="fp32",
         model_bits=32 * modelio.n_parameters(model),
         file_bytes=modelio.file_bytes(smk.input.model),
+        size_pct=100.0,
+        bits_per_layer=bits_per_layer(model),
         arch=arch,
     )
     write_text(smk.output.metrics, metrics_json(metrics))

@@ -5,6 +5,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import pandas as pd
 import torch
+
 from quantscan import modelio, plots
 from quantscan.atomic import atomic_path
 from quantscan.data import load_split
@@ -21,8 +22,14 @@ def main(smk, log):
     seed = derive_seed(smk.params.seed, "train", *smk.wildcards)
     torch.manual_seed(seed)
     model = build_model(smk.params.arch)
-    log.info("%s: %d training and %d validation inputs %s, %d parameters",
-             label, len(y_train), len(y_val), x_train.shape[1:], modelio.n_parameters(model))
+    log.info(
+        "%s: %d training and %d validation inputs %s, %d parameters",
+        label,
+        len(y_train),
+        len(y_val),
+        x_train.shape[1:],
+        modelio.n_parameters(model),
+    )
     history = fit(model, x_train, y_train, x_val, y_val, TrainConfig(**smk.params.train), seed)
     modelio.save_fp32(model, smk.params.arch, smk.output.model)
     with atomic_path(smk.output.history) as tmp:
