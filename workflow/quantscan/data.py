@@ -28,4 +28,6 @@ def load_split(path) -> tuple[np.ndarray, np.ndarray]:
         from .viral.dataset import load_onehot
 
         return load_onehot(path)
-    raise InputFormatError(f"{path}: neither 'images' (sweeps) nor 'onehot' (viral) in {sorted(files)}")
+    raise InputFormatError(
+        f"{path}: neither 'images' (sweeps) nor 'onehot' (viral) in {sorted(files)}"
+    )
