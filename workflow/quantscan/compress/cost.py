@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from .layers import QuantizedWeights
+from .layers import FLOAT_TO_QUANTIZED, QActivation, QuantizedWeights
 
 FP_BITS = 32
 
@@ -91,6 +91,25 @@ def model_bits(model: nn.Module) -> int:
     return sum(row.total_bits for row in layer_bits(model))
 
 
+def bits_per_layer(model: nn.Module) -> str:
+    """Compact per-layer bit widths, e.g. ``conv1=2,conv1_activation=1,dense=32/8``, in model order.
+
+    Every weight layer (Conv/Linear) is listed with its kernel bits (``k/b`` when the bias has other
+    bits); activations are listed only when quantized. Float parts count 32 bits.
+    """
+    items = []
+    for name, module in model.named_modules():
+        if isinstance(module, QActivation):
+            items.append(f"{name}={module.quantizer.bits}")
+        elif type(module) in FLOAT_TO_QUANTIZED or isinstance(module, QuantizedWeights):
+            kq = getattr(module, "kernel_quantizer", None)
+            bq = getattr(module, "bias_quantizer", None)
+            k = FP_BITS if kq is None else kq.bits
+            b = FP_BITS if bq is None else bq.bits
+            items.append(f"{name}={k}" if module.bias is None or b == k else f"{name}={k}/{b}")
+    return ",".join(items)
+
+
 def bits_table(model: nn.Module) -> str:
     """The per-layer table as TSV with a header and a final ``total`` row."""
     rows = layer_bits(model)
@@ -105,4 +124,12 @@ def bits_table(model: nn.Module) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["FP_BITS", "SEED000_TABLE6", "LayerBits", "bits_table", "layer_bits", "model_bits"]
+__all__ = [
+    "FP_BITS",
+    "SEED000_TABLE6",
+    "LayerBits",
+    "bits_per_layer",
+    "bits_table",
+    "layer_bits",
+    "model_bits",
+]
