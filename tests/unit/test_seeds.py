@@ -18,3 +18,16 @@ def test_any_key_or_master_changes_the_seed():
         derive_seed(42, "simulate", "constan", "tsweep", 0, 3),
     }
     assert base not in others and len(others) == 5
+
+
+def test_atomic_outputs_get_umask_permissions(tmp_path):
+    import os
+
+    from quantscan.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
