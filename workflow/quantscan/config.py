@@ -83,10 +83,23 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     config = fill_defaults(copy.deepcopy(dict(config)), schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    # a failing tagged-union branch also reports its keys as unevaluated: keep the deeper error only
+    deeper = [list(e.absolute_path) for e in errors]
+    errors = [
+        e
+        for e in errors
+        if e.validator != "unevaluatedProperties"
+        or not any(
+            len(p) > len(e.absolute_path) and p[: len(e.absolute_path)] == list(e.absolute_path)
+            for p in deeper
+        )
+    ]
     if errors:
         lines = [_message(e) for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     _check_sweeps(config["sweeps"])
+    if "compress" in config:
+        compress_jobs(config)  # checks the scenario names
     return config
 
 
@@ -134,3 +147,35 @@ def sweep_scenarios(sw: dict) -> list[str]:
 def neutral_scenarios(sw: dict) -> list[str]:
     """Neutral-only scenarios (structured populations): false-positive measurement."""
     return [n for n in active_scenarios(sw) if "island" in (sw["scenarios"][n] or {})]
+
+
+def compress_jobs(config: dict) -> list[tuple[str, str]]:
+    """(scenario, method) pairs of the compression fan-out, in config order.
+
+    A method runs on its own ``scenarios``, else ``compress.scenarios``, else every trained sweep
+    scenario. Names must be defined scenarios with a sweep class; defined ones that this run does not
+    train (left out of ``sweeps.run``) are skipped, so presets can list more than a run trains.
+    """
+    sw, cp = config["sweeps"], config["compress"]
+    trained = sweep_scenarios(sw)
+    jobs = []
+    for name, method in cp["methods"].items():
+        where = (
+            f"compress.methods.{name}.scenarios"
+            if method.get("scenarios")
+            else "compress.scenarios"
+        )
+        wanted = list(method.get("scenarios") or cp["scenarios"] or trained)
+        for scenario in wanted:
+            if scenario not in sw["scenarios"]:
+                raise ConfigError(
+                    f"config key {where}: unknown scenario {scenario!r}; defined: "
+                    f"{', '.join(sw['scenarios'])}"
+                )
+            if "island" in (sw["scenarios"][scenario] or {}):
+                raise ConfigError(
+                    f"config key {where}: {scenario!r} is neutral-only (no model to compress)"
+                )
+            if scenario in trained:
+                jobs.append((scenario, name))
+    return jobs

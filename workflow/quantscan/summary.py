@@ -20,6 +20,8 @@ COLUMNS = [
     "acc_sweep",
     "model_bits",
     "file_bytes",
+    "size_pct",
+    "bits_per_layer",
 ]
 
 
@@ -50,17 +52,30 @@ def read_metrics(path) -> dict:
     return data
 
 
-def summary_table(paths: list, columns: list[str] = COLUMNS) -> pd.DataFrame:
-    rows = []
-    for path in paths:
-        m = read_metrics(path)
-        rows.append({k: v for k, v in m.items() if not isinstance(v, dict | list)})
-    table = pd.DataFrame(rows)
+def rows_table(rows: list[dict], columns: list[str] = COLUMNS) -> pd.DataFrame:
+    """Metrics dicts as a table: scalar fields only, ``columns`` first, the rest alphabetically."""
+    table = pd.DataFrame(
+        [{k: v for k, v in m.items() if not isinstance(v, dict | list)} for m in rows]
+    )
     lead = [c for c in columns if c in table.columns]
     rest = sorted(c for c in table.columns if c not in lead)
     return (
         table[lead + rest].sort_values(["scenario", "method"], kind="stable").reset_index(drop=True)
     )
+
+
+def summary_table(paths: list, columns: list[str] = COLUMNS) -> pd.DataFrame:
+    metrics = [read_metrics(path) for path in paths]
+    seen = {}
+    for path, m in zip(paths, metrics, strict=True):
+        key = (m["scenario"], m["method"])
+        if key in seen:
+            raise InputFormatError(
+                f"{path}: scenario {key[0]!r} and method {key[1]!r} also come from {seen[key]}; "
+                "give one of the methods another name"
+            )
+        seen[key] = path
+    return rows_table(metrics, columns)
 
 
 def write_summary(paths: list, out, columns: list[str] = COLUMNS) -> pd.DataFrame:

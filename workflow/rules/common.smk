@@ -1,5 +1,6 @@
 """Shared helpers: config validation, fan-out lists from the config, resources."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -8,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from quantscan import config as qconfig
 from quantscan.errors import ConfigError
 from quantscan.sweeps.dataset import batch_sizes
+from quantscan.sweeps.simulate import SimParams
 
 try:
     _validated = qconfig.validate(
@@ -47,6 +49,11 @@ def sweep_batches(scenario):
     return range(len(batch_sizes(sweep_replicates(scenario), SW["batch_size"])))
 
 
+def sweep_sim_params(wildcards):
+    """Only the scenario's simulation parameters, so unrelated config edits don't rerun simulations."""
+    return dataclasses.asdict(SimParams.from_config(SW, wildcards.scenario))
+
+
 def sweep_batch_size(wildcards):
     sizes = batch_sizes(sweep_replicates(wildcards.scenario), SW["batch_size"])
     return sizes[int(wildcards.batch)]
@@ -74,6 +81,15 @@ def sweep_metrics():
     )
 
 
+CP = config["compress"]
+COMPRESS_JOBS = qconfig.compress_jobs(config)
+
+
+def compress_metrics():
+    """metrics.json of every (scenario, compression method) pair."""
+    return [f"results/sweeps/compress/{s}/{m}/metrics.json" for s, m in COMPRESS_JOBS]
+
+
 def sweeps_targets():
     return [
         "results/sweeps/summary.tsv",
@@ -91,3 +107,262 @@ def mem_by_attempt(base_mb):
         return base_mb * 2 ** (attempt - 1)
 
     return mem
+
+
+# ---------------------------------------------------------------------------------------------
+# Viral classification (workflow/rules/viral.smk)
+
+import json
+import re
+
+from quantscan.viral import dataset as vdataset
+
+VIRAL = config["viral"]
+try:
+    vdataset.check_config(VIRAL)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+# the data set name: the scenario column of results/viral/summary.tsv
+VIRAL_DATASET = vdataset.SOURCES[VIRAL["source"]]
+VIRAL_CLASSES = vdataset.class_names_for(VIRAL)
+VIRAL_STRIDE = VIRAL["stride"] or VIRAL["length"] // 2
+#: Hook for compress.smk: names of the compression methods run on the viral model. Like the
+#: sweeps' methods, each writes results/viral/compress/<VIRAL_DATASET>/<method>/{model.qsp,
+#: metrics.json}; the metrics join results/viral/summary.tsv and viral.classify.model can name
+#: any method whose model.qsp a rule makes.
+VIRAL_COMPRESSED = []
+
+
+def viral_classify_inputs():
+    """Name -> FASTA path of the files viral_classify reads (names from the file names)."""
+    paths = VIRAL["classify"]["inputs"]
+    if not paths:
+        return {
+            f"{VIRAL_DATASET}_test": f"results/viral/data/{VIRAL_DATASET}/test.fasta",
+            # shipped with the workflow: found from any working directory
+            "odd_records": str(
+                Path(workflow.basedir) / "resources" / "viral" / "odd_records.fasta"
+            ),
+        }
+    names = {}
+    for path in paths:
+        name = re.sub(r"(\.(fasta|fa|fna|fas|txt))?(\.gz)?$", "", Path(path).name)
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "input"
+        if name in names:
+            raise WorkflowError(
+                f"config key viral.classify.inputs: {names[name]} and {path} both give the "
+                f"output name {name!r}; rename one of them"
+            )
+        names[name] = path
+    return names
+
+
+VIRAL_CLASSIFY = viral_classify_inputs()
+
+
+wildcard_constraints:
+    vclass="|".join(VIRAL_CLASSES),
+    dataset=VIRAL_DATASET,
+
+
+def viral_raw_fastas(wildcards):
+    return [f"results/viral/raw/{wildcards.dataset}/{c}.fasta" for c in VIRAL_CLASSES]
+
+
+def viral_simulate_class(wildcards):
+    """The simulated class's settings, with its number of sequences as 'n'."""
+    spec = next(
+        c for c in VIRAL["simulate"]["classes"] if c["name"] == wildcards.vclass
+    )
+    return {"n": VIRAL["simulate"]["n_per_class"], **spec}
+
+
+def viral_local_paths(wildcards):
+    paths = VIRAL["local"][wildcards.vclass]
+    return [paths] if isinstance(paths, str) else list(paths)
+
+
+def viral_ncbi_query(wildcards):
+    return dict(VIRAL["ncbi"]["classes"][wildcards.vclass])
+
+
+def viral_arch():
+    """ViralCNN settings (seed 004 Table III) for this data set."""
+    return {
+        "name": "viralcnn",
+        "n_classes": len(VIRAL_CLASSES),
+        "length": VIRAL["length"],
+        **VIRAL["model"],
+    }
+
+
+def viral_train_params(wildcards, input):
+    """Training settings; with balance 'weights' the class weights come from the split's
+    balance.json. It is read when the job runs (during a dry run the file may not exist yet:
+    Snakemake then shows the parameter as <TBD>)."""
+    with open(input.balance) as fh:
+        weights = json.load(fh)["class_weights"]
+    return {**VIRAL["train"], "class_weights": weights}
+
+
+def viral_metrics(wildcards):
+    """metrics.json of the fp32 baseline and of every compressed method (VIRAL_COMPRESSED; an
+    input function, so it sees the methods whatever the order of the includes)."""
+    return [
+        f"results/viral/models/{VIRAL_DATASET}/fp32/metrics.json",
+        *(
+            f"results/viral/compress/{VIRAL_DATASET}/{method}/metrics.json"
+            for method in VIRAL_COMPRESSED
+        ),
+    ]
+
+
+def viral_model_file(wildcards):
+    """The model file of fp32 or of a compression method (packed, compress.smk)."""
+    if wildcards.model == "fp32":
+        return f"results/viral/models/{wildcards.dataset}/fp32/model.pt"
+    return f"results/viral/compress/{wildcards.dataset}/{wildcards.model}/model.qsp"
+
+
+def viral_classify_fasta(wildcards):
+    return VIRAL_CLASSIFY[wildcards.name]
+
+
+def viral_targets():
+    model = VIRAL["classify"]["model"]
+    return [
+        "results/viral/summary.tsv",
+        f"results/viral/data/{VIRAL_DATASET}/counts.tsv",
+        f"results/viral/models/{VIRAL_DATASET}/fp32/curves.png",
+        *(
+            f"results/viral/classify/{VIRAL_DATASET}/{model}/{n}.tsv"
+            for n in VIRAL_CLASSIFY
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Genome scan (workflow/rules/scan.smk)
+
+import dataclasses
+
+from quantscan.sweeps import scan_workflow as qscan
+
+SC = config["scan"]
+try:
+    # inputs, chromosome names (VCF headers are read here), models and engines of every scan
+    SCAN = qscan.plan(config, trained=SWEEP_SCENARIOS, compress_jobs=COMPRESS_JOBS)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+
+def scan_targets():
+    """Per-chromosome scan outputs of every (input, model, engine), and scan_summary.tsv."""
+    out = ["results/sweeps/scan_summary.tsv"]
+    for name, chrom, model, engine in SCAN.scans():
+        prefix = f"results/sweeps/scan/{name}/{model}/{engine}/{chrom}"
+        out += [
+            f"{prefix}.scores.tsv",
+            f"{prefix}.scores.bedgraph",
+            f"{prefix}.peaks.bed",
+            f"{prefix}.png",
+        ]
+    return out
+
+
+def _alternatives(names):
+    """A wildcard constraint matching exactly these names (none: matches nothing)."""
+    return "|".join(re.escape(str(n)) for n in sorted(set(names))) or "(?!)"
+
+
+SCAN_CHROMS = _alternatives(c for i in SCAN.inputs.values() for c in i.chroms)
+SCAN_INPUTS = _alternatives(SCAN.inputs)
+SCAN_MODELS = _alternatives(m for ms in SCAN.models.values() for m in ms)
+SCAN_ENGINES = _alternatives(SCAN.engines["fp32"] + SCAN.engines["compressed"])
+SCAN_REGIONS = range(SC["regions"])
+
+
+def scan_model_file(scenario, model):
+    if model == "fp32":
+        return f"results/sweeps/models/{scenario}/fp32/model.pt"
+    return f"results/sweeps/compress/{scenario}/{model}/model.qsp"
+
+
+def scan_int8_file(scenario, model, engine):
+    """The fp32 model's static int8 ONNX export, for engine onnx_int8 only."""
+    if engine == "onnx_int8" and model == "fp32":
+        return [f"results/sweeps/scan/int8/{scenario}/fp32.int8.onnx"]
+    return []
+
+
+def scan_input_scenario(wildcards):
+    return SCAN.inputs[wildcards.scan_input].scenario
+
+
+def scan_source(wildcards):
+    inp = SCAN.inputs[wildcards.scan_input]
+    if inp.name == qscan.SIMULATED:
+        return f"results/sweeps/scan/sim/{wildcards.chrom}.trees"
+    return inp.path
+
+
+def scan_test_batches(sims, cls):
+    neutral_only = sims in NEUTRAL_SCENARIOS
+    reps = SW["replicates"]
+    return qscan.test_batches(
+        reps["train"], reps["test"], SW["batch_size"], neutral_only
+    )
+
+
+def scan_test_shards(cls):
+    def shards(wildcards):
+        if cls not in sweep_classes(wildcards.sims):
+            return []
+        return [
+            f"results/sweeps/sim/{wildcards.sims}/{cls}/batch{b}.npz"
+            for b in scan_test_batches(wildcards.sims, cls)
+        ]
+
+    return shards
+
+
+def scan_replicate_params(wildcards):
+    sims = wildcards.sims
+    return {
+        cls: {
+            "batches": scan_test_batches(sims, cls),
+            "first_test": 0 if sims in NEUTRAL_SCENARIOS else SW["replicates"]["train"],
+        }
+        for cls in sweep_classes(sims)
+    }
+
+
+def scan_null_file(wildcards):
+    inp = SCAN.inputs[wildcards.scan_input]
+    return (
+        f"results/sweeps/scan/replicates/{inp.scenario}/{wildcards.scan_model}/"
+        f"{wildcards.engine}/{inp.null_scenario}.npz"
+    )
+
+
+def scan_truth_file(wildcards):
+    if SCAN.inputs[wildcards.scan_input].truth:
+        return [f"results/sweeps/scan/sim/{wildcards.chrom}.truth.tsv"]
+    return []
+
+
+def scan_mem(base_mb, per_input_mb):
+    """Memory from the size of the inputs, doubled on each retry."""
+
+    def mem(wildcards, input, attempt):
+        return int((base_mb + per_input_mb * input.size_mb) * 2 ** (attempt - 1))
+
+    return mem
+
+
+SCAN_EVALUATE = [dict(scenario=s, model=m, engine=e) for s, m, e in SCAN.evaluate]
+SCAN_CHROMOSOME_EVALUATE = [
+    dict(scenario=SCAN.inputs[i].null_scenario, model=m, engine=e, chrom=c)
+    for i, c, m, e in SCAN.scans()
+    if SCAN.inputs[i].truth
+]

@@ -15,7 +15,7 @@ rule sweeps_simulate:
         mem_mb=mem_by_attempt(1000),
         runtime=60,
     params:
-        sweeps=SW,
+        sim=sweep_sim_params,
         size=sweep_batch_size,
         seed=config["seed"],
     script:
@@ -127,7 +127,7 @@ rule sweeps_evaluate:
 
 rule sweeps_summary:
     input:
-        metrics=sweep_metrics(),
+        metrics=sweep_metrics() + compress_metrics(),
     output:
         tsv=report(
             "results/sweeps/summary.tsv",

@@ -9,7 +9,7 @@ from quantscan.sweeps import simulate
 
 def main(smk, log):
     sc, cls, batch = smk.wildcards.scenario, smk.wildcards.cls, int(smk.wildcards.batch)
-    params = simulate.SimParams.from_config(smk.params.sweeps, sc)
+    params = simulate.SimParams(**smk.params.sim)
     reps = simulate.simulate_batch(params, sc, cls, batch, smk.params.size, smk.params.seed)
     simulate.save_replicates(
         smk.output.npz,

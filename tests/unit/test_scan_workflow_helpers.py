@@ -1,0 +1,448 @@
+"""Scan workflow helpers: the plan from the config, inputs, chromosome files, engines, tables."""
+
+import copy
+import json
+import runpy
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from quantscan import config as qconfig
+from quantscan.compress.cost import SEED000_TABLE6
+from quantscan.compress.layers import quantize_model
+from quantscan.compress.pack import save_packed
+from quantscan.errors import ConfigError, InputFormatError
+from quantscan.modelio import save_fp32
+from quantscan.models import SweepNet
+from quantscan.runtime import Engine
+from quantscan.sweeps import scan, scan_metrics
+from quantscan.sweeps import scan_workflow as qs
+from quantscan.sweeps.io import MISSING, HaplotypeData
+from quantscan.sweeps.simulate import Replicate, save_replicates
+
+ROOT = Path(__file__).resolve().parents[2]
+ARCH = {"name": "sweepnet", "n_classes": 2, "filters": 8, "se_ratio": 2}
+TRAINED = ["constant", "mild_bottleneck"]
+JOBS = [("constant", "mixed_table6"), ("mild_bottleneck", "mixed_table6"), ("constant", "uni")]
+
+
+def default_config(**scan):
+    with open(ROOT / "config" / "config.yaml") as fh:
+        cfg = yaml.safe_load(fh)
+    cfg["scan"].update(scan)
+    return qconfig.validate(cfg)
+
+
+class MeanEngine(Engine):
+    """P(sweep) grows with the window's derived-allele density (deterministic)."""
+
+    def __init__(self):
+        super().__init__("mean", 64, 1, 2)
+
+    def _logits(self, x):
+        m = x.reshape(len(x), -1).mean(axis=1)
+        return np.stack([np.zeros_like(m), 12 * (m - 0.3)], axis=1)
+
+
+def chromosome(n_sites=400, n_haps=10, length=40_000, seed=0, missing=0.0):
+    rng = np.random.default_rng(seed)
+    pos = np.sort(rng.uniform(1, length, n_sites))
+    hap = (rng.random((n_sites, n_haps)) < rng.beta(0.4, 1.2, n_sites)[:, None]).astype(np.uint8)
+    if missing:
+        hap[rng.random(hap.shape) < missing] = MISSING
+    names = [f"s{i}" for i in range(n_haps // 2)]
+    return HaplotypeData("chr7", pos, hap, names, ploidy=2, length=length, source="x.vcf")
+
+
+def vcf(path, records, contigs=("chr1", "chr2")):
+    head = ["##fileformat=VCFv4.2", *(f"##contig=<ID={c},length=1000>" for c in contigs)]
+    head.append('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
+    head.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ts1\ts2")
+    body = [
+        "\t".join([c, str(p), ".", "A", "T", ".", "PASS", ".", "GT", *g]) for c, p, *g in records
+    ]
+    path.write_text("\n".join(head + body) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# plan
+
+
+def test_default_plan():
+    cfg = default_config()
+    p = qs.plan(cfg, trained=TRAINED, compress_jobs=JOBS)
+    assert p.window == cfg["sweeps"]["image"]["snps"]
+    sim = p.inputs[qs.SIMULATED]
+    assert sim.chroms == ["chrSim"] and sim.scenario == sim.null_scenario == "constant"
+    spec = p.simulated["chrSim"]
+    assert spec["n_segments"] * spec["segment_length"] == cfg["scan"]["simulated"]["length"]
+    assert spec["haplotypes"] == cfg["sweeps"]["haplotypes"]
+    assert p.models == {
+        "constant": ["fp32", "mixed_table6", "uni"],
+        "mild_bottleneck": ["fp32", "mixed_table6"],
+    }
+    scans = p.scans()
+    assert ("simulated", "chrSim", "fp32", "onnx_int8") in scans
+    assert ("simulated", "chrSim", "uni", "packed") in scans
+    assert ("simulated", "chrSim", "uni", "onnx_int8") not in scans
+    # every evaluated triple and the null of every chromosome scan is a replicate scan
+    reps = set(p.replicate_scans())
+    assert {(s, m, e, s) for s, m, e in p.evaluate} <= reps
+    assert ("mild_bottleneck", "mixed_table6", "packed", "mild_bottleneck") in reps
+    json.dumps(spec)  # plain types: a Snakemake param
+
+
+def test_plan_models_filter_and_other_scenarios():
+    cfg = default_config(
+        models=["fp32"], simulated={"scenario": "mild_bottleneck", "model": "constant"}
+    )
+    p = qs.plan(cfg, trained=TRAINED, compress_jobs=JOBS)
+    assert p.models == {"constant": ["fp32"], "mild_bottleneck": ["fp32"]}
+    sim = p.inputs[qs.SIMULATED]
+    assert (sim.scenario, sim.null_scenario) == ("constant", "mild_bottleneck")
+    assert ("constant", "fp32", "onnx_fp32", "mild_bottleneck") in p.replicate_scans()
+    p = qs.plan(default_config(simulated={"names": []}), trained=TRAINED, compress_jobs=JOBS)
+    assert p.inputs == {} and p.scans() == []
+
+
+@pytest.mark.parametrize(
+    "scan_cfg, sweeps_cfg, message",
+    [
+        ({"window": 128}, {}, "scan.window: 128 SNPs per window"),
+        ({"simulated": {"haplotypes": 128}}, {}, "scan.simulated.haplotypes"),
+        ({"simulated": {"length": 1_234_567}}, {}, "whole number of segments"),
+        ({"simulated": {"sweep_segments": [99]}}, {}, "sweep_segments [99] outside"),
+        ({"simulated": {"scenario": "hotspot_high"}}, {}, "not a trained sweep scenario"),
+        ({"simulated": {"names": ["chr 1"]}}, {}, "cannot be used in file names"),
+        ({"models": ["nope"]}, {}, "unknown model(s) ['nope']"),
+        ({"evaluate": {"scenarios": ["island_migration"]}}, {}, "scan.evaluate.scenarios"),
+        (
+            {"inputs": [{"name": "data", "path": "x.vcf", "format": "vcf", "chroms": ["1"]}]},
+            {},
+            "reserved",
+        ),
+        (
+            {"inputs": [{"name": "a", "path": "x.ms", "format": "ms", "chroms": ["rep1"]}]},
+            {},
+            "needs the length",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "a",
+                        "path": "x.trees",
+                        "format": "trees",
+                        "chroms": ["c"],
+                        "samples": ["s1"],
+                    }
+                ]
+            },
+            {},
+            "only VCF inputs",
+        ),
+    ],
+)
+def test_plan_errors_name_the_key(scan_cfg, sweeps_cfg, message):
+    cfg = default_config()
+    for key, value in scan_cfg.items():
+        if isinstance(value, dict):
+            cfg["scan"][key].update(value)
+        else:
+            cfg["scan"][key] = value
+    with pytest.raises(ConfigError) as err:
+        qs.plan(cfg, trained=TRAINED, compress_jobs=JOBS, read_headers=False)
+    assert message in str(err.value)
+
+
+def test_schema_rejects_bad_scan_keys():
+    with pytest.raises(ConfigError, match="scan.peaks.column"):
+        default_config(peaks={"column": "score"})
+    with pytest.raises(ConfigError, match="unknown config key 'grid'"):
+        default_config(grid=5)
+
+
+def test_user_inputs_chromosomes_from_files(tmp_path):
+    import msprime
+
+    v = vcf(tmp_path / "a.vcf", [("chr1", 5, "0|1", "1|0")])
+    ms = tmp_path / "a.ms"
+    ms.write_text("ms 4 2\n1 2\n\n//\nsegsites: 1\npositions: 0.5\n0\n1\n1\n0\n\n//\nsegsites: 0\n")
+    ts = msprime.sim_mutations(
+        msprime.sim_ancestry(2, sequence_length=1000, random_seed=1), rate=1e-3, random_seed=1
+    )
+    ts.dump(tmp_path / "chrT.trees")
+    items = [
+        {"name": "v", "path": str(v)},
+        {"name": "vr", "path": str(v), "region": "chr2:1-100"},
+        {"name": "m", "path": str(ms), "length": 1e4},
+        {"name": "t", "path": str(tmp_path / "chrT.trees"), "scenario": "mild_bottleneck"},
+    ]
+    p = qs.plan(default_config(inputs=items), trained=TRAINED, compress_jobs=[])
+    got = {
+        k: (i.format, i.chroms, i.scenario, i.base)
+        for k, i in p.inputs.items()
+        if k != qs.SIMULATED
+    }
+    assert got == {
+        "v": ("vcf", ["chr1", "chr2"], "constant", 1),
+        "vr": ("vcf", ["chr2"], "constant", 1),
+        "m": ("ms", ["rep1", "rep2"], "constant", 0),
+        "t": ("trees", ["chrT"], "mild_bottleneck", 0),
+    }
+    nohead = tmp_path / "b.vcf"
+    nohead.write_text(
+        v.read_text()
+        .replace("##contig=<ID=chr1,length=1000>\n", "")
+        .replace("##contig=<ID=chr2,length=1000>\n", "")
+    )
+    with pytest.raises(ConfigError, match="no ##contig lines; list the chromosomes"):
+        qs.plan(
+            default_config(inputs=[{"name": "b", "path": str(nohead)}]),
+            trained=TRAINED,
+            compress_jobs=[],
+        )
+    with pytest.raises(ConfigError, match="does not exist"):
+        qs.plan(
+            default_config(inputs=[{"name": "b", "path": str(tmp_path / "no.vcf")}]),
+            trained=TRAINED,
+            compress_jobs=[],
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# inputs and chromosome files
+
+
+def test_read_chromosome_and_malformed_vcf(tmp_path):
+    v = vcf(
+        tmp_path / "a.vcf",
+        [("chr1", 5, "0|1", "1|0"), ("chr1", 9, "0|1", "0|0"), ("chr2", 3, "1|1", "0|1")],
+    )
+    inp = {"format": "vcf", "path": str(v), "options": {"samples": ["s2"], "phased": "auto"}}
+    hd = qs.read_chromosome(inp, "chr1")
+    assert hd.chrom == "chr1" and hd.positions.tolist() == [5.0] and hd.n_haplotypes == 2
+    bad = vcf(tmp_path / "bad.vcf", [("chr1", 5, "0|1", "1|0"), ("chr1", 9, "0-1", "0|0")])
+    with pytest.raises(InputFormatError) as err:
+        qs.read_chromosome({"format": "vcf", "path": str(bad), "options": {}}, "chr1")
+    assert str(bad) in str(err.value) and "line 7 (chr1:9)" in str(err.value)
+
+
+def test_prepare_script_fails_cleanly_on_a_malformed_vcf(tmp_path):
+    """The rule's script: a clean error naming file and record in the log, no output file."""
+    bad = vcf(tmp_path / "bad.vcf", [("chr1", 5, "0|1", "1|0"), ("chr1", 9, "0|1", "0/.|1")])
+    out, log = tmp_path / "out" / "chr1.npz", tmp_path / "prepare.log"
+    smk = types.SimpleNamespace(
+        input=types.SimpleNamespace(source=str(bad)),
+        output=types.SimpleNamespace(npz=str(out)),
+        params=types.SimpleNamespace(
+            inp={"name": "bad", "format": "vcf", "path": str(bad), "options": {}}, haplotypes=4
+        ),
+        wildcards=types.SimpleNamespace(chrom="chr1", scan_input="bad"),
+        log=[str(log)],
+        rule="scan_prepare",
+        threads=1,
+        scriptdir=str(ROOT / "workflow" / "scripts"),
+    )
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(
+            str(ROOT / "workflow/scripts/scan_prepare.py"), init_globals={"snakemake": smk}
+        )
+    assert exit_.value.code == 1
+    text = log.read_text()
+    assert str(bad) in text and "chr1:9" in text and "Traceback" not in text
+    assert not out.exists() and not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_chromosome_file_round_trip_and_lazy_scan(tmp_path):
+    hd = chromosome(missing=0.05)
+    qs.save_chromosome(hd, tmp_path / "c.npz", base=1)
+    back, info = qs.load_chromosome(tmp_path / "c.npz")
+    assert info["base"] == 1 and back.chrom == "chr7" and back.length == hd.length
+    np.testing.assert_array_equal(back.positions, hd.positions)
+    np.testing.assert_array_equal(back.haplotypes, hd.filled(0))  # missing as ancestral
+    lazy, _ = qs.load_chromosome(tmp_path / "c.npz", lazy=True)
+    np.testing.assert_array_equal(lazy.haplotypes[10:20], hd.filled(0)[10:20])
+    kw = dict(width=16, n_points=60, n_regions=3, column_order="descending")
+    for region in range(3):
+        a = scan.scan_chromosome(hd, MeanEngine(), region=region, **kw)
+        b = scan.scan_chromosome(lazy, MeanEngine(), region=region, **kw)
+        pd.testing.assert_frame_equal(a, b)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputFormatError, match="junk.npz"):
+        qs.load_chromosome(tmp_path / "junk.npz")
+
+
+# --------------------------------------------------------------------------------------------------
+# test replicates
+
+
+def test_test_batches_and_loading(tmp_path):
+    # 7 training + 5 test replicates in batches of 4: test indices 7..11 in batches 1 and 2
+    assert qs.test_batches(7, 5, 4, neutral_only=False) == [1, 2]
+    assert qs.test_batches(7, 5, 4, neutral_only=True) == [0, 1]
+    assert qs.test_batches(8, 4, 4, neutral_only=False) == [2]
+    shards = {}
+    for b, size in ((1, 4), (2, 4)):
+        reps = [
+            Replicate(np.array([float(b * 4 + i)]), np.ones((1, 4), np.uint8), 50.0)
+            for i in range(size)
+        ]
+        shards[b] = tmp_path / f"batch{b}.npz"
+        save_replicates(shards[b], reps, sequence_length=100.0, meta={})
+    reps, length = qs.load_test_replicates(shards, first_test=7, batch_size=4)
+    assert length == 100.0 and [r.positions[0] for r in reps] == [7, 8, 9, 10, 11]
+    reps, _ = qs.load_test_replicates(shards, first_test=7, batch_size=4, max_replicates=2)
+    assert len(reps) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# engines
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    m = SweepNet(filters=8, se_ratio=2).eval()
+    save_fp32(m, ARCH, d / "model.pt")
+    save_packed(quantize_model(m, SEED000_TABLE6), d / "model.qsp", ARCH)
+    return d
+
+
+def test_open_engine_runs_or_says_why_not(models):
+    x = (np.random.default_rng(1).random((5, 1, 12, 16)) < 0.3).astype(np.uint8)
+    kw = dict(shape=(12, 16), batch_size=4)
+    fp32, why = qs.open_engine("onnx_fp32", models / "model.pt", model="fp32", **kw)
+    assert why is None
+    packed, why = qs.open_engine("packed", models / "model.qsp", model="m", **kw)
+    assert why is None and packed.predict_proba(x).shape == (5, 2)
+    ref, _ = qs.open_engine("packed_torch", models / "model.qsp", model="m", **kw)
+    np.testing.assert_allclose(packed.predict_proba(x), ref.predict_proba(x), atol=1e-5)
+    for kind, path, model, reason in [
+        ("onnx_int8", "model.qsp", "m", "fp32 model's int8 ONNX export only"),
+        ("onnx_int8", "model.pt", "fp32", "needs the int8 ONNX file"),
+        ("packed", "model.pt", "fp32", "needs a packed model file"),
+        ("lut_fp32", "model.qsp", "m", "needs an fp32 model file"),
+    ]:
+        engine, why = qs.open_engine(kind, models / path, model=model, **kw)
+        assert engine is None and reason in why and f"engine {kind}" in why
+    (models / "broken.qsp").write_bytes(b"QSPK" + b"\0" * 20)
+    with pytest.raises(InputFormatError):  # a corrupt model file is an error, not a skip
+        qs.open_engine("packed", models / "broken.qsp", model="m", **kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# replicate scans, p-values, merged outputs, summary
+
+
+def test_replicate_scans_round_trip_and_null(tmp_path):
+    grid = np.linspace(0, 100, 5)
+    sweeps = [scan_metrics.ReplicateScan(grid, np.array([0.1, 0.2, 0.9, 0.3, np.nan]), 50.0)]
+    neutrals = [
+        scan_metrics.ReplicateScan(grid, np.array([0.1, 0.2, 0.3, 0.4, 0.5]), np.nan),
+        scan_metrics.ReplicateScan(grid, np.array([np.nan, 0.6, 0.1, 0.1, 0.1]), np.nan),
+    ]
+    qs.save_replicate_scans(tmp_path / "r.npz", sweeps, neutrals, 100.0, {"engine": "x"})
+    s, n, length, info = qs.load_replicate_scans(tmp_path / "r.npz")
+    assert (len(s), len(n), length, info) == (1, 2, 100.0, {"engine": "x"})
+    np.testing.assert_array_equal(s[0].scores, sweeps[0].scores)
+    assert s[0].true_position == 50.0 and np.isnan(n[0].true_position)
+    assert sorted(qs.neutral_null(tmp_path / "r.npz")) == pytest.approx(
+        [0.1, 0.1, 0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    )
+    m = scan_metrics.evaluate(s, n, length)
+    assert m["success_rate"] == 1.0 and m["distance_error_pct"] == 0.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_score_threshold_matches_empirical_pvalues(seed):
+    rng = np.random.default_rng(seed)
+    null = np.round(rng.random(200), 2)  # ties
+    for t in (0.001, 0.01, 0.05, 0.5, 1.0):
+        s = qs.score_threshold(null, t)
+        probe = np.unique(np.concatenate([null, null + 1e-9, [0.0, 1.0]]))
+        p = scan.empirical_pvalues(probe, null)
+        passing = probe[p <= t]
+        if not np.isfinite(s):
+            assert (s == -np.inf and passing.size == probe.size) or (
+                np.isnan(s) and not passing.size
+            )
+        else:
+            assert passing.size and passing.min() > s and (p[probe <= s] > t).all()
+
+
+def test_merge_chromosome_outputs(tmp_path):
+    hd = chromosome(n_sites=600, length=60_000, seed=4)
+    hd.haplotypes[280:330] = 1  # a derived block: high scores there
+    hd.haplotypes[280:330, 0] = 0
+    tables = [
+        scan.scan_chromosome(hd, MeanEngine(), width=16, n_points=120, n_regions=2, region=r)
+        for r in (0, 1)
+    ]
+    null = np.concatenate(
+        [tables[0]["p_sweep"].to_numpy()[:40], tables[1]["p_sweep"].to_numpy()[-40:]]
+    )
+    truth = pd.DataFrame(
+        {
+            "class": ["sweep"],
+            "sweep_position": [hd.positions[305]],
+            "hotspot_start": [np.nan],
+            "hotspot_end": [np.nan],
+        }
+    )
+    out = {k: tmp_path / f"c.{k}" for k in ("tsv", "bedgraph", "bed", "png")}
+    peaks = {"column": "p_value", "threshold": 0.05, "max_gap": 1, "min_points": 1}
+    counts = qs.merge_chromosome(tables, null, peaks=peaks, base=1, out=out, truth=truth)
+    table = pd.read_csv(out["tsv"], sep="\t")
+    assert list(table.columns) == [*scan.SCORE_COLUMNS, "p_value"] and len(table) == 120
+    assert counts["peaks"] >= 1 and counts["null_windows"] == null.size
+    bed = pd.read_csv(out["bed"], sep="\t")
+    top = bed.iloc[bed["score"].argmax()]
+    assert top["start"] <= hd.positions[305] <= top["end"]
+    assert out["png"].read_bytes()[:4] == b"\x89PNG"
+    assert out["bedgraph"].read_text().startswith("track type=bedGraph")
+    # no null: p-values NA, no p-value peaks, files still written
+    counts = qs.merge_chromosome(tables, np.zeros(0), peaks=peaks, base=0, out=out)
+    assert counts["peaks"] == 0 and pd.read_csv(out["tsv"], sep="\t")["p_value"].isna().all()
+
+
+def test_summary_rows(tmp_path):
+    metrics = {
+        "success_rate": 0.5,
+        "distance_error_pct": 1.0,
+        "sensitivity_at_fpr": 0.9,
+        "n_sweep": 2,
+    }
+    rows = [
+        qs.summary_row(
+            "constant",
+            "fp32",
+            "onnx_fp32",
+            "test_replicates",
+            metrics,
+            {"windows": 10, "seconds": 2.0},
+        ),
+        qs.summary_row(
+            "constant", "m", "onnx_int8", "test_replicates", None, {"skipped": "model m cannot run"}
+        ),
+    ]
+    qs.write_summary(rows, tmp_path / "s.tsv")
+    t = pd.read_csv(tmp_path / "s.tsv", sep="\t")
+    assert list(t.columns) == list(qs.SUMMARY_COLUMNS)
+    assert t.loc[0, "windows_per_s"] == 5.0 and t.loc[1, "note"] == "model m cannot run"
+    assert np.isnan(t.loc[1, "success_rate"])
+    assert {"success_rate", "distance_error_pct", "sensitivity_at_fpr"} <= set(t.columns)
+
+
+def test_config_copy_is_untouched():
+    cfg = default_config()
+    before = copy.deepcopy(cfg)
+    qs.plan(cfg, trained=TRAINED, compress_jobs=JOBS)
+    assert cfg == before

@@ -1,0 +1,248 @@
+"""Genome-wide sweep scan with the fp32 and compressed sweep models (plan: common.smk, SCAN).
+
+simulated chromosome / user input -> prepare (compact npz per chromosome)
+  -> scan_region (grid regions x models x engines) -> scan_merge (p-values, peaks, tracks)
+test replicates of a scenario -> scan_replicates (per model x engine) -> p-value null + metrics
+  -> scan_evaluate (results/sweeps/scan_summary.tsv)
+"""
+
+
+rule scan_chromosome_sim:
+    output:
+        trees="results/sweeps/scan/sim/{chrom}.trees",
+        truth="results/sweeps/scan/sim/{chrom}.truth.tsv",
+        bed="results/sweeps/scan/sim/{chrom}.truth.bed",
+    log:
+        "logs/sweeps/scan/sim/{chrom}.log",
+    benchmark:
+        "results/benchmarks/rules/sweeps/scan/sim/{chrom}.tsv"
+    wildcard_constraints:
+        chrom=_alternatives(SCAN.simulated),
+    conda:
+        "../../envs/simulate.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_by_attempt(2000),
+        runtime=120,
+    params:
+        spec=lambda wildcards: SCAN.simulated[wildcards.chrom],
+        sweeps=SW,
+        seed=config["seed"],
+    script:
+        "../scripts/scan_simulate.py"
+
+
+rule scan_prepare:
+    input:
+        source=scan_source,
+    output:
+        npz="results/sweeps/scan/data/{scan_input}/{chrom}.npz",
+    log:
+        "logs/sweeps/scan/prepare/{scan_input}/{chrom}.log",
+    benchmark:
+        "results/benchmarks/rules/sweeps/scan/prepare/{scan_input}/{chrom}.tsv"
+    wildcard_constraints:
+        scan_input=SCAN_INPUTS,
+        chrom=SCAN_CHROMS,
+    conda:
+        "../../envs/simulate.yaml"
+    threads: 1
+    resources:
+        mem_mb=scan_mem(1000, 20),
+        runtime=120,
+    params:
+        inp=lambda wildcards: dataclasses.asdict(SCAN.inputs[wildcards.scan_input]),
+        haplotypes=SW["haplotypes"],
+    script:
+        "../scripts/scan_prepare.py"
+
+
+rule scan_int8:
+    input:
+        model="results/sweeps/models/{scenario}/fp32/model.pt",
+        train="results/sweeps/data/{scenario}/train.npz",
+    output:
+        onnx="results/sweeps/scan/int8/{scenario}/fp32.onnx",
+        int8="results/sweeps/scan/int8/{scenario}/fp32.int8.onnx",
+    log:
+        "logs/sweeps/scan/int8/{scenario}.log",
+    benchmark:
+        "results/benchmarks/rules/sweeps/scan/int8/{scenario}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_by_attempt(2000),
+        runtime=30,
+    params:
+        calibration=256,
+        seed=config["seed"],
+    script:
+        "../scripts/scan_int8.py"
+
+
+rule scan_replicates:
+    input:
+        model=lambda wildcards: scan_model_file(
+            wildcards.scenario, wildcards.scan_model
+        ),
+        int8=lambda wildcards: scan_int8_file(
+            wildcards.scenario, wildcards.scan_model, wildcards.engine
+        ),
+        sweep=scan_test_shards("sweep"),
+        neutral=scan_test_shards("neutral"),
+    output:
+        npz="results/sweeps/scan/replicates/{scenario}/{scan_model}/{engine}/{sims}.npz",
+    log:
+        "logs/sweeps/scan/replicates/{scenario}/{scan_model}/{engine}/{sims}.log",
+    benchmark:
+        "results/benchmarks/rules/sweeps/scan/replicates/{scenario}/{scan_model}/{engine}/{sims}.tsv"
+    wildcard_constraints:
+        scan_model=SCAN_MODELS,
+        engine=SCAN_ENGINES,
+        sims="|".join(ALL_SCENARIOS),
+    conda:
+        "../../envs/torch.yaml"
+    threads: SC["threads"]
+    resources:
+        mem_mb=mem_by_attempt(3000),
+        runtime=120,
+    params:
+        shards=scan_replicate_params,
+        batch_size=SW["batch_size"],
+        evaluate=SC["evaluate"],
+        image=SW["image"],
+        engine_batch=SC["batch_size"],
+    script:
+        "../scripts/scan_replicates.py"
+
+
+rule scan_region:
+    input:
+        npz="results/sweeps/scan/data/{scan_input}/{chrom}.npz",
+        model=lambda wildcards: scan_model_file(
+            scan_input_scenario(wildcards), wildcards.scan_model
+        ),
+        int8=lambda wildcards: scan_int8_file(
+            scan_input_scenario(wildcards), wildcards.scan_model, wildcards.engine
+        ),
+    output:
+        tsv="results/sweeps/scan/regions/{scan_input}/{scan_model}/{engine}/{chrom}.region{region}.tsv",
+        info="results/sweeps/scan/regions/{scan_input}/{scan_model}/{engine}/{chrom}.region{region}.json",
+    log:
+        "logs/sweeps/scan/region/{scan_input}/{scan_model}/{engine}/{chrom}.region{region}.log",
+    benchmark:
+        "results/benchmarks/rules/sweeps/scan/region/{scan_input}/{scan_model}/{engine}/{chrom}.region{region}.tsv"
+    wildcard_constraints:
+        scan_input=SCAN_INPUTS,
+        scan_model=SCAN_MODELS,
+        engine=SCAN_ENGINES,
+        chrom=SCAN_CHROMS,
+        region=r"\d+",
+    conda:
+        "../../envs/torch.yaml"
+    threads: SC["threads"]
+    resources:
+        mem_mb=scan_mem(2000, 10),
+        runtime=240,
+    params:
+        scan=SC,
+        window=SCAN.window,
+        image=SW["image"],
+    script:
+        "../scripts/scan_region.py"
+
+
+rule scan_merge:
+    input:
+        regions=expand(
+            "results/sweeps/scan/regions/{{scan_input}}/{{scan_model}}/{{engine}}/{{chrom}}.region{region}.tsv",
+            region=SCAN_REGIONS,
+        ),
+        infos=expand(
+            "results/sweeps/scan/regions/{{scan_input}}/{{scan_model}}/{{engine}}/{{chrom}}.region{region}.json",
+            region=SCAN_REGIONS,
+        ),
+        null=scan_null_file,
+        truth=scan_truth_file,
+    output:
+        tsv="results/sweeps/scan/{scan_input}/{scan_model}/{engine}/{chrom}.scores.tsv",
+        bedgraph="results/sweeps/scan/{scan_input}/{scan_model}/{engine}/{chrom}.scores.bedgraph",
+        bed="results/sweeps/scan/{scan_input}/{scan_model}/{engine}/{chrom}.peaks.bed",
+        png=report(
+            "results/sweeps/scan/{scan_input}/{scan_model}/{engine}/{chrom}.png",
+            caption="../report/scan_track.rst",
+            category="Sweeps: scan",
+            subcategory="{scan_input}",
+            labels={
+                "chromosome": "{chrom}",
+                "model": "{scan_model}",
+                "engine": "{engine}",
+            },
+        ),
+        info="results/sweeps/scan/{scan_input}/{scan_model}/{engine}/{chrom}.scan.json",
+    log:
+        "logs/sweeps/scan/merge/{scan_input}/{scan_model}/{engine}/{chrom}.log",
+    benchmark:
+        "results/benchmarks/rules/sweeps/scan/merge/{scan_input}/{scan_model}/{engine}/{chrom}.tsv"
+    wildcard_constraints:
+        scan_input=SCAN_INPUTS,
+        scan_model=SCAN_MODELS,
+        engine=SCAN_ENGINES,
+        chrom=SCAN_CHROMS,
+    conda:
+        "../../envs/simulate.yaml"
+    threads: 1
+    resources:
+        mem_mb=scan_mem(1000, 20),
+        runtime=30,
+    params:
+        peaks=SC["peaks"],
+        base=lambda wildcards: SCAN.inputs[wildcards.scan_input].base,
+    script:
+        "../scripts/scan_merge.py"
+
+
+rule scan_evaluate:
+    input:
+        replicates=[
+            "results/sweeps/scan/replicates/{scenario}/{model}/{engine}/{scenario}.npz".format(
+                **job
+            )
+            for job in SCAN_EVALUATE
+        ],
+        chromosomes=[
+            f"results/sweeps/scan/{qscan.SIMULATED}/{job['model']}/{job['engine']}/{job['chrom']}.scores.tsv"
+            for job in SCAN_CHROMOSOME_EVALUATE
+        ],
+        chromosome_infos=[
+            f"results/sweeps/scan/{qscan.SIMULATED}/{job['model']}/{job['engine']}/{job['chrom']}.scan.json"
+            for job in SCAN_CHROMOSOME_EVALUATE
+        ],
+        truths=[
+            f"results/sweeps/scan/sim/{job['chrom']}.truth.tsv"
+            for job in SCAN_CHROMOSOME_EVALUATE
+        ],
+    output:
+        tsv=report(
+            "results/sweeps/scan_summary.tsv",
+            caption="../report/scan_summary.rst",
+            category="Sweeps: scan",
+        ),
+    log:
+        "logs/sweeps/scan/evaluate.log",
+    benchmark:
+        "results/benchmarks/rules/sweeps/scan/evaluate.tsv"
+    conda:
+        "../../envs/simulate.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_by_attempt(2000),
+        runtime=30,
+    params:
+        jobs=SCAN_EVALUATE,
+        chromosome_jobs=SCAN_CHROMOSOME_EVALUATE,
+        fpr=SC["evaluate"]["fpr"],
+        tolerance=SC["evaluate"]["tolerance"],
+    script:
+        "../scripts/scan_evaluate.py"

@@ -1,0 +1,82 @@
+"""Scan one region of a chromosome's grid with one model through one engine."""
+
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")
+import json
+import time
+
+from quantscan.atomic import write_text
+from quantscan.scripting import run
+from quantscan.sweeps import scan
+from quantscan.sweeps import scan_workflow as qscan
+
+
+def main(smk, log):
+    w, sc, image = smk.wildcards, smk.params.scan, smk.params.image
+    hd, info = qscan.load_chromosome(smk.input.npz, lazy=True)
+    engine, skipped = qscan.open_engine(
+        w.engine,
+        smk.input.model,
+        model=w.scan_model,
+        shape=(hd.n_haplotypes, smk.params.window),
+        batch_size=sc["batch_size"],
+        threads=smk.threads,
+        int8_path=smk.input.int8[0] if smk.input.int8 else None,
+    )
+    if skipped:
+        log.warning("skipped: %s", skipped)
+    timings = {}
+    t0 = time.perf_counter()
+    table = scan.scan_chromosome(
+        hd,
+        engine or _NoEngine(),
+        width=smk.params.window,
+        n_points=sc["grid_points"],
+        encoding=image["encoding"],
+        column_order=image["column_order"],
+        span=sc["span"],
+        n_regions=sc["regions"],
+        region=int(w.region),
+        batch_size=sc["batch_size"],
+        # a skipped engine scores nothing: every window is below an impossible SNP count
+        min_snps=sc["min_snps"] if engine else smk.params.window + 1,
+        timings=timings,
+    )
+    seconds = time.perf_counter() - t0
+    windows = int(table["p_sweep"].notna().sum())
+    scan.write_scores_tsv(table, smk.output.tsv)
+    out = {
+        "chrom": hd.chrom,
+        "region": int(w.region),
+        "regions": sc["regions"],
+        "grid_points": len(table),
+        "windows": windows,
+        "seconds": seconds,
+        "timings": timings,
+        "engine": engine.describe() if engine else None,
+        "skipped": skipped,
+        "n_sites": hd.n_sites,
+        "n_haplotypes": hd.n_haplotypes,
+    }
+    write_text(smk.output.info, json.dumps(out, indent=1) + "\n")
+    log.info(
+        "%s region %s/%d: %d grid points, %d windows in %.2f s (%s)",
+        hd.chrom,
+        w.region,
+        sc["regions"],
+        len(table),
+        windows,
+        seconds,
+        ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()),
+    )
+
+
+class _NoEngine:
+    """Stands in for an engine that cannot run the model; never called (see min_snps)."""
+
+    def predict_proba(self, x):
+        raise AssertionError("a skipped engine was asked to score windows")
+
+
+run(main, snakemake)
