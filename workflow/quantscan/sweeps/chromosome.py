@@ -31,14 +31,13 @@ import os
 import time
 from pathlib import Path
 
-import msprime
 import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, InputFormatError
 from ..seeds import derive_seed
-from .simulate import GLOBAL_KEYS, SimParams, _demography, _recombination_map
+from .simulate import GLOBAL_KEYS, SimParams, simulate_tree_sequence
 
 log = logging.getLogger(__name__)
 
@@ -121,40 +120,13 @@ class ChromosomeSpec:
 
 
 def simulate_segment(p: SimParams, cls: str, seed: int, *, sweep_position: float | None = None):
-    """One segment as a tree sequence, simulated as ``simulate.simulate_replicate`` does.
+    """One segment as a tree sequence, simulated exactly as ``simulate.simulate_replicate`` does.
 
     ``sweep_position`` (bp) defaults to the segment centre, the replicates' sweep site.
     """
     if cls not in ("neutral", "sweep"):
         raise ConfigError(f"segment class must be neutral or sweep, got {cls!r}")
-    n, length = p.population_size, p.sequence_length
-    model = None
-    if cls == "sweep":
-        sweep = msprime.SweepGenicSelection(
-            position=length / 2 if sweep_position is None else float(sweep_position),
-            start_frequency=1 / (2 * n),
-            end_frequency=1 - 1 / (2 * n),
-            s=p.selection_coefficient,
-            dt=1e-6,
-        )
-        model = [sweep, msprime.StandardCoalescent()]
-        if p.sweep_end_time > 0:
-            model.insert(0, msprime.StandardCoalescent(duration=p.sweep_end_time))
-    ts = msprime.sim_ancestry(
-        samples=p.haplotypes // 2,
-        demography=_demography(p),
-        sequence_length=length,
-        recombination_rate=_recombination_map(p),
-        model=model,
-        random_seed=seed,
-    )
-    return msprime.sim_mutations(
-        ts,
-        rate=p.mutation_rate,
-        model=msprime.BinaryMutationModel(),
-        discrete_genome=False,
-        random_seed=seed,
-    )
+    return simulate_tree_sequence(p, cls, seed, sweep_position=sweep_position)
 
 
 def simulate_chromosome(spec: ChromosomeSpec, params: SimParams, master_seed: int):

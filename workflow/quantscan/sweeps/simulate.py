@@ -120,16 +120,18 @@ def _recombination_map(p: SimParams) -> msprime.RateMap | float:
     )
 
 
-def simulate_replicate(p: SimParams, cls: str, seed: int, scenario: str = "?") -> Replicate:
-    """Simulate one region; a sweep replicate has a hard sweep at the centre ending ``sweep_end_time`` ago."""
+def simulate_tree_sequence(
+    p: SimParams, cls: str, seed: int, scenario: str = "?", sweep_position: float | None = None
+):
+    """One region as a tree sequence with binary mutations; a sweep replicate has a hard sweep at
+    ``sweep_position`` (default: the centre) ending ``sweep_end_time`` generations ago."""
     if cls not in p.classes():
         raise ConfigError(f"scenario {scenario!r} cannot simulate class {cls!r}")
     n, length = p.population_size, p.sequence_length
     model = None
-    centre = length / 2
     if cls == "sweep":
         sweep = msprime.SweepGenicSelection(
-            position=centre,
+            position=length / 2 if sweep_position is None else float(sweep_position),
             start_frequency=1 / (2 * n),
             end_frequency=1 - 1 / (2 * n),
             s=p.selection_coefficient,
@@ -156,18 +158,22 @@ def simulate_replicate(p: SimParams, cls: str, seed: int, scenario: str = "?") -
             ) from err
         raise
     # binary infinite-sites mutations: no tri-allelic sites, no stacked positions
-    ts = msprime.sim_mutations(
+    return msprime.sim_mutations(
         ts,
         rate=p.mutation_rate,
         model=msprime.BinaryMutationModel(),
         discrete_genome=False,
         random_seed=seed,
     )
-    geno = ts.genotype_matrix().astype(np.uint8)
+
+
+def simulate_replicate(p: SimParams, cls: str, seed: int, scenario: str = "?") -> Replicate:
+    """Simulate one region (a sweep replicate has its sweep at the centre) as a ``Replicate``."""
+    ts = simulate_tree_sequence(p, cls, seed, scenario)
     return Replicate(
         positions=ts.tables.sites.position.copy(),
-        haplotypes=geno,
-        sweep_position=centre if cls == "sweep" else float("nan"),
+        haplotypes=ts.genotype_matrix().astype(np.uint8),
+        sweep_position=p.sequence_length / 2 if cls == "sweep" else float("nan"),
     )
 
 
