@@ -145,7 +145,7 @@ def test_plan_models_filter_and_other_scenarios():
                 ]
             },
             {},
-            "only VCF inputs",
+            "only VCF/BCF inputs",
         ),
     ],
 )
@@ -178,8 +178,15 @@ def test_user_inputs_chromosomes_from_files(tmp_path):
         msprime.sim_ancestry(2, sequence_length=1000, random_seed=1), rate=1e-3, random_seed=1
     )
     ts.dump(tmp_path / "chrT.trees")
+    import pysam
+
+    with pysam.VariantFile(str(v)) as src:  # the same records as BCF
+        with pysam.VariantFile(str(tmp_path / "a.bcf"), "wb", header=src.header) as dst:
+            for record in src:
+                dst.write(record)
     items = [
         {"name": "v", "path": str(v)},
+        {"name": "b", "path": str(tmp_path / "a.bcf")},
         {"name": "vr", "path": str(v), "region": "chr2:1-100"},
         {"name": "m", "path": str(ms), "length": 1e4},
         {"name": "t", "path": str(tmp_path / "chrT.trees"), "scenario": "mild_bottleneck"},
@@ -192,6 +199,7 @@ def test_user_inputs_chromosomes_from_files(tmp_path):
     }
     assert got == {
         "v": ("vcf", ["chr1", "chr2"], "constant", 1),
+        "b": ("bcf", ["chr1", "chr2"], "constant", 1),
         "vr": ("vcf", ["chr2"], "constant", 1),
         "m": ("ms", ["rep1", "rep2"], "constant", 0),
         "t": ("trees", ["chrT"], "mild_bottleneck", 0),

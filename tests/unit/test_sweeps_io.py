@@ -2,8 +2,6 @@
 
 import gzip
 import logging
-import shutil
-import subprocess
 
 import msprime
 import numpy as np
@@ -263,11 +261,14 @@ def test_vcf_matches_tree_sequence(tmp_path):
     np.testing.assert_array_equal(v.haplotypes, t.haplotypes)
 
 
-@pytest.mark.skipif(shutil.which("tabix") is None, reason="tabix program not installed")
-def test_vcf_region_via_tabix_index(tmp_path):
+def test_vcf_region_via_tabix_index(tmp_path, caplog):
+    import pysam
+
     path = write(tmp_path / "ix.vcf.gz", vcf_text(BASIC), "bgzf")
-    subprocess.run(["tabix", "-p", "vcf", str(path)], check=True)
-    (h,) = read_vcf(path, region="chr1:20-50")
+    pysam.tabix_index(str(path), preset="vcf")
+    with caplog.at_level(logging.INFO, logger="quantscan.sweeps.io"):
+        (h,) = read_vcf(path, region="chr1:20-50")
+    assert "scanning the whole file" not in caplog.text  # the index was used
     np.testing.assert_array_equal(h.positions, [50, 50])
     assert h.stats["input_sites"] == 5 and h.stats["kept"] == 2
     (h,) = read_vcf(path, region="chr2:100-200")  # indexed chromosome, empty region
@@ -370,12 +371,51 @@ def test_vcf_truncated_gzip(tmp_path, caplog):
     assert "no BGZF end-of-file block" in caplog.text
 
 
-def test_bcf_refused_with_conversion_hint(tmp_path):
-    path = write(tmp_path / "x.bcf", b"BCF\x02\x02" + b"\0" * 20, "bgzf")
-    assert detect_format(path) == "bcf"
+def to_bcf(vcf_path, bcf_path, mode="wb"):
+    """Convert with pysam (htslib), as bcftools view -Ob would."""
+    import pysam
+
+    with pysam.VariantFile(str(vcf_path)) as src:
+        with pysam.VariantFile(str(bcf_path), mode, header=src.header) as dst:
+            for record in src:
+                dst.write(record)
+    return bcf_path
+
+
+@pytest.mark.parametrize("mode", ["wb", "wb0"])  # BGZF-compressed and stored BCF
+def test_bcf_same_as_vcf(tmp_path, mode):
+    # htslib cannot encode an undeclared symbolic allele (<DEL>); add unphased and missing calls
+    records = [r for r in BASIC[:-1] if "<DEL>" not in r]
+    records += [rec("chr1", 70, "A", "G", "0/1", "./."), BASIC[-1]]
+    vcf = write(tmp_path / "x.vcf", vcf_text(records))
+    bcf = to_bcf(vcf, tmp_path / "x.bcf", mode)
+    assert detect_format(bcf) == "bcf"
+    if mode == "wb":  # indexed (.csi): regions are fetched through the index
+        import pysam
+
+        pysam.tabix_index(str(bcf), preset="vcf", csi=True, keep_original=True)
+        assert (tmp_path / "x.bcf.csi").exists()
+    for kw in ({}, {"region": "chr1:15-60", "samples": ["s2"]}):
+        want, got = read_vcf(vcf, **kw), read_haplotypes(bcf, **kw)
+        assert [h.chrom for h in got] == [h.chrom for h in want]
+        for a, b in zip(want, got, strict=True):
+            np.testing.assert_array_equal(a.positions, b.positions)
+            np.testing.assert_array_equal(a.haplotypes, b.haplotypes)
+            assert a.stats == b.stats and a.length == b.length
+            assert b.source == str(bcf)
+
+
+def test_bcf_corrupt_names_the_file(tmp_path):
+    vcf = write(tmp_path / "x.vcf", vcf_text(BASIC))
+    data = to_bcf(vcf, tmp_path / "x.bcf", "wb0").read_bytes()
+    cut = write(tmp_path / "cut.bcf", data[: len(data) - 40])  # last record truncated
     with pytest.raises(InputFormatError) as e:
-        read_haplotypes(path)
-    assert_names_record(e, path, "bcftools view")
+        read_vcf(cut)
+    assert_names_record(e, cut, "BCF", "record")
+    bad = write(tmp_path / "bad.bcf", b"BCF\x02\x02" + b"\0" * 20, "bgzf")
+    with pytest.raises(InputFormatError) as e:
+        read_haplotypes(bad)
+    assert_names_record(e, bad, "BCF")
 
 
 def test_missing_file_is_input_error(tmp_path):

@@ -29,8 +29,6 @@ import io
 import logging
 import os
 import re
-import shutil
-import subprocess
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
@@ -207,10 +205,35 @@ def _read_errors(path: Path, where):
 
 def _bcf_error(path: Path) -> InputFormatError:
     return InputFormatError(
-        f"{path}: BCF is not supported (scikit-allel reads text VCF only; pysam is not installed). "
-        f"Convert it first: bcftools view -Oz -o {path.stem}.vcf.gz {path} && "
-        f"bcftools index -t {path.stem}.vcf.gz"
+        f"{path}: BCF needs pysam (pip install pysam), which is not installed. Or convert it: "
+        f"bcftools view -Oz -o {path.stem}.vcf.gz {path} && bcftools index -t {path.stem}.vcf.gz"
     )
+
+
+def _decode_bcf(path: Path, dest: Path, region: str | None = None) -> None:
+    """Write BCF ``path`` as plain VCF text to ``dest``: htslib (through pysam) decodes the binary
+    records, then the VCF path validates and parses them like any text VCF (scikit-allel reads text
+    only). Costs one temporary text copy: with a .csi/.tbi index only ``region`` ('chrom' or
+    'chrom:start-end') is decoded, else the whole file (``read_vcf`` filters it)."""
+    try:
+        import pysam
+    except ImportError:
+        raise _bcf_error(path) from None
+    n, verbosity = 0, pysam.set_verbosity(0)  # htslib would also complain about a missing index
+    try:
+        with pysam.VariantFile(str(path)) as bcf, open(dest, "w") as out:
+            out.write(str(bcf.header))
+            indexed = region is not None and bcf.index is not None
+            try:
+                records = bcf.fetch(region=region) if indexed else bcf
+            except ValueError as e:  # a chromosome the index does not know
+                raise ConfigError(f"{path}: cannot read region {region!r}: {e}") from e
+            for n, record in enumerate(records, 1):  # noqa: B007 - n names the failing record
+                out.write(str(record))
+    except (OSError, ValueError) as e:
+        raise InputFormatError(f"{path}: corrupt BCF at record {n + 1}: {e}") from e
+    finally:
+        pysam.set_verbosity(verbosity)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -440,11 +463,46 @@ def _explain_gt(part: str, samples: list[str], ploidy: int | None) -> str:
 
 
 def _tabix_ok(path: Path) -> bool:
-    """bgzipped (BGZF, not plain gzip), indexed, and the tabix program is available."""
+    """bgzipped (BGZF, not plain gzip), indexed, and pysam (htslib's tabix) is importable."""
     with open(path, "rb") as fh:
         bgzf = _is_bgzf(fh.read(16))
     indexed = any(Path(f"{path}{ext}").exists() for ext in (".tbi", ".csi"))
-    return bgzf and indexed and shutil.which("tabix") is not None
+    try:
+        import pysam  # noqa: F401
+    except ImportError:
+        return False
+    return bgzf and indexed
+
+
+def _tabix_contigs(path: Path) -> list[str] | None:
+    """Chromosomes in the tabix index, or None when the index cannot be read."""
+    import pysam
+
+    try:
+        with pysam.TabixFile(str(path)) as tbx:
+            return list(tbx.contigs)
+    except (OSError, ValueError) as e:
+        log.info("%s: cannot read the tabix index (%s)", path, e)
+        return None
+
+
+class _LineStream(io.RawIOBase):
+    """A binary stream over an iterator of byte strings (the lines of a tabix query)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks, self._buf = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._buf:
+            self._buf = next(self._chunks, b"")
+            if not self._buf:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n], self._buf = self._buf[:n], self._buf[n:]
+        return n
 
 
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
@@ -472,23 +530,26 @@ def _warn_bgzf_eof(path: Path) -> None:
 
 @contextlib.contextmanager
 def _vcf_source(path: Path, tabix_region: str | None):
-    """Yield a binary stream of the VCF text: the whole file, or ``tabix -h path region``."""
+    """Yield a binary stream of the VCF text: the whole file, or its header and the records in
+    ``tabix_region`` read through the index (htslib's tabix, via pysam)."""
     if tabix_region is None:
         with _open_binary(path) as fh:
             yield fh
         return
-    proc = subprocess.Popen(
-        ["tabix", "-h", str(path), tabix_region], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    import pysam
+
+    def lines():
+        with pysam.TabixFile(str(path)) as tbx:
+            for line in tbx.header:
+                yield line.encode() + b"\n"
+            for line in tbx.fetch(region=tabix_region):
+                yield line.encode() + b"\n"
+
     try:
-        yield proc.stdout
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace").strip()
-        proc.stderr.close()
-        rc = proc.wait()
-    if rc != 0:
-        raise InputFormatError(f"{path}: tabix failed for region {tabix_region!r}: {err}")
+        with io.BufferedReader(_LineStream(lines()), _CHUNK) as fh:
+            yield fh
+    except (OSError, ValueError) as e:
+        raise InputFormatError(f"{path}: tabix query {tabix_region!r} failed: {e}") from e
 
 
 def read_vcf(
@@ -507,15 +568,15 @@ def read_vcf(
     filtered. samples: subset, returned in the given order. phased: 'require' fails on any unphased
     heterozygous call; 'pseudo' takes unphased calls as if phased (the order of an individual's
     haplotypes is then arbitrary, which images with sorted rows tolerate); 'auto' (default) does
-    the same as 'pseudo' and logs a warning. Missing calls are kept as MISSING. BCF is refused with
-    the conversion command (allel cannot read it).
+    the same as 'pseudo' and logs a warning. Missing calls are kept as MISSING. BCF (bgzipped or
+    not) is decoded by pysam into a temporary text VCF first (allel cannot read it).
     """
     path = Path(path)
     if phased not in PHASED_MODES:
         raise ConfigError(f"phased must be one of {PHASED_MODES}, got {phased!r}")
-    head, _ = _head(path, 64)
+    head, _ = _head(path, 4096)  # a few kB: 64 compressed bytes may inflate to almost nothing
     if head.startswith(b"BCF"):
-        raise _bcf_error(path)
+        return _read_bcf(path, chroms=chroms, region=region, samples=samples, phased=phased)
     _warn_bgzf_eof(path)
     if isinstance(chroms, str):
         chroms = [chroms]
@@ -533,9 +594,8 @@ def read_vcf(
 
     tabix_region = None
     if reg_chrom is not None and _tabix_ok(path):
-        listed = subprocess.run(["tabix", "-l", str(path)], capture_output=True, text=True)
-        if listed.returncode == 0:
-            names = listed.stdout.split()
+        names = _tabix_contigs(path)
+        if names is not None:
             if reg_chrom not in names:
                 raise ConfigError(
                     f"{path}: chromosome {reg_chrom!r} not in the file (indexed: "
@@ -543,7 +603,7 @@ def read_vcf(
                 )
             tabix_region = reg_chrom if start is None else f"{reg_chrom}:{start}-{end}"
     if reg_chrom is not None and tabix_region is None:
-        log.info("%s: no usable tabix index (or no tabix program): scanning the whole file", path)
+        log.info("%s: no usable tabix index (or no pysam): scanning the whole file", path)
     label = "line of the tabix output" if tabix_region else "line"
     with _vcf_source(path, tabix_region) as stream:
         scan = _scan_vcf(path, stream, label=label, select=select, phased=phased)
@@ -604,6 +664,22 @@ def read_vcf(
         )
         _log_stats(path, hd)
         result.append(hd)
+    return result
+
+
+def _read_bcf(path: Path, **kw) -> list[HaplotypeData]:
+    """``read_vcf`` on the text decoding of a BCF; errors and results name the BCF file."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="quantscan-bcf-") as tmp:
+        text = Path(tmp) / f"{path.stem}.vcf"
+        _decode_bcf(path, text, kw.get("region"))
+        try:
+            result = read_vcf(text, **kw)
+        except (InputFormatError, ConfigError) as e:
+            raise type(e)(str(e).replace(str(text), f"{path} (decoded from BCF)")) from None
+    for hd in result:
+        hd.source = str(path)
     return result
 
 

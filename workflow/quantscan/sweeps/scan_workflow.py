@@ -64,8 +64,8 @@ class ScanInput:
 
     @property
     def base(self) -> int:
-        """Coordinate base of the input's positions (VCF 1, ms and tree sequences 0)."""
-        return 1 if self.format == "vcf" else 0
+        """Coordinate base of the input's positions (VCF/BCF 1, ms and tree sequences 0)."""
+        return 1 if self.format in ("vcf", "bcf") else 0
 
 
 @dataclasses.dataclass
@@ -265,16 +265,14 @@ def user_input(item: dict, key: str, scenario: str, *, read_headers: bool = True
         if not Path(path).exists():
             raise ConfigError(f"config key {key}.path: {path} does not exist")
         fmt = detect_format(path)
-        if fmt == "bcf":
-            fmt = "vcf"  # read_vcf refuses BCF with the conversion command
     if fmt == "ms" and not item.get("length"):
         raise ConfigError(
             f"config key {key}.length: ms input needs the length that scales positions"
         )
-    if fmt != "vcf":
+    if fmt not in ("vcf", "bcf"):
         for opt in ("samples", "region"):
             if item.get(opt):
-                raise ConfigError(f"config key {key}.{opt}: only VCF inputs take {opt!r}")
+                raise ConfigError(f"config key {key}.{opt}: only VCF/BCF inputs take {opt!r}")
     chroms = list(item.get("chroms") or [])
     if item.get("region"):
         from .io import _parse_region
@@ -305,7 +303,7 @@ def user_input(item: dict, key: str, scenario: str, *, read_headers: bool = True
 def input_chroms(path: str | os.PathLike, fmt: str) -> list[str]:
     """Chromosome names of an input file, read cheaply when the workflow is parsed.
 
-    VCF: the ``##contig`` lines of the header (no records are read); ms: ``rep1..repN`` from the
+    VCF: the ``##contig`` lines of the header (no records are read; BCF through pysam); ms: ``rep1..repN`` from the
     number of ``//`` lines; tree sequence: its metadata name or file stem (``io.read_trees``).
     """
     from . import io
@@ -326,6 +324,25 @@ def input_chroms(path: str | os.PathLike, fmt: str) -> list[str]:
         if not contigs:
             raise ConfigError(
                 f"{path}: the VCF header has no ##contig lines; list the chromosomes to scan in "
+                "the input's 'chroms'"
+            )
+        return contigs
+    if fmt == "bcf":
+        try:
+            import pysam
+        except ImportError:
+            raise io._bcf_error(path) from None
+        verbosity = pysam.set_verbosity(0)
+        try:
+            with pysam.VariantFile(str(path)) as bcf:
+                contigs = list(bcf.header.contigs)
+        except (OSError, ValueError) as e:
+            raise InputFormatError(f"{path}: not a readable BCF header: {e}") from e
+        finally:
+            pysam.set_verbosity(verbosity)
+        if not contigs:
+            raise ConfigError(
+                f"{path}: the BCF header has no contig lines; list the chromosomes to scan in "
                 "the input's 'chroms'"
             )
         return contigs
@@ -357,7 +374,7 @@ def read_chromosome(inp: dict, chrom: str):
     from . import io
 
     fmt, path, opt = inp["format"], inp["path"], inp.get("options", {})
-    if fmt == "vcf":
+    if fmt in ("vcf", "bcf"):
         region = opt.get("region") or chrom
         (hd,) = io.read_vcf(
             path, region=region, samples=opt.get("samples"), phased=opt.get("phased", "auto")
