@@ -454,3 +454,16 @@ def test_config_copy_is_untouched():
     before = copy.deepcopy(cfg)
     qs.plan(cfg, trained=TRAINED, compress_jobs=JOBS)
     assert cfg == before
+
+
+def test_plan_leaves_out_int8_methods():
+    """int8 methods have no packed model: not scanned as compressed models, refused in scan.models."""
+    cfg = default_config()
+    cfg["compress"]["methods"]["q8"] = {"type": "int8"}
+    p = qs.plan(cfg, trained=TRAINED, compress_jobs=[*JOBS, ("constant", "q8")])
+    assert p.models["constant"] == ["fp32", "mixed_table6", "uni"]
+    assert not any(m == "q8" for _, _, m, _ in p.scans())
+    assert ("simulated", "chrSim", "fp32", "onnx_int8") in p.scans()
+    cfg["scan"]["models"] = ["fp32", "q8"]
+    with pytest.raises(ConfigError, match=r"scan.models: \['q8'\] are int8 methods"):
+        qs.plan(cfg, trained=TRAINED, compress_jobs=[*JOBS, ("constant", "q8")])

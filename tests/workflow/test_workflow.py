@@ -74,6 +74,60 @@ def test_default_dag_runs_end_to_end(workdir):
     assert list((workdir / "results/benchmarks/rules/sweeps/train").rglob("*.tsv"))
 
 
+def test_int8_method_and_comparison_plots(workdir):
+    res = workdir / "results" / "sweeps"
+    table = pd.read_csv(res / "summary.tsv", sep="\t")
+    at = list(table.columns).index("bits_per_layer")
+    assert list(table.columns[at + 1 : at + 3]) == ["speedup_vs_torch_fp32", "speedup_vs_ort_fp32"]
+    int8 = table[table.method == "int8"]
+    assert int8.scenario.tolist() == ["constant"]  # tiny.yaml moves it from severe_bottleneck
+    row = int8.iloc[0]
+    assert row.speedup_vs_torch_fp32 > 0 and row.speedup_vs_ort_fp32 > 0
+    assert (
+        0 <= row.accuracy <= 1 and row.model_bits < table[table.method == "fp32"].model_bits.min()
+    )
+    job = res / "compress/constant/int8"
+    assert (job / "model.onnx").stat().st_size == row.file_bytes
+    assert not (job / "model.qsp").exists()  # not run by sweeps_compress
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert row.file_bytes < metrics["fp32_onnx_bytes"]
+    assert metrics["int8"]["runtime_ops"].get("QLinearConv", 0) > 0
+    assert (job / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    details = pd.read_csv(job / "details.tsv", sep="\t")
+    assert {"latency", "size", "runtime_ops"} <= set(details.section)
+    # int8 methods are not scanned as packed models
+    assert not list((res / "scan").glob("*/int8/*"))
+    # comparison across methods: every summary row is among the variants, plus the other variants
+    variants = pd.read_csv(res / "compare/variants.tsv", sep="\t")
+    assert set(zip(table.scenario, table.method, strict=True)) <= set(
+        zip(variants.scenario, variants.method, strict=True)
+    )
+    assert variants.primary.sum() == len(table)
+    assert {"fp32", "int8", "mixed"} <= set(variants.family)
+    for app in ("sweeps", "viral"):
+        out = workdir / "results" / app / "compare"
+        for png in ("pareto.png", "density.png"):
+            assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    viral = pd.read_csv(workdir / "results/viral/compare/variants.tsv", sep="\t")
+    assert "fp32" in set(viral.method)
+
+
+def test_ternary_and_pruning_methods(workdir):
+    res = workdir / "results" / "sweeps"
+    table = pd.read_csv(res / "summary.tsv", sep="\t").set_index("method")
+    fp32_bits = table.loc["fp32", "model_bits"]
+    for method in ("ttq", "attq", "dorefa", "q_then_p_iter_g1.0", "p_then_q_epochs_g1.0"):
+        row = table.loc[method]
+        assert row.scenario == "constant" and 0 <= row.accuracy <= 1
+        assert (
+            row.model_bits < fp32_bits and 0 < row.weights_mbit < table.loc["fp32", "weights_mbit"]
+        )
+    assert table.loc["q_then_p_iter_g1.0", "density"] < 1.0  # gamma x sigma pruning removed weights
+    assert table.loc["fp32", "density"] == pytest.approx(1.0)
+    details = pd.read_csv(res / "compress/constant/attq/details.tsv", sep="\t")
+    assert {"trace_per_weight", "hessian_selected"} <= set(details.columns)  # Hessian, per layer
+
+
 def test_rerun_has_nothing_to_do_and_report_builds(workdir):
     out = smk(workdir, "-n")
     assert "Nothing to be done" in out.stdout

@@ -22,6 +22,17 @@ COLUMNS = [
     "file_bytes",
     "size_pct",
     "bits_per_layer",
+    # int8 methods (ONNX Runtime): latency of fp32 PyTorch / fp32 ORT over the int8 session's
+    "speedup_vs_torch_fp32",
+    "speedup_vs_ort_fp32",
+    # compression metrics of the deployed weights (compress.metrics; every compressed method)
+    "density",
+    "srqw",
+    "cr_g",
+    "ec_g",
+    "nops",
+    "nops_x_bits",
+    "weights_mbit",
 ]
 
 

@@ -83,6 +83,10 @@ def sweep_metrics():
 
 CP = config["compress"]
 COMPRESS_JOBS = qconfig.compress_jobs(config)
+#: method names by type - int8 ones run in sweeps_compress_int8 (ONNX Runtime, model.onnx), the
+#: others in sweeps_compress (packed model.qsp)
+CP_INT8 = [n for n, m in CP["methods"].items() if m["type"] == "int8"]
+CP_PACKED = [n for n in CP["methods"] if n not in CP_INT8]
 
 
 def compress_metrics():
@@ -90,9 +94,52 @@ def compress_metrics():
     return [f"results/sweeps/compress/{s}/{m}/metrics.json" for s, m in COMPRESS_JOBS]
 
 
+def compare_jobs(app):
+    """Compression jobs of an application (for compare_methods), as dicts: the job's rows.tsv
+    (every variant), metrics.json (its primary), config name and method type."""
+    if app == "sweeps":
+        pairs = [(s, m, CP["methods"][m]["type"]) for s, m in COMPRESS_JOBS]
+    else:  # viral: the methods compress.smk registers in VIRAL_COMPRESSED
+        pairs = [
+            (VIRAL_DATASET, m, CP["methods"].get(m, {}).get("type"))
+            for m in VIRAL_COMPRESSED
+        ]
+    return [
+        {
+            "rows": f"results/{app}/compress/{s}/{m}/rows.tsv",
+            "metrics": f"results/{app}/compress/{s}/{m}/metrics.json",
+            "job": m,
+            "type": t,
+        }
+        for s, m, t in pairs
+    ]
+
+
+def compare_inputs(wildcards):
+    """fp32 metrics and every compression job's rows.tsv and metrics.json of an application."""
+    if wildcards.app == "sweeps":
+        fp32 = sweep_metrics()
+    else:
+        fp32 = [f"results/viral/models/{VIRAL_DATASET}/fp32/metrics.json"]
+    jobs = compare_jobs(wildcards.app)
+    return {
+        "fp32": fp32,
+        "rows": [j["rows"] for j in jobs],
+        "metrics": [j["metrics"] for j in jobs],
+    }
+
+
+def compare_targets(app):
+    return [
+        f"results/{app}/compare/{f}"
+        for f in ("pareto.png", "density.png", "variants.tsv")
+    ]
+
+
 def sweeps_targets():
     return [
         "results/sweeps/summary.tsv",
+        *compare_targets("sweeps"),
         *expand("results/sweeps/data/{scenario}/examples.png", scenario=ALL_SCENARIOS),
         *expand(
             "results/sweeps/models/{scenario}/fp32/curves.png", scenario=SWEEP_SCENARIOS
@@ -232,6 +279,7 @@ def viral_targets():
     model = VIRAL["classify"]["model"]
     return [
         "results/viral/summary.tsv",
+        *compare_targets("viral"),
         f"results/viral/data/{VIRAL_DATASET}/counts.tsv",
         f"results/viral/models/{VIRAL_DATASET}/fp32/curves.png",
         *(

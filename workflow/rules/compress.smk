@@ -4,6 +4,10 @@ Every job writes the primary variant as a packed model (model.qsp) with its metr
 results/sweeps/summary.tsv), rows.tsv (every variant the method trained, summary columns), and the
 method's own table (details.tsv), figure (plot.png) and notes (notes.txt: per-layer quantizers, bit
 table, search statistics, a config block to paste).
+
+Methods of type int8 run in sweeps_compress_int8 instead (ONNX Runtime static int8: model.onnx, no
+packed model; CP_INT8 / CP_PACKED in common.smk split the names). compare_methods draws, per
+application, every variant of every method: accuracy against size (Pareto) and against density.
 """
 
 
@@ -32,7 +36,7 @@ rule sweeps_compress:
     benchmark:
         "results/benchmarks/rules/sweeps/compress/{scenario}/{method}.tsv"
     wildcard_constraints:
-        method="|".join(CP["methods"]) or "^$",
+        method=_alternatives(CP_PACKED),
     conda:
         "../../envs/torch.yaml"
     threads: CP["threads"]
@@ -48,3 +52,76 @@ rule sweeps_compress:
         seed=config["seed"],
     script:
         "../scripts/compress.py"
+
+
+rule sweeps_compress_int8:
+    input:
+        model="results/sweeps/models/{scenario}/fp32/model.pt",
+        train="results/sweeps/data/{scenario}/train.npz",
+        test="results/sweeps/data/{scenario}/test.npz",
+        neutral_tests=sweep_fp_tests,
+    output:
+        model="results/sweeps/compress/{scenario}/{method}/model.onnx",
+        metrics="results/sweeps/compress/{scenario}/{method}/metrics.json",
+        rows="results/sweeps/compress/{scenario}/{method}/rows.tsv",
+        details="results/sweeps/compress/{scenario}/{method}/details.tsv",
+        notes="results/sweeps/compress/{scenario}/{method}/notes.txt",
+        plot=report(
+            "results/sweeps/compress/{scenario}/{method}/plot.png",
+            caption="../report/compress_int8.rst",
+            category="Sweeps: compression",
+            subcategory="{method}",
+            labels={"scenario": "{scenario}", "method": "{method}"},
+        ),
+    log:
+        "logs/sweeps/compress/{scenario}/{method}.log",
+    benchmark:
+        "results/benchmarks/rules/sweeps/compress/{scenario}/{method}.tsv"
+    wildcard_constraints:
+        method=_alternatives(CP_INT8),
+    conda:
+        "../../envs/torch.yaml"
+    threads: CP["threads"]
+    resources:
+        mem_mb=mem_by_attempt(3000),
+        runtime=60,
+    params:
+        method=lambda wildcards: CP["methods"][wildcards.method],
+        class_names=["neutral", "sweep"],
+        neutral_scenarios=NEUTRAL_SCENARIOS,
+        seed=config["seed"],
+    script:
+        "../scripts/compress_int8.py"
+
+
+rule compare_methods:
+    input:
+        unpack(compare_inputs),
+    output:
+        pareto=report(
+            "results/{app}/compare/pareto.png",
+            caption="../report/compare_pareto.rst",
+            category="Compression: comparison",
+            labels={"application": "{app}", "figure": "accuracy vs size"},
+        ),
+        density=report(
+            "results/{app}/compare/density.png",
+            caption="../report/compare_density.rst",
+            category="Compression: comparison",
+            labels={"application": "{app}", "figure": "accuracy vs density"},
+        ),
+        variants="results/{app}/compare/variants.tsv",
+    log:
+        "logs/{app}/compare.log",
+    wildcard_constraints:
+        app="sweeps|viral",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        jobs=lambda wildcards: compare_jobs(wildcards.app),
+    script:
+        "../scripts/compare_methods.py"

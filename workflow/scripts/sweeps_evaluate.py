@@ -6,11 +6,12 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 from quantscan import evaluate, modelio
 from quantscan.atomic import write_text
 from quantscan.compress.cost import bits_per_layer
+from quantscan.compress.methods import deployed_metrics
 from quantscan.data import load_split
 from quantscan.scripting import run
 from quantscan.summary import metrics_json
 from quantscan.sweeps import CLASSES
-from quantscan.train import predict_proba
+from quantscan.train import predict_proba, to_tensor
 
 
 def main(smk, log):
@@ -30,6 +31,7 @@ def main(smk, log):
         bits_per_layer=bits_per_layer(model),
         arch=arch,
     )
+    metrics.update(deployed_metrics(model, to_tensor(x[:1], channels_last=False)))
     write_text(smk.output.metrics, metrics_json(metrics))
     log.info("accuracy %.4f, MCC %.4f", metrics["accuracy"], metrics["mcc"])
 

@@ -5,6 +5,12 @@ and per bias element. Unlike QKeras (which counts Conv3D and other unregistered 
 module that owns parameters is counted: Conv1d/Conv3d/ConvTranspose, BatchNorm and the rest at 32
 bits unless quantized. Per-channel scales are not counted (as in QKeras and seed 000); the packed file
 size (``pack.save_packed``) is the number that includes them.
+
+Layers quantized by other means count at their bit width too: ternary / DoReFa layers (``ternary.py``)
+at ``.bits`` (2, or k), their learned levels being scales (not counted); float layers whose weights a
+pruning schedule finalized onto a b-bit grid (``prune.py``, marked ``grid_bits``) at b. Every weight
+counts, zeros included (dense codes, as QKeras counts a quantized layer): the sparse sizes are
+``metrics.weights_mbit`` (non-zero weights x bits, seed 004) and the packed file (positions included).
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from .layers import FLOAT_TO_QUANTIZED, QActivation, QuantizedWeights
+from .prune import GRID_BITS, weight_layers
+from .ternary import DoReFaActivation, TernaryWeights
 
 FP_BITS = 32
 
@@ -53,6 +61,21 @@ class LayerBits:
     total_bits: int
 
 
+def kernel_bits_of(module: nn.Module) -> int:
+    """Bits per kernel element of a module: its kernel quantizer's, its ternary ``bits``, the
+    ``grid_bits`` a pruning schedule marked, else 32."""
+    if isinstance(module, QuantizedWeights):
+        return FP_BITS if module.kernel_quantizer is None else module.kernel_quantizer.bits
+    if isinstance(module, TernaryWeights):
+        return module.bits
+    return getattr(module, GRID_BITS, None) or FP_BITS
+
+
+def weight_bits(model: nn.Module) -> dict[str, int]:
+    """``{Conv/Linear layer: kernel bits}`` for every weight layer (``metrics.compression_report``)."""
+    return {name: kernel_bits_of(m) for name, m in weight_layers(model).items()}
+
+
 def layer_bits(model: nn.Module) -> list[LayerBits]:
     """One row per module owning parameters, in model order."""
     rows = []
@@ -62,13 +85,12 @@ def layer_bits(model: nn.Module) -> list[LayerBits]:
             continue
         bias = params.pop("bias", None)
         n_bias = 0 if bias is None else bias.numel()
+        if isinstance(module, TernaryWeights):  # learned levels are scales: not counted
+            params = {"weight": params["weight"]}
         n_kernel = sum(p.numel() for p in params.values())
-        kernel_bits = bias_bits = FP_BITS
-        if isinstance(module, QuantizedWeights):
-            if module.kernel_quantizer is not None:
-                kernel_bits = module.kernel_quantizer.bits
-            if module.bias_quantizer is not None:
-                bias_bits = module.bias_quantizer.bits
+        kernel_bits, bias_bits = kernel_bits_of(module), FP_BITS
+        if isinstance(module, QuantizedWeights) and module.bias_quantizer is not None:
+            bias_bits = module.bias_quantizer.bits
         if bias is None:
             bias_bits = 0
         rows.append(
@@ -95,16 +117,19 @@ def bits_per_layer(model: nn.Module) -> str:
     """Compact per-layer bit widths, e.g. ``conv1=2,conv1_activation=1,dense=32/8``, in model order.
 
     Every weight layer (Conv/Linear) is listed with its kernel bits (``k/b`` when the bias has other
-    bits); activations are listed only when quantized. Float parts count 32 bits.
+    bits); activations are listed only when quantized (QKeras or DoReFa). Float parts count 32 bits.
     """
     items = []
     for name, module in model.named_modules():
         if isinstance(module, QActivation):
             items.append(f"{name}={module.quantizer.bits}")
-        elif type(module) in FLOAT_TO_QUANTIZED or isinstance(module, QuantizedWeights):
-            kq = getattr(module, "kernel_quantizer", None)
+        elif isinstance(module, DoReFaActivation):
+            items.append(f"{name}={module.k}")
+        elif type(module) in FLOAT_TO_QUANTIZED or isinstance(
+            module, QuantizedWeights | TernaryWeights
+        ):
             bq = getattr(module, "bias_quantizer", None)
-            k = FP_BITS if kq is None else kq.bits
+            k = kernel_bits_of(module)
             b = FP_BITS if bq is None else bq.bits
             items.append(f"{name}={k}" if module.bias is None or b == k else f"{name}={k}/{b}")
     return ",".join(items)
@@ -130,6 +155,8 @@ __all__ = [
     "LayerBits",
     "bits_per_layer",
     "bits_table",
+    "kernel_bits_of",
     "layer_bits",
     "model_bits",
+    "weight_bits",
 ]

@@ -161,3 +161,64 @@ def layer_bits(table: pd.DataFrame, path, title: str, accuracy: float = math.nan
     ax.set_xticks([1, 2, 4, 8, 16, 32], ["1", "2", "4", "8", "16", "32"])
     ax.set_title(f"{title}\ntest accuracy {accuracy:.3f}" if math.isfinite(accuracy) else title)
     save(fig, path)
+
+
+def ternary(table: pd.DataFrame, path, title: str, accuracy: float = math.nan) -> None:
+    """Per weight layer: zero fraction of the deployed weights and bits (ternary / DoReFa methods),
+    with the Hessian trace per weight when the layers were chosen by it (seed 001 section 4.3)."""
+    rows = table[table.n_weights.notna()] if "n_weights" in table else table
+    hessian = "trace_per_weight" in rows
+    fig, axes = plt.subplots(
+        1, 2 if hessian else 1, figsize=(11 if hessian else 7, 0.35 * len(rows) + 1.8)
+    )
+    axes = np.atleast_1d(axes)
+    y = np.arange(len(rows))[::-1]
+    quantized = rows.quantized.astype(bool).to_numpy()
+    ax = axes[0]
+    ax.barh(y, rows.sparsity, color=np.where(quantized, "C0", "0.7"))
+    for yi, b, s in zip(y, rows.bits, rows.sparsity, strict=True):
+        ax.text(min(float(s), 0.9) + 0.02, yi, f"{int(b)} bit", va="center", fontsize=7)
+    ax.set_yticks(y, rows.layer, fontsize=7)
+    ax.set(xlabel="zero weights (blue: quantized, grey: fp32)", xlim=(0, 1.15))
+    if hessian:
+        ax = axes[1]
+        selected = rows.hessian_selected.astype(bool).to_numpy()
+        traces = rows.trace_per_weight.abs().to_numpy(dtype=float)
+        ax.barh(y, traces, color=np.where(selected, "C1", "0.7"))
+        for yi, t in zip(y, traces, strict=True):
+            if not t > 0:  # a zero trace has no bar on the log axis (e.g. a dead ReLU upstream)
+                ax.annotate(
+                    "0", (0, yi), xycoords=("axes fraction", "data"), va="center", fontsize=7
+                )
+        ax.set_yticks(y, [""] * len(y))
+        ax.set(xlabel="|Hessian trace| per weight (orange: selected)", xscale="log")
+    head = f"{title}\ntest accuracy {accuracy:.3f}" if math.isfinite(accuracy) else title
+    fig.suptitle(head)
+    save(fig, path)
+
+
+def pruning(table: pd.DataFrame, path, title: str) -> None:
+    """Test and validation accuracy against density, one point per gamma (seed 004)."""
+    rows = table[table.variant.ne("fp32")].sort_values("density")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(rows.density, rows.accuracy, "o-", color="C0", label="test")
+    ax.plot(rows.density, rows.val_accuracy, "x--", color="C1", label="validation")
+    for d, a, g in zip(rows.density, rows.accuracy, rows.gamma, strict=True):
+        ax.annotate(f"γ={g:g}", (d, a), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    primary = rows[rows.primary.astype(bool)]
+    if len(primary):
+        ax.plot(
+            primary.density,
+            primary.accuracy,
+            "s",
+            mfc="none",
+            mec="k",
+            ms=11,
+            label=f"primary ({primary.variant.iloc[0]})",
+        )
+    _fp32_line(ax, table)
+    ax.set(xlabel="density (non-zero weights / all weights)", ylabel="accuracy", ylim=(0, 1.02))
+    ax.set_xlim(0, 1.02)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title)
+    save(fig, path)

@@ -25,6 +25,29 @@ Method types (see the schema for every key):
 - ``auto_search``: AutoQKeras-style search with Optuna's seeded TPE sampler; score = validation
   accuracy x (1 + delta), the forgiving factor (compression.md section 2).
 - ``po2_vs_auto``: the same configurations with ``alpha='auto'`` and ``'auto_po2'`` (seed 002).
+- ``ttq``, ``attq``, ``dorefa``: trained ternary, asymmetric ternary (seed 001) and DoReFa binary /
+  k-bit weight layers (``ternary.py``) fine-tuned from fp32 (one variant, the primary). ``layers``:
+  ``default`` (all but the first and last), ``all``, a list, or ``hessian``: Hutchinson traces of
+  the fp32 model on ``hessian.samples`` seeded training inputs, layers taken by ascending trace per
+  weight until ``hessian.fraction`` of the weights (``hessian.select_layers``); the traces, ranks
+  and the selection are in the details table and the notes. ``dorefa.activation_bits`` puts DoReFa
+  activations after every ReLU.
+- ``q_then_p_iter``, ``p_then_q_iter``, ``p_then_q_epochs``: γσ pruning plus uniform ``bits``-bit
+  quantization (seed 004, ``prune.py``), one variant per γ, each fine-tuned through ``fit``'s step
+  hook with the schedule, then ``schedule.finalize`` (after ``fit`` restored its best epoch, so the
+  model holds the pruned, quantized values with every mask applied). Early stopping watches the
+  float latent weights (``fit`` evaluates the model as it is between steps). The primary is the
+  lowest-density variant within ``tolerance`` of fp32 on validation, else the most accurate.
+
+Every variant's metrics add ``metrics.compression_report`` on its deployed weights (one test input
+for the per-sample operation counts): ``density``, ``srqw`` and ``cr_g_q`` (quantized layers; NaN
+without any), ``cr_g`` (whole model), ``ec_g``/``ec_change`` (an energy *model*), ``nops``,
+``nops_x_bits`` and ``weights_mbit``. ``model_bits`` (the summary's weight bits of the deployed
+model) counts every weight at its layer's bit width, zeros included: QKeras quantizers at their
+``bits``, ternary layers at 2 (DoReFa at k), pruned layers at the schedule's ``bits``
+(``cost.py``). That is what dense codes take and what QKeras and seed 000 count, so it compares
+across methods; sparsity shows in ``weights_mbit`` (non-zero weights x bits, seed 004, positions
+not counted) and in ``file_bytes`` (the packed file: positions, codes, scales).
 """
 
 from __future__ import annotations
@@ -42,6 +65,7 @@ from functools import cached_property
 import jsonschema
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 from torch import nn
 
@@ -49,11 +73,22 @@ from .. import config as qconfig
 from ..errors import ConfigError
 from ..evaluate import classification_metrics
 from ..seeds import derive_seed
-from ..train import TrainConfig, fit, predict_proba
+from ..train import TrainConfig, fit, predict_proba, to_tensor
 from . import figures
-from .cost import FP_BITS, SEED000_TABLE6, bits_per_layer, bits_table, model_bits
+from .cost import FP_BITS, SEED000_TABLE6, bits_per_layer, bits_table, model_bits, weight_bits
+from .hessian import hutchinson_traces, select_layers
 from .layers import ACTIVATIONS, QActivation, layer_config_of, quantizable_modules, quantize_model
+from .metrics import compression_report, effective_weights
+from .prune import make_schedule
 from .quantizers import WeightQuantizer, parse_quantizer
+from .ternary import (
+    DoReFaActivation,
+    make_ternarizer,
+    ternarize_model,
+    ternary_layers,
+    ternary_n_sf,
+    ternary_report,
+)
 
 #: named per-layer configurations usable wherever a configuration is expected
 PRESETS: dict[str, dict] = {"seed000_table6": SEED000_TABLE6}
@@ -368,6 +403,17 @@ class Context:
             return math.nan
         return float((predict_proba(model, x, EVAL_BATCH).argmax(1) == y).mean())
 
+    @cached_property
+    def example_input(self) -> torch.Tensor:
+        """One input (test, else validation, else training) for the per-sample operation counts."""
+        for x, _ in (self.test, self.val, self.train):
+            if len(x):
+                return to_tensor(x[:1], channels_last=False)
+        raise ConfigError(f"method {self.name!r}: no input data")
+
+    def compression_metrics(self, model: nn.Module) -> dict:
+        return deployed_metrics(model, self.example_input)
+
     def evaluate(self, model: nn.Module) -> dict:
         x, y = self.test
         metrics = classification_metrics(y, predict_proba(model, x, EVAL_BATCH), self.class_names)
@@ -377,6 +423,7 @@ class Context:
             size_pct=100.0 * bits / self.fp32_bits,
             bits_per_layer=bits_per_layer(model),
         )
+        metrics.update(self.compression_metrics(model))
         if self.extra_eval is not None:
             metrics.update(self.extra_eval(model))
         return metrics
@@ -414,19 +461,86 @@ class Context:
             primary,
         )
         self._cache.setdefault(key, v)
-        self.log.info(
-            "%s: validation accuracy %.4f, test accuracy %.4f, MCC %.4f, %d bits (%.2f%%), %d epochs, "
-            "%.1f s",
+        self._log_variant(v)
+        return v
+
+    def train_variant(
+        self,
+        name: str,
+        model: nn.Module,
+        epochs: int,
+        info: dict | None = None,
+        primary: bool = False,
+        step: Callable | None = None,
+        finalize: Callable[[nn.Module], object] | None = None,
+    ) -> Variant:
+        """Fine-tune a prepared copy of the fp32 model (ternarized, or float under a pruning
+        schedule's ``step``) for up to ``epochs`` epochs, then ``finalize(model)``, then evaluate.
+
+        ``fit`` restores the weights of the best validation epoch; ``finalize`` runs after that, so
+        the variant holds what it deploys.
+        """
+        start = time.perf_counter()
+        if epochs > 0:
+            cfg = dataclasses.replace(self.finetune, epochs=epochs)
+            kwargs = {} if step is None else {"step": step}
+            fit(model, *self.train, *self.val, cfg, derive_seed(self.seed, name), **kwargs)
+        if finalize is not None:
+            finalize(model)
+        model.eval()
+        metrics, val_acc = self.evaluate(model), self.val_accuracy(model)
+        v = Variant(
             name,
+            model,
+            layer_config_of(model),
+            metrics,
             val_acc,
-            metrics["accuracy"],
-            metrics["mcc"],
-            metrics["model_bits"],
-            metrics["size_pct"],
             epochs,
+            time.perf_counter() - start,
+            dict(info or {}),
+            primary,
+        )
+        self._log_variant(v)
+        return v
+
+    def _log_variant(self, v: Variant) -> None:
+        m = v.metrics
+        self.log.info(
+            "%s: validation accuracy %.4f, test accuracy %.4f, MCC %.4f, %d bits (%.2f%%), density "
+            "%.3f, %d epochs, %.1f s",
+            v.name,
+            v.val_accuracy,
+            m["accuracy"],
+            m["mcc"],
+            m["model_bits"],
+            m["size_pct"],
+            m["density"],
+            v.epochs,
             v.seconds,
         )
-        return v
+
+
+def deployed_metrics(model: nn.Module, example_input) -> dict:
+    """``metrics.compression_report`` of the deployed weights as summary scalars (NaN: no data, e.g.
+    ``srqw`` of a model without quantized layers). Used for every variant and for the fp32 rows."""
+    rep = compression_report(
+        model, example_input, weight_bits(model), n_sf=ternary_n_sf(model) or None
+    )
+
+    def num(v):
+        return math.nan if v is None else float(v)
+
+    return {
+        "density": num(rep["density"]),
+        "srqw": num(rep["srqw"]),
+        "cr_g": num(rep["cr_g_total"]),
+        "cr_g_q": num(rep["cr_g_quantized"]),
+        "ec_g": num(rep["ec_g"]),
+        "ec_change": num(rep["ec_change"]),
+        "nops": int(rep["nops"]),
+        "nops_x_bits": num(rep["nops_x_bits"]),
+        "weights_mbit": num(rep["weights_mbit"]),
+    }
 
 
 def run_method(
@@ -542,6 +656,15 @@ def layer_table(model: nn.Module) -> pd.DataFrame:
     return table
 
 
+def metrics_line(m: dict) -> str:
+    """The compression metrics of a variant as one comment line."""
+    return (
+        f"# density {m['density']:.4f}, {m['weights_mbit']:.6f} Mbit (non-zero weights x bits), "
+        f"CR_G {m['cr_g']:.4f}, {m['nops']:,} NOPs ({m['nops_x_bits']:,.0f} x bits) per input, "
+        f"EC_G {m['ec_g']:.4f} (energy model, change {m['ec_change']:+.4f})"
+    )
+
+
 def primary_notes(ctx: Context, v: Variant, header: str = "") -> str:
     m = v.metrics
     lines = [
@@ -550,6 +673,7 @@ def primary_notes(ctx: Context, v: Variant, header: str = "") -> str:
         f"{m['mcc']:.4f}, validation accuracy {v.val_accuracy:.4f}",
         f"# weight bits {m['model_bits']} of {ctx.fp32_bits} ({m['size_pct']:.2f}%), "
         f"fine-tuned up to {v.epochs} epochs",
+        metrics_line(m),
     ]
     if header:
         lines += ["", header.rstrip("\n")]
@@ -880,6 +1004,275 @@ def _po2_vs_auto(ctx: Context) -> MethodResult:
     )
 
 
+# --------------------------------------------------------------------------------------------------
+# ternary / binary weights (seed 001) and pruning with quantization (seed 004)
+
+#: hyperparameters of each ternary method type, as ``ternary.make_ternarizer`` takes them
+_TERNARY_PARAMS = {"ttq": ("t", "init"), "attq": ("t_min", "t_max", "init"), "dorefa": ("k",)}
+#: inputs per Hessian batch (every batch's double-backprop graph is kept while sampling)
+HESSIAN_BATCH = 32
+
+
+def hessian_layers(ctx: Context) -> tuple[list[str], pd.DataFrame]:
+    """``layers: hessian``: the selected layers and a per-layer table of traces and ranks.
+
+    Hutchinson traces of the fp32 model's weight layers on ``hessian.samples`` training inputs (a
+    seeded draw, batches of ``HESSIAN_BATCH``, the fine-tuning loss); ``hessian.select_layers`` takes
+    the lowest traces per weight until ``hessian.fraction`` of the weights is selected.
+    """
+    h = ctx.config["hessian"]
+    x, y = ctx.train
+    if not len(y):
+        raise ConfigError(f"method {ctx.name!r}: 'layers: hessian' needs training inputs")
+    rng = np.random.default_rng(derive_seed(ctx.seed, "hessian_inputs"))
+    idx = np.sort(rng.choice(len(y), min(h["samples"], len(y)), replace=False))
+    batches = [
+        (to_tensor(x[part], x.ndim == 4), torch.from_numpy(np.asarray(y[part], np.int64)))
+        for part in np.array_split(idx, math.ceil(len(idx) / HESSIAN_BATCH))
+    ]
+    cw = ctx.finetune.class_weights
+    loss_fn = nn.CrossEntropyLoss(weight=None if cw is None else torch.tensor(cw).float())
+    start = time.perf_counter()
+    traces = hutchinson_traces(
+        copy.deepcopy(ctx.model),
+        loss_fn,
+        batches,
+        max_iter=h["max_iter"],
+        tol=h["tol"],
+        seed=derive_seed(ctx.seed, "hutchinson"),
+    )
+    selection = select_layers(traces, h["fraction"])
+    ctx.log.info(
+        "Hessian traces on %d inputs (%.1f s): selected %s (%.3f of the weights)",
+        len(idx),
+        time.perf_counter() - start,
+        selection["selected"],
+        selection["achieved_fraction"],
+    )
+    rank = {r["layer"]: (i + 1, r) for i, r in enumerate(selection["ranking"])}
+    table = pd.DataFrame(
+        [
+            {
+                "layer": n,
+                "trace": t["trace"],
+                "trace_per_weight": t["trace_per_param"],
+                "trace_stderr": t["stderr"],
+                "trace_samples": t["iterations"],
+                "trace_converged": t["converged"],
+                "hessian_rank": rank[n][0],
+                "cumulative_fraction": rank[n][1]["cumulative_fraction"],
+                "hessian_selected": rank[n][1]["selected"],
+            }
+            for n, t in traces.items()
+        ]
+    )
+    table.attrs["inputs"] = len(idx)
+    table.attrs["achieved_fraction"] = selection["achieved_fraction"]
+    return selection["selected"], table
+
+
+def ternary_table(model: nn.Module, hessian: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per weight layer: quantized or not, bits, scales, levels, zero band, sparsity (+ Hessian);
+    then the DoReFa activations."""
+    report, bits = ternary_report(model), weight_bits(model)
+    weights = effective_weights(model)
+    rows = []
+    for name, w in weights.items():
+        r, nonzero = report.get(name, {}), int(torch.count_nonzero(w))
+        rows.append(
+            {
+                "layer": name,
+                "quantized": name in report,
+                "bits": bits[name],
+                "n_scales": r.get("n_scales", 0),
+                "n_weights": w.numel(),
+                "nonzero": nonzero,
+                "sparsity": 1.0 - nonzero / w.numel(),
+                "levels": " ".join(f"{x:.6g}" for x in r.get("levels") or ()),
+                "zero_band": " ".join(f"{x:.6g}" for x in r.get("thresholds") or ()),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if hessian is not None:
+        table = table.merge(hessian, on="layer", how="left")
+    acts = [
+        {"layer": n, "quantized": True, "bits": m.k, "levels": f"DoReFa activation ({m.k} bits)"}
+        for n, m in model.named_modules()
+        if isinstance(m, DoReFaActivation)
+    ]
+    return pd.concat([table, pd.DataFrame(acts)], ignore_index=True) if acts else table
+
+
+def paste_entry(ctx: Context, **keys) -> str:
+    """A ``compress.methods`` YAML entry of this method's type with ``keys`` overriding its own."""
+    body = {
+        k: v
+        for k, v in ctx.config.items()
+        if k not in ("scenarios", "description", "hessian") and (v or k != "finetune")
+    }
+    body |= keys
+    return yaml.safe_dump(
+        {f"{ctx.name}_copy": body}, sort_keys=False, default_flow_style=None, width=1000
+    )
+
+
+def entry_notes(ctx: Context, v: Variant, header: str, sections: list[str], paste: str) -> str:
+    """Notes of a method whose configuration is not a QKeras layer_config (ternary, pruning)."""
+    m = v.metrics
+    lines = [
+        f"# {ctx.name} ({ctx.type}): primary variant {v.name}",
+        f"# test accuracy {m['accuracy']:.4f} (fp32 {ctx.fp32.metrics['accuracy']:.4f}), MCC "
+        f"{m['mcc']:.4f}, validation accuracy {v.val_accuracy:.4f} (fp32 "
+        f"{ctx.fp32.val_accuracy:.4f})",
+        f"# weight bits {m['model_bits']} of {ctx.fp32_bits} ({m['size_pct']:.2f}%; every weight at "
+        f"its layer's bits, zeros included), fine-tuned up to {v.epochs} epochs",
+        metrics_line(m),
+        "",
+        header.rstrip("\n"),
+    ]
+    for section in sections:
+        lines += ["", section.rstrip("\n")]
+    lines += ["", "# per-layer weight bits", bits_table(v.model).rstrip()]
+    lines += [
+        "",
+        "# paste under compress.methods in the config to retrain this configuration:",
+        paste.rstrip(),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@register("ttq")
+@register("attq")
+@register("dorefa")
+def _ternary(ctx: Context) -> MethodResult:
+    cfg = ctx.config
+    params = {k: cfg[k] for k in _TERNARY_PARAMS[ctx.type]}
+    hessian = None
+    if cfg["layers"] == "hessian":
+        layers, hessian = hessian_layers(ctx)
+    else:
+        layers = None if cfg["layers"] == "default" else cfg["layers"]
+    acts = {}
+    if ctx.type == "dorefa" and cfg["activation_bits"] is not None:
+        relus = [n for n, m in ctx.model.named_modules() if type(m) is nn.ReLU]
+        acts = dict.fromkeys(relus, cfg["activation_bits"])
+    try:
+        model = ternarize_model(ctx.model, ctx.type, layers, activations=acts, **params)
+    except ConfigError as err:
+        raise ConfigError(f"method {ctx.name!r} ({ctx.type}): {err}") from None
+    chosen = list(ternary_layers(model))
+    selection = cfg["layers"] if isinstance(cfg["layers"], str) else "listed"
+    info = {**params, "selection": selection, "layers": ",".join(chosen)}
+    if acts:
+        info["activation_bits"] = cfg["activation_bits"]
+    v = ctx.train_variant(ctx.prefix, model, ctx.finetune.epochs, info, primary=True)
+    table = ternary_table(v.model, hessian)
+    ternarizer = make_ternarizer(ctx.type, **params)
+    n_layers = len(ctx.weight_layers)
+    header = f"# {ternarizer!r} on {len(chosen)} of {n_layers} weight layers ({selection}): " + (
+        ", ".join(chosen)
+    )
+    if acts:
+        header += f"\n# DoReFa activations at {cfg['activation_bits']} bits after {', '.join(acts)}"
+    sections = []
+    if hessian is not None:
+        h = cfg["hessian"]
+        sections.append(
+            f"# Hessian traces (Hutchinson, {hessian.attrs['inputs']} training inputs, up to "
+            f"{h['max_iter']} samples per layer, tol {h['tol']}): layers ranked by trace per weight, "
+            f"the least sensitive taken until {h['fraction']} of the weights "
+            f"(reached {hessian.attrs['achieved_fraction']:.4f})\n"
+            + hessian.sort_values("hessian_rank").to_string(index=False, float_format="%.6g")
+        )
+    sections.append(
+        "# per-layer weights (levels: negative, positive; zero band: its edges)\n"
+        + table.drop(
+            columns=[c for c in table if c.startswith(("trace", "hessian_", "cumul"))]
+        ).to_string(index=False, float_format="%.6g")
+    )
+    paste = {**params, "layers": chosen}
+    if ctx.type == "dorefa":
+        paste["activation_bits"] = cfg["activation_bits"]
+    return MethodResult(
+        [v],
+        table,
+        entry_notes(ctx, v, header, sections, paste_entry(ctx, **paste)),
+        lambda path, title: figures.ternary(table, path, title, v.metrics["accuracy"]),
+    )
+
+
+def sparsest_within(variants: list[Variant]) -> tuple[Variant, bool]:
+    """The lowest-density variant with ``info["within_tolerance"]`` (ties: better validation
+    accuracy, then the earlier one), else the most accurate on validation (ties: sparser); and
+    whether one was within tolerance."""
+    ok = [v for v in variants if v.info["within_tolerance"]]
+    if ok:
+        return min(ok, key=lambda v: (v.metrics["density"], -v.val_accuracy)), True
+    return max(
+        variants, key=lambda v: (np.nan_to_num(v.val_accuracy, nan=-1.0), -v.metrics["density"])
+    ), False
+
+
+@register("q_then_p_iter")
+@register("p_then_q_iter")
+@register("p_then_q_epochs")
+def _prune(ctx: Context) -> MethodResult:
+    cfg = ctx.config
+    layers = cfg["layers"]
+    if layers is not None:
+        ctx.names(list(layers), "weight", "layers")
+    variants, reports = [], {}
+    for gamma in cfg["gammas"]:
+        name = f"{ctx.prefix}_g{float(gamma)}"
+        schedule = make_schedule(ctx.type, gamma, cfg["bits"], layers)
+
+        def finalize(model, schedule=schedule, name=name):
+            reports[name] = schedule.finalize(model)  # pruned + quantized values, masks applied
+
+        info = {"gamma": float(gamma), "bits": cfg["bits"]}
+        v = ctx.train_variant(
+            name,
+            copy.deepcopy(ctx.model),
+            ctx.finetune.epochs,
+            info,
+            step=schedule.step,
+            finalize=finalize,
+        )
+        v.info["density_pruned_layers"] = reports[name]["density"]
+        v.info["within_tolerance"] = ctx.within(v)
+        variants.append(v)
+    primary, ok = sparsest_within(variants)
+    primary.primary = True
+    table = variant_table(variants, ctx.fp32)
+    header = (
+        f"# {ctx.type}: gamma-sigma pruning with {cfg['bits']}-bit uniform quantization (seed 004), "
+        f"gammas {list(cfg['gammas'])}, layers: {', '.join(layers) if layers else 'every weight layer'}\n"
+        f"# primary: the lowest density whose validation accuracy is within {cfg['tolerance']} of fp32 "
+        f"({ctx.fp32.val_accuracy:.4f}): gamma {primary.info['gamma']}"
+        + ("" if ok else " (none within tolerance: the most accurate)")
+    )
+    cols = ["variant", "gamma", "density", "val_accuracy", "accuracy", "mcc", "weights_mbit"]
+    per_layer = pd.DataFrame(
+        [
+            {"layer": n, **{k: r[k] for k in ("n_weights", "nonzero", "beta")}, **r["grid"]}
+            for n, r in reports[primary.name]["layers"].items()
+        ]
+    )
+    sections = [
+        "# variants\n" + table[cols].to_string(index=False, float_format="%.6g"),
+        "# primary per layer (beta = gamma x sigma; values offset + k x step)\n"
+        + per_layer.to_string(index=False, float_format="%.6g"),
+    ]
+    return MethodResult(
+        variants,
+        table,
+        entry_notes(
+            ctx, primary, header, sections, paste_entry(ctx, gammas=[primary.info["gamma"]])
+        ),
+        lambda path, title: figures.pruning(table, path, title),
+    )
+
+
 __all__ = [
     "METHOD_TYPES",
     "PRESETS",
@@ -887,17 +1280,22 @@ __all__ = [
     "MethodResult",
     "Variant",
     "activation_spec",
+    "entry_notes",
     "forgiving_delta",
     "forgiving_score",
+    "hessian_layers",
     "layer_spec",
     "layer_table",
     "module_kinds",
     "normalize_method",
+    "paste_entry",
     "pasteable",
     "register",
     "resolve_layers",
     "run_method",
+    "sparsest_within",
     "stats_lines",
+    "ternary_table",
     "variant_table",
     "weight_spec",
     "with_alpha",

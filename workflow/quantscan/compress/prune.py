@@ -29,12 +29,15 @@ Conventions chosen here (the paper leaves them open):
   weights. This is the paper's "a copy of weight values is quantized ... passed to the forward stage".
 - Only the ``weight`` of Conv1d/Conv2d/Conv3d/Linear modules is compressed; **biases stay fp32**.
 - Rounding is ``torch.round`` (half to even).
+- **Bit width travels with the model**: ``finalize`` marks every compressed layer with ``grid_bits`` (a
+  plain attribute: ``cost.model_bits`` counts its kernel at b bits) and the ``grid_bits`` pack
+  transform keeps the mark in packed files (the values are stored by pack's ``levels`` codec).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -42,8 +45,12 @@ from torch import nn
 
 from quantscan.errors import ConfigError
 
+from .pack import register_transform
+
 #: module types whose ``weight`` is pruned and quantized (and counted by the metrics)
 WEIGHT_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: attribute of a float Conv/Linear layer whose weights hold finalized values of a b-bit grid
+GRID_BITS = "grid_bits"
 
 
 def weight_layers(model: nn.Module, names: Iterable[str] | None = None) -> dict[str, nn.Module]:
@@ -61,6 +68,35 @@ def weight_layers(model: nn.Module, names: Iterable[str] | None = None) -> dict[
             f"not Conv1d/Conv2d/Conv3d/Linear layers of the model: {unknown}; known: {list(found)}"
         )
     return {n: found[n] for n in names}
+
+
+def mark_grid_bits(model: nn.Module, bits: Mapping[str, int]) -> nn.Module:
+    """Record that the named weight layers hold b-bit grid values (``{name: b}``, b >= 2)."""
+    layers = weight_layers(model, bits)
+    for name, b in bits.items():
+        if isinstance(b, bool) or not isinstance(b, int):
+            raise ConfigError(f"layer {name!r}: grid bits must be an integer (got {b!r})")
+        _levels(b)
+        setattr(layers[name], GRID_BITS, b)
+    return model
+
+
+def grid_bits(model: nn.Module) -> dict[str, int]:
+    """``{layer: b}`` of the layers ``mark_grid_bits`` marked."""
+    return {
+        n: getattr(m, GRID_BITS)
+        for n, m in weight_layers(model).items()
+        if getattr(m, GRID_BITS, None)
+    }
+
+
+def _apply_grid_bits(model: nn.Module, description) -> nn.Module:
+    if not isinstance(description, Mapping):
+        raise ConfigError(f"grid_bits must map layer names to bits, got {description!r}")
+    return mark_grid_bits(model, description)
+
+
+register_transform("grid_bits", lambda model: grid_bits(model) or None, _apply_grid_bits)
 
 
 def _levels(bits: int) -> int:
@@ -235,11 +271,12 @@ class PruneQuantSchedule:
 
     @torch.no_grad()
     def finalize(self, model: nn.Module) -> dict:
-        """Write the final compressed weights into the model; return a per-layer report."""
+        """Write the final compressed weights (layers marked ``grid_bits``); return a per-layer report."""
         report = {}
         for n, m in self.layers(model).items():
             c, grid = self._final_weights(n, m.weight.detach())
             m.weight.copy_(c)
+            setattr(m, GRID_BITS, self.bits)
             self.grids[n] = grid
             report[n] = {
                 "n_weights": m.weight.numel(),

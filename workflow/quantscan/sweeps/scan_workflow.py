@@ -3,8 +3,10 @@
 ``plan(config, ...)`` checks the ``scan`` config section against the rest of the config and says
 what runs: which inputs and chromosomes (known when the workflow is parsed: listed in the config,
 else read cheaply from the VCF header, the ms file or the tree sequence's metadata), which models
-scan them (``fp32`` and every compression method that has a model for the scenario), through
-which engines, and which (scenario, model, engine) triples are evaluated on simulated replicates.
+scan them (``fp32`` and every compression method that has a packed model for the scenario; int8
+methods are left out: their model is the fp32 model's int8 export, which engine ``onnx_int8``
+runs), through which engines, and which (scenario, model, engine) triples are evaluated on
+simulated replicates.
 
 Chromosomes are converted once per (input, chromosome) to a compact npz (``save_chromosome``:
 positions, bit-packed 0/1 haplotypes with missing calls as 0, which is what the scan's encoder
@@ -108,8 +110,9 @@ def plan(
 ) -> ScanPlan:
     """Check ``config["scan"]`` against the rest of the config; say what the scan rules run.
 
-    ``trained``: scenarios with an fp32 model; ``compress_jobs``: (scenario, method) pairs with a
-    packed model. ``read_headers=False`` skips reading input files for chromosome names (tests).
+    ``trained``: scenarios with an fp32 model; ``compress_jobs``: (scenario, method) pairs of the
+    compression fan-out (those of int8-type methods, which have no packed model, are left out).
+    ``read_headers=False`` skips reading input files for chromosome names (tests).
     """
     sc, sw = config["scan"], config["sweeps"]
     if not trained:
@@ -133,9 +136,24 @@ def plan(
             )
         return name
 
+    # int8-type methods (ONNX Runtime, model.onnx) are not scanned as compressed models: their model
+    # is the fp32 model's static int8 export, which the scan runs as fp32 with engine onnx_int8
+    int8 = {
+        n
+        for n, m in config.get("compress", {}).get("methods", {}).items()
+        if (m or {}).get("type") == "int8"
+    }
+    bad = [m for m in sc["models"] if m in int8]
+    if bad:
+        raise ConfigError(
+            f"config key scan.models: {bad} are int8 methods (ONNX Runtime models, no packed "
+            "model to scan); their model is the fp32 model's static int8 export, which the scan "
+            "runs as model fp32 with engine onnx_int8 (scan.engines.fp32)"
+        )
     compressed: dict[str, list[str]] = {}
     for scenario, method in compress_jobs:
-        compressed.setdefault(scenario, []).append(method)
+        if method not in int8:
+            compressed.setdefault(scenario, []).append(method)
     wanted = list(sc["models"])
     known = (
         {FP32} | {m for _, m in compress_jobs} | set(config.get("compress", {}).get("methods", {}))

@@ -1,0 +1,148 @@
+"""The int8 compression method (ONNX Runtime static int8) on a tiny trained SweepNet."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from quantscan.compress import int8_method
+from quantscan.compress.cost import model_bits
+from quantscan.compress.int8_method import run_int8_method, stored_layers
+from quantscan.errors import ConfigError
+from quantscan.models import SweepNet
+from quantscan.summary import COLUMNS, metrics_json, rows_table
+
+
+def easy(rng, n):  # SweepNet-like 0/1 images: class 1 has more derived alleles
+    y = rng.integers(0, 2, n)
+    p = np.where(y == 1, 0.7, 0.3)[:, None, None, None]
+    x = (rng.random((n, 1, 12, 12)) < p).astype(np.uint8)
+    return x, y.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    # 32 filters (the workflow's SweepNet): with fewer weights the QDQ graph's own bytes (node and
+    # tensor names, scales) outweigh the 4x on the weights and the int8 file is the larger one
+    model = SweepNet(filters=32)
+    rng = np.random.default_rng(0)
+    train = easy(rng, 160)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    xt, yt = torch.from_numpy(train[0]).float(), torch.from_numpy(train[1])
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    return model.eval(), train, easy(np.random.default_rng(1), 80)
+
+
+@pytest.fixture(scope="module")
+def result(trained, tmp_path_factory):
+    model, train, test = trained
+    path = tmp_path_factory.mktemp("int8") / "model.onnx"
+    neutral = (test[0][test[1] == 0], test[1][test[1] == 0])
+    cfg = {"type": "int8", "calibration_samples": 64, "latency_batch": 32, "latency_repeats": 2}
+    res = run_int8_method(
+        "int8",
+        cfg,
+        model,
+        train,
+        test,
+        ["neutral", "sweep"],
+        seed=3,
+        int8_path=path,
+        extra_sets={"island": neutral},
+        scenario="easy",
+    )
+    return res, path, model
+
+
+def test_metrics_from_the_int8_engine_close_to_fp32(result):
+    res, path, model = result
+    m = res.metrics
+    assert m["method"] == "int8" and m["scenario"] == "easy"
+    assert m["fp32_accuracy"] >= 0.95  # the task is easy: the comparison means something
+    assert abs(m["accuracy"] - m["fp32_accuracy"]) <= 0.05
+    assert m["agreement_fp32"] >= 0.95
+    assert m["n"] == 80 and sum(map(sum, m["confusion_matrix"]["rows_true_cols_pred"])) == 80
+    assert 0 <= m["acc_neutral"] <= 1 and 0 <= m["acc_sweep"] <= 1 and -1 <= m["mcc"] <= 1
+    assert 0 <= m["fpr_island"] <= 1
+    # the int8 model in the file is what was evaluated: ORT on it reproduces the accuracy
+    from quantscan.compress.int8 import OrtEngine
+
+    x, y = easy(np.random.default_rng(1), 80)
+    acc = float((OrtEngine(path).predict_proba(x).argmax(1) == y).mean())
+    assert acc == pytest.approx(m["accuracy"])
+    assert m["int8"]["runtime_ops"].get("QLinearConv", 0) >= 1  # really runs integer kernels
+
+
+def test_sizes_latencies_and_bits(result):
+    res, path, model = result
+    m = res.metrics
+    assert m["file_bytes"] == path.stat().st_size
+    assert m["file_bytes"] < m["fp32_onnx_bytes"]
+    assert m["size_ratio"] == pytest.approx(m["fp32_onnx_bytes"] / m["file_bytes"])
+    assert m["size_ratio"] > 1.2
+    for k in ("speedup_vs_torch_fp32", "speedup_vs_ort_fp32", "latency_ort_int8_s"):
+        assert np.isfinite(m[k]) and m[k] > 0
+    assert m["speedup_vs_torch_fp32"] == pytest.approx(
+        m["latency_torch_fp32_s"] / m["latency_ort_int8_s"]
+    )
+    # 8 bits per weight, 32 per bias (int32 as ORT stores it): SweepNet has no folded layers
+    n_w = sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight"))
+    n_b = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
+    assert m["model_bits"] == 8 * n_w + 32 * n_b
+    assert m["size_pct"] == pytest.approx(100 * m["model_bits"] / model_bits(model))
+    assert m["bits_per_layer"].startswith("sweepnet_first_conv=8/32")
+    assert m["quant_param_bits"] > 0
+    assert 0.5 < m["density"] <= 1.0 and m["weights_mbit"] <= 8 * n_w / 1e6
+    assert m["nops"] > 0 and m["int8"]["unmatched_layers"] == []
+    assert m["latency_batch"] == 32  # 80 test inputs, the first 32 timed
+
+
+def test_rows_details_notes_plot(result, tmp_path):
+    res, _, _ = result
+    assert len(res.rows) == 1
+    table = rows_table(res.rows, COLUMNS)
+    assert table.method.tolist() == ["int8"]
+    at = list(table.columns).index("bits_per_layer")
+    assert list(table.columns[at + 1 : at + 3]) == ["speedup_vs_torch_fp32", "speedup_vs_ort_fp32"]
+    assert "size_ratio" in table.columns and "fp32_accuracy" in table.columns
+    json.loads(metrics_json(res.metrics))  # strict JSON
+    d = res.details.set_index(["section", "item"])
+    assert d.loc[("size", "file_bytes"), "ort_int8"] == res.metrics["file_bytes"]
+    assert d.loc[("accuracy", "accuracy"), "ort_int8"] == res.metrics["accuracy"]
+    assert d.loc[("runtime_ops", "QLinearConv"), "ort_int8"] >= 1
+    assert np.isnan(d.loc[("runtime_ops", "QLinearConv"), "ort_fp32"])
+    assert "speedup_vs_torch_fp32" in res.notes and "int32" in res.notes
+    res.plot(tmp_path / "plot.png", "int8")
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stored_layers_dequantize_to_the_fp32_weights(result):
+    _, path, model = result
+    layers, _ = stored_layers(path)
+    params = dict(model.named_parameters())
+    assert len(layers) == 7
+    for sl in layers:
+        w = params[sl.param].detach().numpy()
+        assert sl.weight.dtype == "int8" and sl.bias.dtype == "int32"
+        # per-channel symmetric: at most half a step (max|w| / 63 with 7-bit weights) away
+        step = np.abs(w).reshape(len(w), -1).max(1) / 63
+        err = np.abs(sl.weight.values - w).reshape(len(w), -1).max(1)
+        assert np.all(err <= step / 2 + 1e-6)
+
+
+def test_wrong_type_and_unknown_key(trained, tmp_path):
+    model, train, test = trained
+    with pytest.raises(ConfigError, match="not 'int8'"):
+        run_int8_method("x", {"type": "mixed"}, model, train, test, ["a", "b"], 0, tmp_path / "m")
+    with pytest.raises(ConfigError, match="calibraton"):
+        cfg = {"type": "int8", "calibraton": "minmax"}
+        run_int8_method("x", cfg, model, train, test, ["a", "b"], 0, tmp_path / "m.onnx")
+    assert int8_method.method_name("fast") == "int8_fast"
+    assert int8_method.method_name("int8_entropy") == "int8_entropy"
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,51 @@
+"""Post-training static int8 of an fp32 model through ONNX Runtime (a compress method of type int8):
+int8 model.onnx, metrics from the int8 engine, rows, details (latency and ops), notes and a figure."""
+
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")
+from quantscan import modelio
+from quantscan.atomic import atomic_path, write_text
+from quantscan.compress.int8_method import run_int8_method
+from quantscan.data import load_split
+from quantscan.scripting import run
+from quantscan.seeds import derive_seed
+from quantscan.summary import COLUMNS, metrics_json, rows_table
+
+
+def main(smk, log):
+    scenario, name = smk.wildcards.scenario, smk.wildcards.method
+    model, arch = modelio.load_fp32(smk.input.model)
+    train, test = load_split(smk.input.train), load_split(smk.input.test)
+    # neutral-only test sets: every input has the same true class, so errors are false positives
+    others = {
+        n: load_split(p)
+        for n, p in zip(smk.params.neutral_scenarios, smk.input.neutral_tests, strict=True)
+    }
+    result = run_int8_method(
+        name,
+        smk.params.method,
+        model,
+        train,
+        test,
+        smk.params.class_names,
+        derive_seed(smk.params.seed, "compress", scenario, name),
+        smk.output.model,
+        threads=smk.threads,
+        extra_sets=others,
+        scenario=scenario,
+        log=log,
+    )
+    metrics = {**result.metrics, "arch": arch}
+    write_text(smk.output.metrics, metrics_json(metrics))
+    for path, table in (
+        (smk.output.rows, rows_table(result.rows, COLUMNS)),
+        (smk.output.details, result.details),
+    ):
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    write_text(smk.output.notes, result.notes)
+    result.plot(smk.output.plot, f"{metrics['method']} (int8, ONNX Runtime), {scenario}")
+
+
+run(main, snakemake)
