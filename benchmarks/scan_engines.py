@@ -1,17 +1,24 @@
 """Benchmark: sweep-scan inference engines and the end-to-end scan of a simulated chromosome.
 
 One run, one input: a simulated chromosome (``sweeps.chromosome``; default 50 x 100 kb = 5 Mb,
-128 haplotypes) scanned at ``--grid`` points with ``--width``-SNP windows. Writes JSON with:
+128 haplotypes) scanned at ``--grid`` points with ``--width``-SNP windows. The simulation is cached
+(``--cache-dir``, keyed by its parameters) so repeated runs skip it. Writes JSON with:
 
 * ``engines``: windows/s and seconds for all grid windows, per engine, on the same encoded windows.
   Engines run in interleaved rounds (one batch each per round) until each has used ``--budget``
   seconds or seen every window, so load from other processes hits them alike. An engine that
   did not see every window has ``extrapolated: true`` and ``seconds`` = windows / (windows/s).
 * ``agreement``: max |P(sweep) difference| on the windows every engine saw.
-* ``end_to_end``: read the .trees file + grid + encode + infer (``--e2e-engine``) + p-values +
-  peaks + TSV/bedGraph/BED/PNG, wall and CPU seconds per stage.
-* ``profile``: the top functions of a cProfile of the scan loop (what dominates).
-* ``machine``: CPU model, cores, load averages before/after (a shared machine is slower and noisier).
+* ``reference``: the per-window baseline with one thread (on a loaded 2-core machine two
+  OpenMP threads per window are several times slower than one; both are reported).
+* ``end_to_end``: load the model and build the engine (lookup tables, compiled kernels) + read the
+  .trees file + grid + encode + infer (``--e2e-engine``) + p-values + peaks + TSV/bedGraph/BED/PNG,
+  wall and CPU seconds per stage.
+* ``profile``: engine stage seconds and the top functions of a cProfile of the encoding.
+* ``machine``: CPU model, cores, load averages before/after and sampled during the run (a shared
+  machine is slower and noisier).
+
+``--e2e-only`` skips the engine comparison (a quick check of the end-to-end target).
 
 The model has random weights unless ``--model`` names a trained fp32 SweepNet: speed does not
 depend on training, except that the lookup engine's dense stage runs once per distinct SE scale
@@ -22,13 +29,16 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import io
 import json
 import os
 import platform
 import pstats
+import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,7 +57,7 @@ from quantscan.compress.layers import quantize_model  # noqa: E402
 from quantscan.compress.pack import save_packed  # noqa: E402
 from quantscan.modelio import load_fp32, save_fp32  # noqa: E402
 from quantscan.models import build_model  # noqa: E402
-from quantscan.runtime import make_engine  # noqa: E402
+from quantscan.runtime import make_engine, numba_available  # noqa: E402
 from quantscan.sweeps import scan  # noqa: E402
 from quantscan.sweeps.chromosome import (  # noqa: E402
     ChromosomeSpec,
@@ -87,6 +97,32 @@ def machine() -> dict:
     }
 
 
+class LoadSampler:
+    """Samples the 1-minute load average every ``period`` seconds in a daemon thread."""
+
+    def __init__(self, period: float = 5.0):
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
+
+    def _run(self, period: float) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(period)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        x = self.samples or [os.getloadavg()[0]]
+        return {"min": min(x), "mean": sum(x) / len(x), "max": max(x), "samples": len(x)}
+
+
 def timed(fn, *args, **kwargs):
     w, c = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
@@ -120,12 +156,23 @@ ENGINES = [  # (engine name, kind, model file key)
     ("lut_fp32", "lut_fp32", "fp32"),
     ("packed", "packed", "packed"),
 ]
+# the lookup engine without compiled kernels, when numba makes "packed" use them
+NUMPY_PACKED = ("packed_numpy_kernels", "packed", "packed")
+
+
+def engine_list() -> list[tuple[str, str, str]]:
+    return ENGINES + ([NUMPY_PACKED] if numba_available() else [])
+
+
+def build_engine(name, kind, path, batch, threads):
+    kernels = "numpy" if name == NUMPY_PACKED[0] else "auto"
+    return make_engine(kind, path, batch_size=batch, threads=threads, kernels=kernels, name=name)
 
 
 def compare_engines(x, paths, threads, batch, budget, per_window_batch=8) -> tuple[dict, dict]:
     engines = {
-        name: make_engine(kind, paths[key], batch_size=batch, threads=threads)
-        for name, kind, key in ENGINES
+        name: build_engine(name, kind, paths[key], batch, threads)
+        for name, kind, key in engine_list()
     }
     for e in engines.values():  # warm up (ORT session, lookup tables, torch kernels)
         e.predict_proba(x[:2])
@@ -169,8 +216,24 @@ def compare_engines(x, paths, threads, batch, budget, per_window_batch=8) -> tup
     return results, agreement
 
 
-def end_to_end(trees: Path, engine, args, out_dir: Path, truth) -> dict:
+def per_window_one_thread(x, path, budget: float) -> dict:
+    """The per-window baseline with one intra-op thread, on a prefix of the windows."""
+    engine = make_engine("torch_fp32_per_window", path, threads=1)
+    engine.predict_proba(x[:2])
+    done, wall = 0, 0.0
+    while wall < budget and done < len(x):
+        _, w, _ = timed(engine.predict_proba, x[done : done + 8])
+        wall += w
+        done += len(x[done : done + 8])
+    return {"windows_per_s": done / wall, "measured_windows": done, "threads": 1}
+
+
+def end_to_end(trees: Path, kind: str, model_path: Path, args, out_dir: Path, truth) -> dict:
+    """Model file to tracks: engine build, read, scan, p-values, peaks, writers (seconds)."""
     stages = {}
+    engine, w, c = timed(make_engine, kind, model_path, batch_size=args.batch, threads=args.threads)
+    _, w2, c2 = timed(engine.predict_proba, np.zeros((1, 1, args.haplotypes, args.width), np.uint8))
+    stages["engine"] = {"wall": w + w2, "cpu": c + c2, **engine.describe()}
     (hd,), w, c = timed(read_trees, trees)
     stages["read"] = {"wall": w, "cpu": c}
     timings: dict = {}
@@ -196,6 +259,7 @@ def end_to_end(trees: Path, engine, args, out_dir: Path, truth) -> dict:
     total = sum(s["wall"] for s in stages.values())
     return {
         "engine": engine.name,
+        "kind": engine.kind,
         "threads": engine.threads,
         "n_sites": hd.n_sites,
         "n_haplotypes": hd.n_haplotypes,
@@ -205,6 +269,7 @@ def end_to_end(trees: Path, engine, args, out_dir: Path, truth) -> dict:
         "cpu_seconds": sum(s["cpu"] for s in stages.values()),
         "stages": stages,
         "peaks": len(peaks),
+        "engine_object": engine,
     }
 
 
@@ -240,6 +305,36 @@ def profile_scan(hd, engine, args, n_points: int) -> dict:
     }
 
 
+def simulated_chromosome(args, work: Path, log) -> tuple:
+    """The benchmark chromosome's .trees file and truth table, simulated once per parameters."""
+    import pandas as pd
+
+    spec = ChromosomeSpec(
+        name="chrBench",
+        n_segments=args.segments,
+        segment_length=args.segment_length,
+        sweep_segments=tuple(range(2, args.segments, 8)),
+        hotspot_segments=(args.segments // 2,),
+    )
+    params = spec.params({**SWEEPS_GLOBALS, "haplotypes": args.haplotypes, "scenarios": {}})
+    key = json.dumps([repr(spec), repr(params), args.seed], sort_keys=True)
+    tag = hashlib.sha256(key.encode()).hexdigest()[:12]
+    cache = Path(args.cache_dir) if args.cache_dir else work
+    trees, truth_path = cache / f"{spec.name}-{tag}.trees", cache / f"{spec.name}-{tag}.truth.tsv"
+    info = {"chromosome_length": spec.length, "segments": spec.n_segments, "cache": str(trees)}
+    if trees.exists() and truth_path.exists():
+        log(f"reusing the simulated chromosome {trees}")
+        info["simulation_seconds"] = None
+        return trees, pd.read_csv(truth_path, sep="\t"), info
+    (ts, truth), sim_wall, _ = timed(simulate_chromosome, spec, params, args.seed)
+    cache.mkdir(parents=True, exist_ok=True)
+    write_trees(ts, trees)
+    write_text(truth_path, truth.to_csv(sep="\t", index=False))
+    info["simulation_seconds"] = sim_wall
+    log(f"simulated {spec.length / 1e6:g} Mb, {ts.num_sites} sites in {sim_wall:.1f} s -> {trees}")
+    return trees, truth, info
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -254,9 +349,15 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--budget", type=float, default=30.0, help="seconds of measurement per engine")
     ap.add_argument("--e2e-engine", default="packed")
+    ap.add_argument("--e2e-only", action="store_true", help="skip the engine comparison")
     ap.add_argument("--seed", type=int, default=20261123)
     ap.add_argument("--model", default=None, help="a trained fp32 SweepNet (.pt); default random")
     ap.add_argument("--work-dir", default=None)
+    ap.add_argument(
+        "--cache-dir",
+        default=str(ROOT / "results/benchmarks/cache"),
+        help="where the simulated chromosome is kept between runs ('' = the work dir only)",
+    )
     ap.add_argument(
         "--small", action="store_true", help="5 segments, 1,000 grid points, 5 s budget"
     )
@@ -268,81 +369,88 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
 
-    spec = ChromosomeSpec(
-        name="chrBench",
-        n_segments=args.segments,
-        segment_length=args.segment_length,
-        sweep_segments=tuple(range(2, args.segments, 8)),
-        hotspot_segments=(args.segments // 2,),
-    )
-    params = spec.params({**SWEEPS_GLOBALS, "haplotypes": args.haplotypes, "scenarios": {}})
-    (ts, truth), sim_wall, _ = timed(simulate_chromosome, spec, params, args.seed)
-    trees = work / f"{spec.name}.trees"
-    write_trees(ts, trees)
-    log(f"simulated {spec.length / 1e6:g} Mb, {ts.num_sites} sites in {sim_wall:.1f} s -> {trees}")
+    trees, truth, sim_info = simulated_chromosome(args, work, log)
+    with LoadSampler() as load:
+        (hd,) = read_trees(trees)
+        grid = scan.make_grid(*scan.grid_span(hd), args.grid)
+        starts, stops = scan.window_bounds(hd.positions, grid, args.width)
+        x, enc_wall, enc_cpu = timed(scan.encode_windows, hd.haplotypes, starts, stops, args.width)
+        log(f"encoded {len(x)} windows in {enc_wall:.1f} s")
+        rng = np.random.default_rng(args.seed)
+        paths = build_models(work, x[rng.choice(len(x), 256)], args.seed, args.model)
 
-    (hd,) = read_trees(trees)
-    grid = scan.make_grid(*scan.grid_span(hd), args.grid)
-    starts, stops = scan.window_bounds(hd.positions, grid, args.width)
-    x, enc_wall, enc_cpu = timed(scan.encode_windows, hd.haplotypes, starts, stops, args.width)
-    log(f"encoded {len(x)} windows in {enc_wall:.1f} s")
-    rng = np.random.default_rng(args.seed)
-    paths = build_models(work, x[rng.choice(len(x), 256)], args.seed, args.model)
+        engines, agreement, reference = {}, {}, {}
+        if not args.e2e_only:
+            log("comparing engines")
+            engines, agreement = compare_engines(x, paths, args.threads, args.batch, args.budget)
+            for k, v in engines.items():
+                log(
+                    f"  {k:26s} {v['windows_per_s']:9.1f} windows/s ({v['measured_windows']} measured)"
+                )
+            reference["torch_fp32_per_window_1_thread"] = per_window_one_thread(
+                x, paths["fp32"], min(args.budget, 15.0)
+            )
+            log(
+                f"  per window, 1 thread: {reference['torch_fp32_per_window_1_thread']['windows_per_s']:.1f}"
+            )
 
-    log("comparing engines")
-    engines, agreement = compare_engines(x, paths, args.threads, args.batch, args.budget)
-    for k, v in engines.items():
-        log(f"  {k:26s} {v['windows_per_s']:9.1f} windows/s  ({v['measured_windows']} measured)")
-
-    kind, key = {name: (kind, key) for name, kind, key in ENGINES}[args.e2e_engine]
-    e2e_engine = make_engine(kind, paths[key], batch_size=args.batch, threads=args.threads)
-    log(f"end to end with {args.e2e_engine}")
-    e2e = end_to_end(trees, e2e_engine, args, work, truth)
-    log(f"  {e2e['seconds']:.1f} s")
-    profile = profile_scan(hd, e2e_engine, args, min(args.grid, 1000))
-
-    base = engines["torch_fp32_per_window"]["windows_per_s"]
-    onnx = engines["onnx_fp32"]["windows_per_s"]
-    compressed = {k: engines[k]["windows_per_s"] for k in ("onnx_int8", "packed")}
-    best = max(compressed, key=compressed.get)
+        kind, key = {name: (kind, key) for name, kind, key in ENGINES}[args.e2e_engine]
+        log(f"end to end with {args.e2e_engine}")
+        e2e = end_to_end(trees, kind, paths[key], args, work, truth)
+        e2e_engine = e2e.pop("engine_object")
+        log(f"  {e2e['seconds']:.1f} s")
+        profile = profile_scan(hd, e2e_engine, args, min(args.grid, 1000))
     info["load_average_end"] = list(os.getloadavg())
+    info["load_average_during_run"] = load.summary()
+
+    targets = {"end_to_end_seconds": e2e["seconds"], "target_end_to_end_seconds": 60}
+    if engines:
+        base = engines["torch_fp32_per_window"]["windows_per_s"]
+        base1 = reference["torch_fp32_per_window_1_thread"]["windows_per_s"]
+        onnx = engines["onnx_fp32"]["windows_per_s"]
+        compressed = {k: engines[k]["windows_per_s"] for k in ("onnx_int8", "packed")}
+        best = max(compressed, key=compressed.get)
+        targets = {
+            "best_compressed_engine": best,
+            "speedup_vs_per_window_fp32": compressed[best] / base,
+            "speedup_vs_per_window_fp32_1_thread": compressed[best] / base1,
+            "speedup_vs_batched_onnx_fp32": compressed[best] / onnx,
+            "target_speedup_vs_per_window": 100,
+            "target_speedup_vs_onnx_fp32": 2,
+            **targets,
+        }
     result = {
-        "name": "scan_engines",
+        "name": Path(args.out).stem,
         "machine": info,
         "input": {
-            "chromosome_length": spec.length,
-            "segments": spec.n_segments,
+            **sim_info,
             "haplotypes": args.haplotypes,
-            "sites": int(ts.num_sites),
+            "sites": int(hd.n_sites),
             "grid_points": args.grid,
             "window_snps": args.width,
-            "simulation_seconds": sim_wall,
             "encode_all_windows_seconds": enc_wall,
             "encode_windows_per_s": len(x) / enc_wall,
             "model": args.model or "SweepNet (9,700 params) with random weights",
             "packed": "seed 000 Table 6 layer config (compress.cost.SEED000_TABLE6)",
+            "numba": numba_available(),
         },
         "engines": engines,
+        "reference": reference,
         "agreement": agreement,
-        "targets": {
-            "best_compressed_engine": best,
-            "speedup_vs_per_window_fp32": compressed[best] / base,
-            "speedup_vs_batched_onnx_fp32": compressed[best] / onnx,
-            "target_speedup_vs_per_window": 100,
-            "target_speedup_vs_onnx_fp32": 2,
-            "end_to_end_seconds": e2e["seconds"],
-            "target_end_to_end_seconds": 60,
-        },
+        "targets": targets,
         "end_to_end": e2e,
         "profile": profile,
         "notes": [
             "threads = intra-op threads per engine (torch, ONNX Runtime) or worker threads (lookup)",
             "per-window engine: measured on a prefix of the windows and extrapolated",
-            "engines without extrapolated=false saw fewer windows than the grid (budget)",
+            "engines with extrapolated=true saw fewer windows than the grid (budget)",
+            "packed uses the compiled kernels when numba is installed (kernels in its entry)",
         ],
     }
     write_text(args.out, json.dumps(result, indent=2) + "\n")
     log(f"wrote {args.out}")
+    if not args.work_dir:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

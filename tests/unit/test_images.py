@@ -53,6 +53,21 @@ def test_vectorised_encoding_matches_naive_reference():
     assert np.array_equal(enc.sum(axis=(1, 2)), batch.sum(axis=(1, 2)))
 
 
+@pytest.mark.parametrize("encoding", ["sweepnet", "raw"])
+@pytest.mark.parametrize("order", ["descending", "ascending"])
+def test_sites_major_encoding_equals_encode(encoding, order):
+    rng = np.random.default_rng(3)
+    density = np.linspace(0.8, 0.02, 14)[None, None, :]
+    batch = (rng.random((30, 17, 14)) < density).astype(np.uint8)
+    batch[:5, :9] = batch[:5, :1]  # repeated rows: ties in the row sort
+    batch[5:10, :, 3:6] = batch[5:10, :, 3:4]  # repeated columns: ties in the column sort
+    got = images.encode_sites_major(batch.transpose(0, 2, 1), encoding, order)
+    assert got.flags.c_contiguous
+    assert np.array_equal(got, images.encode(batch, encoding, order))
+    with pytest.raises(ValueError, match="column order"):
+        images.encode_sites_major(batch.transpose(0, 2, 1), encoding, "random")
+
+
 def test_raw_encoding_keeps_the_window_and_bad_arguments_fail():
     batch = (np.random.default_rng(2).random((3, 4, 5)) < 0.5).astype(np.uint8)
     assert np.array_equal(images.encode(batch, "raw"), batch)

@@ -1,4 +1,9 @@
-"""Inference engines: the lookup engine equals the model, all engines agree, inputs are validated."""
+"""Inference engines: the lookup engine equals the model, all engines agree, inputs are validated.
+
+The lookup engine has two implementations of its patch stages (``kernels``): numpy (always there)
+and numba (``quantscan.lutkernels``, where numba is installed). Both are checked against the
+model's own forward pass; without numba, asking for its kernels must fail with a clear error.
+"""
 
 import numpy as np
 import pytest
@@ -17,10 +22,41 @@ from quantscan.runtime import (
     TorchEngine,
     make_engine,
     model_format,
+    numba_available,
     patch_codes7,
 )
 
 ARCH = {"name": "sweepnet", "n_classes": 2, "filters": 8, "se_ratio": 2}
+KERNELS = ["numpy", "numba"]
+WEIGHT_LAYERS = [name for name, _ in SweepNet.LAYERS]
+#: uniform 1-bit and 2-bit variants of Table 6; the 2-bit one also quantizes the trunk activations
+#: (quantized_relu modules instead of nn.ReLU: the engine must apply the model's own modules)
+ONE_BIT = {**SEED000_TABLE6, **dict.fromkeys(WEIGHT_LAYERS, "binary(alpha='auto')")}
+TWO_BITS = {
+    **SEED000_TABLE6,
+    **dict.fromkeys(WEIGHT_LAYERS, "quantized_bits(2, 0, 1, alpha='auto')"),
+    "sweepnet_first_activation": "quantized_relu(2)",
+    "sweepnet_second_activation": "quantized_relu(2)",
+    "sweepnet_third_activation": "quantized_relu(2)",
+    "sweepnet_dense_activation": "quantized_relu(2)",
+}
+
+
+def lut(model, kernels, **kw):
+    """The lookup engine with ``kernels``; None (after checking the error) where numba is absent."""
+    if kernels == "numba" and not numba_available():
+        with pytest.raises(ConfigError, match="numba"):
+            SweepNetLutEngine(model, kernels="numba", **kw)
+        return None
+    engine = SweepNetLutEngine(model, kernels=kernels, **kw)
+    assert engine.kernels == kernels and engine.describe()["kernels"] == kernels
+    return engine
+
+
+def forward_proba(model, x):
+    """The model's own forward pass (fake-quantized for quantized models), as probabilities."""
+    with torch.inference_mode():
+        return torch.softmax(model(torch.from_numpy(x).float()).double(), 1).float().numpy()
 
 
 def images(n=20, h=12, w=15, seed=0):
@@ -63,40 +99,103 @@ def test_patch_codes_match_brute_force():
         assert int(codes[b, j, i]) == ref
 
 
-def test_lookup_engine_equals_fp32_model(model):
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_lookup_engine_equals_fp32_model(model, kernels):
     x = images()
     ref = TorchEngine(model).predict_proba(x)
-    lut = SweepNetLutEngine(model, chunk=8)
-    got = lut.predict_proba(x)
+    engine = lut(model, kernels, chunk=8)
+    if engine is None:
+        return
+    got = engine.predict_proba(x)
     assert got.shape == (len(x), 2)
     np.testing.assert_allclose(got, ref, atol=2e-6)
-    assert lut.last_stats["dense_path"] == "per_pair"  # continuous SE scales
-    lut.dense_path = "per_patch"
-    np.testing.assert_allclose(lut.predict_proba(x), ref, atol=2e-6)
-    lut.dense_path = "auto"
+    assert engine.last_stats["dense_path"] == "per_pair"  # continuous SE scales
+    engine.dense_path = "per_patch"
+    np.testing.assert_allclose(engine.predict_proba(x), ref, atol=2e-6)
+    engine.dense_path = "auto"
     twice = np.concatenate([x[:4], x[:4]])
-    np.testing.assert_allclose(lut.predict_proba(twice), np.concatenate([ref[:4]] * 2), atol=2e-6)
-    assert lut.last_stats["patches7"] <= lut.last_stats["positions"] // 2  # patches are shared
+    np.testing.assert_allclose(
+        engine.predict_proba(twice), np.concatenate([ref[:4]] * 2), atol=2e-6
+    )
+    assert engine.last_stats["patches7"] <= engine.last_stats["positions"] // 2  # shared
 
 
-def test_lookup_engine_equals_packed_table6_model(files):
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_lookup_engine_equals_packed_table6_model(files, kernels):
     x = images(24, seed=4)
     dense = make_engine("packed_torch", files / "model.qspk").predict_proba(x)
-    lut = make_engine("packed", files / "model.qspk", chunk=6)
-    np.testing.assert_allclose(lut.predict_proba(x), dense, atol=2e-6)
-    assert lut.kind == "packed" and isinstance(lut, SweepNetLutEngine)
+    if kernels == "numba" and not numba_available():
+        with pytest.raises(ConfigError, match="numba"):
+            make_engine("packed", files / "model.qspk", kernels=kernels)
+        return
+    engine = make_engine("packed", files / "model.qspk", chunk=6, kernels=kernels)
+    np.testing.assert_allclose(engine.predict_proba(x), dense, atol=2e-6)
+    assert engine.kind == "packed" and isinstance(engine, SweepNetLutEngine)
     for path in ("per_patch", "per_pair"):  # both ways of running the dense layer
-        lut.dense_path = path
-        np.testing.assert_allclose(lut.predict_proba(x), dense, atol=2e-6)
-        assert lut.last_stats["dense_path"] == path
+        engine.dense_path = path
+        np.testing.assert_allclose(engine.predict_proba(x), dense, atol=2e-6)
+        assert engine.last_stats["dense_path"] == path
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("config", ["table6", "one_bit", "two_bits"])
+def test_lookup_engine_equals_fake_quant_model(model, kernels, config):
+    """Random binary 20 x 24 images: probabilities equal to float rounding, same decisions."""
+    layer_config = {"table6": SEED000_TABLE6, "one_bit": ONE_BIT, "two_bits": TWO_BITS}[config]
+    q = quantize_model(model, layer_config).eval()
+    rng = np.random.default_rng(11)
+    x = (rng.random((40, 1, 20, 24)) < rng.uniform(0.05, 0.6, (40, 1, 1, 1))).astype(np.uint8)
+    x[:5] = 0  # blank images: one patch, counted everywhere
+    ref = forward_proba(q, x)
+    engine = lut(q, kernels, chunk=16, threads=2, batch_size=32)
+    if engine is None:
+        return
+    got = engine.predict_proba(x)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-6)
+    # the tolerance is far below the spread of the scores, and a decision threshold in the
+    # widest gap of the middle scores splits both alike
+    p = np.sort(ref[:, 1])
+    assert p[-1] - p[0] > 100 * 2e-6
+    mid = p[10:30]
+    k = int(np.argmax(np.diff(mid)))
+    threshold = (mid[k] + mid[k + 1]) / 2
+    assert np.array_equal(got[:, 1] >= threshold, ref[:, 1] >= threshold)
+    assert np.array_equal(got.argmax(1), ref.argmax(1))
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("chunk,threads,batch", [(1, 1, 5), (3, 2, 7), (256, 1, 256)])
-def test_lookup_engine_independent_of_chunking(model, chunk, threads, batch):
+def test_lookup_engine_independent_of_chunking(model, kernels, chunk, threads, batch):
     x = images(17, seed=5)
-    ref = SweepNetLutEngine(model).predict_proba(x)
-    got = SweepNetLutEngine(model, chunk=chunk, threads=threads, batch_size=batch).predict_proba(x)
-    np.testing.assert_allclose(got, ref, atol=1e-6)
+    ref = SweepNetLutEngine(model, kernels="numpy").predict_proba(x)
+    engine = lut(model, kernels, chunk=chunk, threads=threads, batch_size=batch)
+    if engine is None:
+        return
+    np.testing.assert_allclose(engine.predict_proba(x), ref, atol=1e-6)
+
+
+def test_numba_kernels_grow_undersized_hash_tables(model):
+    """Tables are sized from the last chunk's counts; more distinct patches than that retry."""
+    x = images(12, seed=8)
+    ref = SweepNetLutEngine(model, kernels="numpy").predict_proba(x)
+    engine = lut(model, "numba", chunk=12)
+    if engine is None:
+        return
+    engine._distinct = {"7": 1e-9, "6": 1e-9, "5": 1e-9}  # 256-slot tables: all overflow
+    np.testing.assert_allclose(engine.predict_proba(x), ref, atol=1e-6)
+    assert engine._distinct["7"] > 0.05  # and the estimates are updated
+    from quantscan import lutkernels
+
+    u7, img, patch, count = lutkernels.patches7(x[:, 0], 12)
+    assert count.sum() == 12 * (12 - 6) * (15 - 6)  # every position counted once
+    assert np.all(np.diff(img) >= 0)  # pairs grouped by image
+    ref_codes = patch_codes7(x[:, 0])
+    assert set(u7.tolist()) == set(ref_codes.ravel().tolist())
+    for i in range(12):  # per image, the counts are the histogram of its codes
+        codes, n = np.unique(ref_codes[i], return_counts=True)
+        sel = img == i
+        got = dict(zip(u7[patch[sel]].tolist(), count[sel].tolist(), strict=True))
+        assert got == dict(zip(codes.tolist(), n.astype(float).tolist(), strict=True))
 
 
 def test_engines_agree(files):
@@ -150,3 +249,8 @@ def test_input_validation(model):
         SweepNetLutEngine(nn.Sequential(nn.Conv2d(1, 2, 2)))
     with pytest.raises(ConfigError, match="chunk"):
         SweepNetLutEngine(model, chunk=300)
+    with pytest.raises(ConfigError, match="kernels"):
+        SweepNetLutEngine(model, kernels="cuda")
+    auto = SweepNetLutEngine(model)
+    assert auto.kernels == ("numba" if numba_available() else "numpy")
+    assert auto.chunk == (32 if numba_available() else 8)

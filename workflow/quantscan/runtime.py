@@ -23,37 +23,44 @@ function of the 7x7 input patch under it, and the inputs are binary. The engine 
 1. every conv-2 pre-activation is a function of a 4x4 binary patch: all 65,536 are tabulated once
    per model (``A2``: activation applied, 8 MiB) by running the model's own first layers on them;
 2. per chunk of images, the 7x7 patch of every trunk position is coded as a 56-bit integer (one
-   byte per row), and one sort of ``code << 8 | image`` gives the distinct 7x7 patches and how
-   often each image holds each of them;
+   byte per row), and deduplicated (below: hash tables or sorts) into the distinct 7x7 patches and
+   how often each image holds each of them;
 3. the distinct 6x6 sub-patches of those, and the distinct 5x5 sub-patches of those, are found the
-   same way (a sort of ``code << k | index``: numpy's SIMD sort is ~5x faster than a hash table
-   here); a 5x5 patch's pool-2 output is the max of four ``A2`` rows; a 6x6 patch's conv-3 output
+   same way; a 5x5 patch's pool-2 output is the max of four ``A2`` rows; a 6x6 patch's conv-3 output
    is the sum of four per-offset products ``a2 @ W3[:, :, di, dj]`` computed once per 5x5 patch;
    a 7x7 patch's pool-3 output is the max of four of those;
 4. the global means of the SE block and of the final average pool are count-weighted sums over
-   the distinct patches of each image (a small dense ``counts @ values`` product); the 1x1 dense
+   the distinct patches of each image (``embedding_bag`` with per-sample weights); the 1x1 dense
    layer is evaluated once per distinct patch and distinct SE scale vector (the 1-bit sigmoid of
    the Table 6 model gives few), else once per (image, patch) pair.
 
-Results equal the model's forward pass up to float32 summation order (~1e-6); the tests check this
-for fp32 and Table 6 packed models. The arithmetic left is ~10x below the dense network's on scan
-windows (a measured 0.14 / 0.24 / 0.32 distinct 5x5 / 6x6 / 7x7 patches per position in chunks of 8
-images of 128 x 128), and gathers of 32-float rows from small tables make the rest; tables that fit
-in cache (small chunks) beat more sharing (large chunks) on the 2-core machine it was tuned on.
-The low-bit weights themselves buy nothing on a float CPU path; the binary inputs do (``lut_fp32``
-shows the same speed for the fp32 model), so ``packed`` is fast because the packed model is a
-SweepNet, and exact because the packed file holds the dequantized weights the model computes with.
+Results equal the model's forward pass up to float32 summation order (~1e-7); the tests check this
+for fp32, Table 6 and uniform 1-bit / 2-bit models on random binary images, decisions included.
+The arithmetic left is ~10x below the dense network's on scan windows (0.14 / 0.24 / 0.32 distinct
+5x5 / 6x6 / 7x7 patches per position in chunks of 8 images of 128 x 128, 0.11 / 0.21 / 0.31 in
+chunks of 32). The low-bit weights themselves buy nothing on a float CPU path; the binary inputs do
+(``lut_fp32`` shows the same speed for the fp32 model), so ``packed`` is fast because the packed
+model is a SweepNet, and exact because the packed file holds the dequantized weights the model
+computes with.
 
-Measured (benchmarks/scan_engines.py, 128 x 128 windows of a simulated 5 Mb chromosome, 2-core
-AMD EPYC without VNNI shared with other jobs, load 6-8): ~5.5 ms CPU per window for the lookup
-engine against ~8.3 ms for ONNX Runtime fp32 and ~75 ms for PyTorch fp32 (whose time goes mostly
-to ``MaxPool2d(2, stride=1)``); stage shares: conv 3 21 %, 6x6 dedup 16 %, pool 3 16 %, dense 15 %,
-5x5 dedup 11 %, pool 2 7 %, 7x7 sort 7 %, SE 6 %. Chunks of 8 images were fastest (4-32 tried).
+Two implementations of steps 2-3 and the max-pools (``kernels``):
+
+* ``numba`` (``quantscan.lutkernels``, used when numba is installed): per image, the 7x7 codes go
+  through a small hash table that stays in cache, then the image's distinct codes through the
+  chunk's table; the 6x6 and 5x5 levels are hash tables too, and the max-pools are fused
+  gather-max loops. No temporaries, the GIL released: ~2x the numpy path per core, and worker
+  threads scale. Chunks of 32 images (more sharing for the matrix products, tables still in L3).
+* ``numpy``: sorts of ``code << k | index`` keys and ``index_select`` gathers (no compiler needed;
+  chunks of 8 images were fastest).
+
+What is left with numba is mostly the two matrix products (conv 3, ~1/3 of the time; the dense
+layer, ~1/5), then the 7x7 hash tables (~1/6). Measured numbers: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import tempfile
 import threading
@@ -312,10 +319,16 @@ def _check_sweepnet(model: nn.Module) -> None:
 
 
 class SweepNetLutEngine(Engine):
-    """Exact SweepNet inference on binary images by patch lookup and deduplication (module doc)."""
+    """Exact SweepNet inference on binary images by patch lookup and deduplication (module doc).
+
+    ``kernels``: "numba" (compiled hash tables and fused gather-max, ``quantscan.lutkernels``),
+    "numpy" (sorts and ``index_select``; no compiler needed) or "auto" (numba when installed).
+    ``chunk``: images deduplicated together (default 32 with numba, 8 with numpy).
+    """
 
     kind = "packed"
     MAX_CHUNK = 256  # the image index rides in the low 8 bits of the 7x7 sort key
+    KERNELS = ("auto", "numba", "numpy")
 
     def __init__(
         self,
@@ -323,16 +336,31 @@ class SweepNetLutEngine(Engine):
         *,
         batch_size: int = 256,
         threads: int = 1,
-        chunk: int = 8,
+        chunk: int | None = None,
+        kernels: str = "auto",
         name: str | None = None,
     ):
         model = model.eval()
         _check_sweepnet(model)
+        if kernels not in self.KERNELS:
+            raise ConfigError(
+                f"lookup engine kernels must be one of {self.KERNELS}, got {kernels!r}"
+            )
+        if kernels == "auto":
+            kernels = "numba" if numba_available() else "numpy"
+        elif kernels == "numba" and not numba_available():
+            raise ConfigError(
+                "lookup engine kernels 'numba' need the numba package (pip install numba); "
+                "use kernels 'numpy' or 'auto'"
+            )
+        if chunk is None:
+            chunk = 32 if kernels == "numba" else 8
         if not 1 <= chunk <= self.MAX_CHUNK:
             raise ConfigError(f"lookup engine chunk must be in 1..{self.MAX_CHUNK}, got {chunk}")
         super().__init__(name or self.kind, batch_size, threads, _n_classes(model))
         self.model = model
         self.chunk = int(chunk)
+        self.kernels = kernels
         m = model
         with torch.inference_mode(), torch_threads(threads):
             idx = np.arange(1 << 16)
@@ -359,9 +387,11 @@ class SweepNetLutEngine(Engine):
         self.profile = False
         self.stage_seconds: dict[str, float] = {}
         self._lock = threading.Lock()
+        #: distinct keys per key at each level, from the last chunk: sizes the next hash tables
+        self._distinct: dict[str, float] = {"7": 0.4, "6": 0.25, "5": 0.25}
 
     def describe(self) -> dict:
-        return super().describe() | {"chunk": self.chunk}
+        return super().describe() | {"chunk": self.chunk, "kernels": self.kernels}
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         if x.shape[2] < 7 or x.shape[3] < 7:
@@ -380,19 +410,23 @@ class SweepNetLutEngine(Engine):
 
     def _chunk_logits(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():  # thread-local: pool workers need it too
-            return self._chunk_logits_impl(x)
+            tick = self._ticker()
+            trunk = self._trunk_numba if self.kernels == "numba" else self._trunk_numpy
+            a3, pair_img, pair_patch, counts, stats = trunk(np.ascontiguousarray(x), tick)
+            return self._head(x.shape, a3, pair_img, pair_patch, counts, stats, tick)
 
-    def _chunk_logits_impl(self, x: np.ndarray) -> np.ndarray:
-        m, c = self.model, self.channels
-        b, h, w = x.shape
-        n_pos = (h - 6) * (w - 6)
-        tick = self._ticker()
+    def _trunk_numpy(self, x: np.ndarray, tick):
+        """Distinct 7x7 patches -> pool-3 outputs, with sorts (``_dedup``) and ``index_select``.
+
+        Returns (a3 (n7, c), pair image, pair patch, pair count, stats); pairs sorted by patch.
+        """
+        b = x.shape[0]
         # 7x7: sorted (code, image) keys -> (image, distinct patch, count) triples
         keys = np.left_shift(_patch_words7(x), _U64(8))  # drops the 8th row byte
         keys |= np.arange(b, dtype=_U64)[:, None, None]
         keys = keys.ravel()
         keys.sort()
-        tick("sort7")
+        tick("patches7")
         start = np.empty(keys.size, bool)
         start[0] = True
         np.not_equal(keys[1:], keys[:-1], out=start[1:])
@@ -414,12 +448,12 @@ class SweepNetLutEngine(Engine):
         first6, inv6 = _dedup(_squeeze(s6, 6), 44)
         u6 = s6[first6]
         n6 = u6.size
-        tick("dedup6")
+        tick("patches6")
         s5 = _sub_patches(u6, 5, offset_major=False)
         first5, inv5 = _dedup(_squeeze(s5, 5), 37)
         u5 = s5[first5]
         n5 = u5.size
-        tick("dedup5")
+        tick("patches5")
         # pool-2 output of each 5x5 patch: max of four rows of the 4x4 table
         s4 = _sub_patches(u5, 4, offset_major=True)
         i4 = (s4 & _U64(0xF)) | ((s4 >> _U64(4)) & _U64(0xF0))
@@ -430,66 +464,128 @@ class SweepNetLutEngine(Engine):
         for k in range(1, 4):
             torch.maximum(a2, torch.index_select(self.a2_table, 0, i4[k]), out=a2)
         tick("pool2")
-        # conv 3 of each 6x6 patch: sum of four per-offset products of its 5x5 sub-patches;
-        # row 4 * p + k of ``per_offset`` is 5x5 patch p times kernel offset k
-        per_offset = (a2 @ self.w3).view(4 * n5, c)
-        inv5 = inv5.reshape(n6, 4)
-        inv5 *= 4
-        inv5 += np.arange(4)
-        z3 = F.embedding_bag(torch.from_numpy(inv5), per_offset, mode="sum")
-        z3 += self.b3
-        act3 = self._act(m.sweepnet_third_activation, z3)
+        act3 = self._conv3(a2, inv5.reshape(n6, 4))
         tick("conv3")
         inv6 = torch.from_numpy(inv6.reshape(4, n7))
         a3 = torch.index_select(act3, 0, inv6[0])
         for k in range(1, 4):
             torch.maximum(a3, torch.index_select(act3, 0, inv6[k]), out=a3)
         tick("pool3")
-        # per-image sums over positions = counts @ per-patch values
-        cm = torch.zeros(b, n7)
-        cm[torch.from_numpy(pair_img), torch.from_numpy(pair_patch)] = torch.from_numpy(counts)
-        mean = (cm @ a3) / n_pos
+        stats = {"patches7": n7, "patches6": n6, "patches5": n5, "pairs_by_image": False}
+        return a3, pair_img, pair_patch, counts, stats
+
+    def _trunk_numba(self, x: np.ndarray, tick):
+        """The same with ``lutkernels``: hash tables and fused gather-max; pairs grouped by image."""
+        from . import lutkernels as lk
+
+        b, h, w = x.shape
+        n_pos = (h - 6) * (w - 6)
+        est = self._distinct
+        bits = lk.table_bits(b * n_pos * est["7"])
+        while (res := lk.patches7(x, bits)) is None:  # more distinct patches than estimated
+            bits += 1
+        u7, pair_img, pair_patch, counts = res
+        n7 = u7.size
+        est["7"] = n7 / (b * n_pos)
+        tick("patches7")
+        bits = lk.table_bits(4 * n7 * est["6"])
+        while (res := lk.sub_patches(u7, 6, bits)) is None:
+            bits += 1
+        inv6, u6 = res
+        n6 = u6.size
+        est["6"] = n6 / (4 * n7)
+        tick("patches6")
+        bits = lk.table_bits(4 * n6 * est["5"])
+        while (res := lk.sub_patches(u6, 5, bits)) is None:
+            bits += 1
+        inv5, u5 = res
+        n5 = u5.size
+        est["5"] = n5 / (4 * n6)
+        tick("patches5")
+        a2 = torch.from_numpy(lk.pool_table4(u5, self.a2_table.numpy()))
+        tick("pool2")
+        act3 = self._conv3(a2, inv5)
+        tick("conv3")
+        a3 = torch.from_numpy(lk.gather_max4(act3.numpy(), inv6))
+        tick("pool3")
+        stats = {"patches7": n7, "patches6": n6, "patches5": n5, "pairs_by_image": True}
+        return a3, pair_img, pair_patch, counts, stats
+
+    def _conv3(self, a2: torch.Tensor, inv5: np.ndarray) -> torch.Tensor:
+        """Activated conv-3 output of each 6x6 patch from the pool-2 outputs of its 5x5 patches.
+
+        ``inv5`` (n6, 4): the 5x5 sub-patch of each 6x6 patch at each kernel offset. The output
+        is the sum of four per-offset products; row 4 p + k of ``per_offset`` is 5x5 patch p
+        times kernel offset k (one matrix product per 5x5 patch instead of four per 6x6).
+        """
+        per_offset = (a2 @ self.w3).view(4 * a2.shape[0], self.channels)
+        inv5 = inv5 * 4
+        inv5 += np.arange(4)
+        z3 = F.embedding_bag(torch.from_numpy(inv5), per_offset, mode="sum")
+        z3 += self.b3
+        return self._act(self.model.sweepnet_third_activation, z3)
+
+    def _head(self, shape, a3, pair_img, pair_patch, counts, stats, tick) -> np.ndarray:
+        """SE block, dense layers and the global mean, from the distinct patches' pool-3 outputs.
+
+        The means over positions are count-weighted sums over each image's (patch, count) pairs
+        (``embedding_bag`` with per-sample weights over the pairs grouped by image).
+        """
+        m = self.model
+        b, h, w = shape
+        n_pos = (h - 6) * (w - 6)
+        n7 = a3.shape[0]
+        if stats["pairs_by_image"]:
+            pair_img_sorted = pair_img
+        else:
+            order = np.argsort(pair_img.astype(np.uint8), kind="stable")
+            pair_patch, counts = pair_patch[order], counts[order]
+            pair_img_sorted = pair_img[order]
+        offsets = np.zeros(b, np.int64)
+        np.cumsum(np.bincount(pair_img_sorted, minlength=b)[:-1], out=offsets[1:])
+        bag_patch, bag_w = torch.from_numpy(pair_patch), torch.from_numpy(counts)
+        bag_off = torch.from_numpy(offsets)
+
+        def per_image(values: torch.Tensor, index: torch.Tensor = bag_patch) -> torch.Tensor:
+            return F.embedding_bag(index, values, bag_off, mode="sum", per_sample_weights=bag_w)
+
+        mean = per_image(a3) / n_pos
         s = m.se_block_first_activation(m.se_block_first_conv(mean[:, :, None, None]))
         s = m.se_block_second_activation(m.se_block_second_conv(s))[:, :, 0, 0]
         scales, group = torch.unique(s, dim=0, return_inverse=True)
         n_groups = scales.shape[0]
         tick("se")
+        n_pairs = len(pair_patch)
         path = self.dense_path
         if path == "auto":
-            path = "per_patch" if n_groups * n7 <= pair_keys.size else "per_pair"
+            path = "per_patch" if n_groups * n7 <= n_pairs else "per_pair"
         act_d = m.sweepnet_dense_activation
         if path == "per_patch":  # few distinct SE scales (1-bit sigmoid): once per patch
             out = torch.empty(b, self.wl.shape[1])
             for g in range(n_groups):
                 y = self._act(act_d, torch.addmm(self.bd, a3, scales[g][:, None] * self.wd))
-                vals = y @ self.wl
                 if n_groups == 1:
-                    out = cm @ vals
+                    out = per_image(y) @ self.wl
                 else:
                     rows = torch.nonzero(group == g)[:, 0]
-                    out[rows] = cm[rows] @ vals
-        else:  # continuous SE scales: once per (image, patch) pair, image by image
-            out = torch.empty(b, self.wl.shape[1])
-            order = np.argsort(pair_img.astype(np.uint8), kind="stable")
-            bounds = np.concatenate([[0], np.cumsum(np.bincount(pair_img, minlength=b))])
-            patch_t, counts_t = torch.from_numpy(pair_patch), torch.from_numpy(counts)
-            for i in range(b):
-                sel = torch.from_numpy(order[bounds[i] : bounds[i + 1]])
-                rows = torch.index_select(a3, 0, patch_t[sel])
-                y = self._act(act_d, torch.addmm(self.bd, rows, s[i][:, None] * self.wd))
-                out[i] = counts_t[sel] @ (y @ self.wl)
+                    out[rows] = per_image(y)[rows] @ self.wl
+        else:  # continuous SE scales (fp32 models): once per (image, patch) pair
+            img_t = torch.from_numpy(pair_img_sorted.astype(np.int64))
+            rows = torch.index_select(a3, 0, bag_patch) * torch.index_select(s, 0, img_t)
+            y = self._act(act_d, torch.addmm(self.bd, rows, self.wd))
+            out = per_image(y, torch.arange(n_pairs)) @ self.wl
         tick("dense")
-        stats = {
+        self.last_stats = {
             "images": b,
-            "positions": keys.size,
+            "positions": b * n_pos,
             "patches7": n7,
-            "patches6": n6,
-            "patches5": n5,
-            "pairs": pair_keys.size,
+            "patches6": stats["patches6"],
+            "patches5": stats["patches5"],
+            "pairs": n_pairs,
             "se_groups": n_groups,
             "dense_path": path,
+            "kernels": self.kernels,
         }
-        self.last_stats = stats
         return (out / n_pos + self.bl).numpy()
 
     @staticmethod
@@ -512,6 +608,11 @@ class SweepNetLutEngine(Engine):
             last[0] = now
 
         return tick
+
+
+def numba_available() -> bool:
+    """Whether the compiled lookup kernels (``quantscan.lutkernels``) can run: numba installed."""
+    return importlib.util.find_spec("numba") is not None
 
 
 def _n_classes(model: nn.Module) -> int:
@@ -558,7 +659,8 @@ def make_engine(
     *,
     batch_size: int = 256,
     threads: int = 1,
-    chunk: int = 8,
+    chunk: int | None = None,
+    kernels: str = "auto",
     name: str | None = None,
     example_shape: tuple[int, int] | None = None,
 ) -> Engine:
@@ -606,7 +708,7 @@ def make_engine(
         engine = TorchEngine(model, batch_size=batch_size, threads=threads, name=name)
     else:
         engine = SweepNetLutEngine(
-            model, batch_size=batch_size, threads=threads, chunk=chunk, name=name
+            model, batch_size=batch_size, threads=threads, chunk=chunk, kernels=kernels, name=name
         )
     engine.kind = kind
     return engine
@@ -622,6 +724,7 @@ __all__ = [
     "load_model",
     "make_engine",
     "model_format",
+    "numba_available",
     "patch_codes7",
     "torch_threads",
 ]

@@ -77,6 +77,32 @@ def encode(
     return sort_columns(sort_rows(batch), column_order)
 
 
+def encode_sites_major(
+    windows: np.ndarray, encoding: str = "sweepnet", column_order: str = "descending"
+) -> np.ndarray:
+    """``encode`` for windows given sites-major, ``(B, snps, haplotypes)``: the same images.
+
+    Faster for batches: with sites as rows, the column sort is a gather of whole rows (as the
+    row sort is), and the one transpose to ``(B, haplotypes, snps)`` is needed anyway. The two
+    sorts commute (row distances do not depend on the column order, column counts not on the row
+    order), so sorting columns first gives exactly ``encode``'s images.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if column_order not in COLUMN_ORDERS:
+        raise ValueError(f"column order must be one of {COLUMN_ORDERS}, got {column_order!r}")
+    windows = np.asarray(windows, dtype=np.uint8)
+    if windows.ndim != 3:
+        raise ValueError(f"expected (batch, snps, haplotypes), got shape {windows.shape}")
+    if encoding == "sweepnet":
+        counts = windows.sum(axis=2, dtype=np.int32)  # (B, snps)
+        key = -counts if column_order == "descending" else counts
+        idx = np.argsort(key, axis=1, kind="stable")
+        windows = windows[np.arange(len(windows))[:, None], idx]
+    images = np.ascontiguousarray(windows.transpose(0, 2, 1))
+    return sort_rows(images) if encoding == "sweepnet" else images
+
+
 def pack(images: np.ndarray) -> np.ndarray:
     """Bit-pack binary images along the SNP axis (8x smaller shards)."""
     return np.packbits(images, axis=-1)

@@ -1,0 +1,230 @@
+"""Compiled (numba) kernels of the SweepNet lookup engine (``runtime.SweepNetLutEngine``).
+
+The engine's numpy path deduplicates patches with sorts and gathers rows with ``index_select``;
+both write large temporaries and hold the GIL between numpy calls. These kernels do the same work
+in single passes: open-addressing hash tables (linear probing, Fibonacci hashing) for the
+deduplication, and fused gather-max for the two max-pools. Matrix products stay in PyTorch (MKL is
+faster than a loop at these shapes). Every kernel releases the GIL, so worker threads scale.
+
+Codes are those of ``runtime.patch_codes7``: bit ``8 r + c`` of a k x k patch code is pixel
+``(r, c)``; the sub-patch at offset ``(di, dj)`` is ``(code >> (8 di + dj)) & mask(k)``.
+
+Distinct codes come out in order of first appearance, so the results are deterministic. Hash
+tables are sized by the caller from an estimate (``table_bits``); a kernel whose table gets more
+than 3/4 full stops and returns ``None`` (the caller retries with a larger table).
+Importing this module needs numba (``runtime`` checks for it first).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_U = np.uint64
+_MULT = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: Fibonacci hashing
+
+
+def _jit(fn):
+    """``njit(nogil)``, cached on disk where the package directory is writable."""
+    try:
+        return nb.njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ... no locator available"
+        return nb.njit(nogil=True)(fn)
+
+
+def table_bits(expected: float) -> int:
+    """log2 of a hash table size for ``expected`` distinct keys: load factor at most 1/2."""
+    return max(8, int(2 * max(expected, 1.0)).bit_length())
+
+
+@_jit
+def _probe(table, key, shift, mask, n_distinct, distinct):
+    """Id of ``key`` in ``table`` ((size, 2) uint64 rows [key + 1, id]); inserts it when new.
+
+    Returns (id, new n_distinct); new keys are appended to ``distinct``.
+    """
+    k = key + _U(1)
+    s = np.int64((k * _MULT) >> shift)
+    while True:
+        t = table[s, 0]
+        if t == k:
+            return np.int64(table[s, 1]), n_distinct
+        if t == 0:
+            table[s, 0] = k
+            table[s, 1] = _U(n_distinct)
+            distinct[n_distinct] = key
+            return n_distinct, n_distinct + 1
+        s = (s + 1) & mask
+
+
+@_jit
+def patches7(x, bits):
+    """Distinct 7x7 patches of binary images ``x`` (b, h, w) and how often each image holds them.
+
+    Returns (codes, pair_image, pair_patch, pair_count): the distinct 7x7 codes, and one
+    (image, patch index, count) triple per distinct patch of each image, grouped by image.
+    Each image is first deduplicated in a small table that stays in cache (vertical runs of one
+    code, e.g. blank stretches, skip even that), then its distinct codes in the chunk's table of
+    ``2**bits`` slots.
+    """
+    b, h, w = x.shape
+    hn, wn = h - 6, w - 6
+    lbits = 4
+    while (1 << lbits) < 2 * hn * wn:
+        lbits += 1
+    lmask = (1 << lbits) - 1
+    lshift = _U(64 - lbits)
+    local = np.zeros((1 << lbits, 2), np.uint64)
+    lcodes = np.empty(hn * wn, np.uint64)
+    lcount = np.empty(hn * wn, np.float32)
+    lslot = np.empty(hn * wn, np.int64)
+    mask = (1 << bits) - 1
+    shift = _U(64 - bits)
+    table = np.zeros((1 << bits, 2), np.uint64)
+    limit = 3 << (bits - 2)
+    n = b * hn * wn
+    codes = np.empty(min(n, limit + 1), np.uint64)
+    pair_image = np.empty(n, np.int64)
+    pair_patch = np.empty(n, np.int64)
+    pair_count = np.empty(n, np.float32)
+    rows = np.empty((wn, h), np.uint64)  # rows[j, r]: the 7 pixels of row r from column j
+    n_codes = 0
+    n_pairs = 0
+    for img in range(b):
+        for r in range(h):
+            v = _U(0)
+            for t in range(6):
+                v |= _U(x[img, r, t]) << _U(t)
+            for j in range(wn):
+                v |= _U(x[img, r, j + 6]) << _U(6)
+                rows[j, r] = v
+                v >>= _U(1)
+        n_local = 0
+        for j in range(wn):
+            rj = rows[j]
+            code = _U(0)
+            for r in range(6):
+                code |= rj[r] << _U(8 * r)
+            prev = _U(0xFFFFFFFFFFFFFFFF)
+            pid = 0
+            for i in range(hn):
+                code |= rj[i + 6] << _U(48)
+                if code != prev:
+                    prev = code
+                    k = code + _U(1)
+                    s = np.int64((k * _MULT) >> lshift)
+                    while True:
+                        t = local[s, 0]
+                        if t == k:
+                            pid = np.int64(local[s, 1])
+                            lcount[pid] += 1.0
+                            break
+                        if t == 0:
+                            local[s, 0] = k
+                            local[s, 1] = _U(n_local)
+                            lcodes[n_local] = code
+                            lcount[n_local] = 1.0
+                            lslot[n_local] = s
+                            pid = n_local
+                            n_local += 1
+                            break
+                        s = (s + 1) & lmask
+                else:
+                    lcount[pid] += 1.0
+                code >>= _U(8)
+        for p in range(n_local):
+            local[lslot[p], 0] = _U(0)  # empty the small table for the next image
+            gid, n_codes = _probe(table, lcodes[p], shift, mask, n_codes, codes)
+            if n_codes > limit:
+                return None
+            pair_image[n_pairs] = img
+            pair_patch[n_pairs] = gid
+            pair_count[n_pairs] = lcount[p]
+            n_pairs += 1
+    return (
+        codes[:n_codes].copy(),
+        pair_image[:n_pairs].copy(),
+        pair_patch[:n_pairs].copy(),
+        pair_count[:n_pairs].copy(),
+    )
+
+
+@_jit
+def sub_patches(codes, k, bits):
+    """The four k x k sub-patches of each (k + 1) x (k + 1) code, deduplicated.
+
+    Returns (inverse, distinct): ``inverse[i, o]`` is the index in ``distinct`` of the sub-patch
+    of ``codes[i]`` at offset o = 2 di + dj.
+    """
+    n = codes.size
+    mask = (1 << bits) - 1
+    shift = _U(64 - bits)
+    table = np.zeros((1 << bits, 2), np.uint64)
+    limit = 3 << (bits - 2)
+    m = _U(0)
+    for r in range(k):
+        m |= _U((1 << k) - 1) << _U(8 * r)
+    inverse = np.empty((n, 4), np.int64)
+    distinct = np.empty(min(4 * n, limit + 1), np.uint64)
+    n_distinct = 0
+    for i in range(n):
+        c = codes[i]
+        for o in range(4):
+            sub = (c >> _U(8 * (o // 2) + (o % 2))) & m
+            inverse[i, o], n_distinct = _probe(table, sub, shift, mask, n_distinct, distinct)
+            if n_distinct > limit:
+                return None
+    return inverse, distinct[:n_distinct].copy()
+
+
+@_jit
+def _code4(s):
+    """16-bit index of the 4x4 patch in the low corner of a byte-per-row code."""
+    return np.int64(
+        (s & _U(0xF))
+        | ((s >> _U(4)) & _U(0xF0))
+        | ((s >> _U(8)) & _U(0xF00))
+        | ((s >> _U(12)) & _U(0xF000))
+    )
+
+
+@_jit
+def _max4_into(out, a, b, c, d):
+    for ch in range(out.size):
+        m1 = a[ch] if a[ch] >= b[ch] else b[ch]
+        m2 = c[ch] if c[ch] >= d[ch] else d[ch]
+        out[ch] = m1 if m1 >= m2 else m2
+
+
+@_jit
+def pool_table4(codes5, table):
+    """Max-pool (2x2, stride 1) output of each 5x5 code: max of four rows of the 4x4 ``table``."""
+    out = np.empty((codes5.size, table.shape[1]), table.dtype)
+    for i in range(codes5.size):
+        v = codes5[i]
+        _max4_into(
+            out[i],
+            table[_code4(v)],
+            table[_code4(v >> _U(1))],
+            table[_code4(v >> _U(8))],
+            table[_code4(v >> _U(9))],
+        )
+    return out
+
+
+@_jit
+def gather_max4(table, inverse):
+    """``out[i] = max_o table[inverse[i, o]]`` (elementwise) for ``inverse`` of shape (n, 4)."""
+    out = np.empty((inverse.shape[0], table.shape[1]), table.dtype)
+    for i in range(inverse.shape[0]):
+        _max4_into(
+            out[i],
+            table[inverse[i, 0]],
+            table[inverse[i, 1]],
+            table[inverse[i, 2]],
+            table[inverse[i, 3]],
+        )
+    return out
+
+
+__all__ = ["gather_max4", "patches7", "pool_table4", "sub_patches", "table_bits"]
