@@ -94,8 +94,14 @@ def test_default_plan():
     # every evaluated triple and the null of every chromosome scan is a replicate scan
     reps = set(p.replicate_scans())
     assert {(s, m, e, s) for s, m, e in p.evaluate} <= reps
-    assert ("mild_bottleneck", "mixed_table6", "packed", "mild_bottleneck") in reps
+    # the default evaluates constant and severe_bottleneck; the latter is not trained here
+    assert {s for s, _, _ in p.evaluate} == {"constant"}
+    assert ("mild_bottleneck", "mixed_table6", "packed", "mild_bottleneck") not in reps
     json.dumps(spec)  # plain types: a Snakemake param
+    cfg["scan"]["evaluate"]["scenarios"] = []  # every trained scenario
+    p = qs.plan(cfg, trained=TRAINED, compress_jobs=JOBS)
+    assert {s for s, _, _ in p.evaluate} == set(TRAINED)
+    assert ("mild_bottleneck", "mixed_table6", "packed", "mild_bottleneck") in p.replicate_scans()
 
 
 def test_plan_models_filter_and_other_scenarios():

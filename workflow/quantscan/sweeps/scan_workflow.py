@@ -178,9 +178,17 @@ def plan(
             )
 
     ev = sc["evaluate"]
-    ev_scenarios = list(ev["scenarios"]) or list(trained)
-    for name in ev_scenarios:
-        check_scenario("scan.evaluate.scenarios", name)
+    # scenarios with a sweep class (island scenarios are neutral only: never trained)
+    defined = {n for n, v in sw.get("scenarios", {}).items() if not (v or {}).get("island")}
+    defined |= set(trained)
+    unknown = [n for n in ev["scenarios"] if n not in defined]
+    if unknown:
+        raise ConfigError(
+            f"config key scan.evaluate.scenarios: {unknown} are not trainable sweep scenarios "
+            f"(those with a sweep class: {', '.join(sorted(defined))})"
+        )
+    # listed scenarios that this run does not train (sweeps.run) are left out; none left: all
+    ev_scenarios = [n for n in ev["scenarios"] if n in trained] or list(trained)
     evaluate = [
         (s, m, e) for s in ev_scenarios for m in models[s] for e in engines_for_model(engines, m)
     ]
