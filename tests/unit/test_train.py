@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,7 @@ import torch
 from quantscan import modelio
 from quantscan.errors import InputFormatError
 from quantscan.models import build_model
-from quantscan.train import TrainConfig, fit, predict_proba
+from quantscan.train import TrainConfig, fit, predict_proba, recalibrate_bn
 
 ARCH = {"name": "sweepnet", "n_classes": 2, "filters": 4, "se_ratio": 2}
 
@@ -63,3 +65,56 @@ def test_fp32_model_file_round_trip(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(InputFormatError, match="model.pt"):
         modelio.load_fp32(path)
+
+
+def bn_net():
+    """conv -> batch norm -> dropout -> linear: batch norm statistics over known features."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv1d(2, 3, 3, bias=False),
+        torch.nn.BatchNorm1d(3),
+        torch.nn.Dropout(0.5),
+        torch.nn.Flatten(),
+        torch.nn.Linear(3 * 6, 2),
+    )
+
+
+def test_recalibrate_bn_gives_the_statistics_of_the_inputs():
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 2, 8)) < 0.5).astype(np.uint8)
+    model = bn_net()
+    bn = model[1]
+    bn.running_mean.fill_(5.0)  # stale statistics, as after fast weight changes
+    with torch.no_grad():
+        feats = model[0](torch.from_numpy(x).float())  # (40, 3, 6)
+    expected_mean = feats.mean(dim=(0, 2))
+    assert recalibrate_bn(model, x, batch_size=40)
+    assert torch.allclose(bn.running_mean, expected_mean, atol=1e-6)
+    assert torch.allclose(bn.running_var, feats.transpose(0, 1).reshape(3, -1).var(1), atol=1e-5)
+    # batches average their statistics; the layer's momentum and the model's mode come back
+    model.eval()
+    assert recalibrate_bn(model, x, batch_size=8)
+    assert torch.allclose(bn.running_mean, expected_mean, atol=1e-5)
+    assert bn.momentum == 0.1 and not model.training and not model[2].training
+    model.train()
+    recalibrate_bn(model, x)
+    assert model.training and model[2].training
+    assert not recalibrate_bn(torch.nn.Linear(3, 2), x)  # no batch norm: nothing to do
+
+
+def test_fit_recalibrates_batch_norm_every_epoch():
+    rng = np.random.default_rng(1)
+    x = (rng.random((48, 2, 8)) < 0.5).astype(np.uint8)
+    y = rng.integers(0, 2, 48)
+    model = bn_net()
+    cfg = TrainConfig(epochs=2, batch_size=4, learning_rate=0.01, patience=2, recalibrate_bn=True)
+    fit(model, x, y, x[:8], y[:8], cfg, seed=0)
+    kept = model[1].running_mean.clone()
+    recalibrate_bn(model, x)  # the kept epoch's weights: the same statistics again
+    assert torch.allclose(model[1].running_mean, kept, atol=1e-5)
+    # without it the kept statistics are running averages that trail the weights
+    plain = bn_net()
+    fit(plain, x, y, x[:8], y[:8], dataclasses.replace(cfg, recalibrate_bn=False), seed=0)
+    trailing = plain[1].running_mean.clone()
+    recalibrate_bn(plain, x)
+    assert not torch.allclose(plain[1].running_mean, trailing, atol=1e-3)

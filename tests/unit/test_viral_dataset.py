@@ -266,7 +266,7 @@ def merge(a, b):
 def test_default_and_full_configs_pass():
     viral = default_config()["viral"]
     dataset.check_config(viral)
-    assert viral["length"] == 1000 and dataset.class_names_for(viral)[2] == "Riboviria"
+    assert viral["length"] == 500 and dataset.class_names_for(viral)[2] == "Riboviria"
     # simulated lengths are scaled so every default record fits the input
     assert max(c["max_length"] for c in viral["simulate"]["classes"]) <= viral["length"]
     full = yaml.safe_load((ROOT / "config/presets/full.yaml").read_text())
@@ -279,7 +279,7 @@ def test_default_and_full_configs_pass():
 @pytest.mark.parametrize(
     "overlay, message",
     [
-        ({"stride": 2000}, "viral.stride: 2000 exceeds viral.length 1000"),
+        ({"stride": 2000}, "viral.stride: 2000 exceeds viral.length 500"),
         ({"source": "ncbi"}, "viral.ncbi.email"),
         ({"source": "local"}, "need at least two classes"),
         ({"split": {"fractions": [0.9, 0.1, 0.0]}}, "test > 0"),

@@ -1,5 +1,6 @@
 """Simulated viral classes: determinism, lengths, composition and relatedness."""
 
+import dataclasses
 import time
 
 import numpy as np
@@ -77,7 +78,8 @@ def test_within_class_more_similar_than_across(dataset):
     assert np.mean(within) > 0.05
     assert np.mean(across) < 0.005
     # isolates of one lineage share far more than unrelated ones
-    same_lineage = [r for r in recs if r.label == "Alphasatellitidae"][:10]
+    alpha = [r for r in recs if r.label == "Alphasatellitidae"]
+    same_lineage = [r for r in alpha if r.description == alpha[0].description][:10]
     sims = [
         jaccard(kmer_set(a.sequence), kmer_set(b.sequence))
         for k, a in enumerate(same_lineage)
@@ -88,7 +90,7 @@ def test_within_class_more_similar_than_across(dataset):
 
 
 def test_n_runs_and_indels_optional():
-    spec = simulate.ClassSpec("x", 1000, 1200, gc=0.5, diversity=0.0)
+    spec = simulate.ClassSpec("x", 1000, 1200, gc=0.5, diversity=0.0, partial_fraction=1.0)
     clean = simulate.SimulationOptions(indel_rate=0.0, n_run_probability=0.0)
     recs = simulate.simulate_class(spec, 10, seed=1, options=clean)
     assert all("N" not in r.sequence for r in recs)
@@ -133,3 +135,118 @@ def test_hky_model_valid_for_awkward_gc():
         model = simulate.hky_model(2.0, f)
         assert np.allclose(model.transition_matrix.sum(axis=1), 1.0)
         assert (model.transition_matrix >= 0).all()
+
+
+def test_complete_genomes_start_at_the_origin_with_their_lineage_length():
+    spec = simulate.ClassSpec(
+        "x", 500, 900, diversity=0.05, n_lineages=3, lineage_divergence=0.5, partial_fraction=0.0
+    )
+    clean = simulate.SimulationOptions(indel_rate=0.0, n_run_probability=0.0)
+    recs = simulate.simulate_class(spec, 30, seed=5, options=clean)
+    by_lineage = {}
+    for r in recs:
+        by_lineage.setdefault(r.description, []).append(r.sequence)
+    assert len(by_lineage) == 3
+    lengths = {k: {len(s) for s in seqs} for k, seqs in by_lineage.items()}
+    # one genome length per lineage (species), different between lineages
+    assert all(len(v) == 1 for v in lengths.values())
+    assert len({v.pop() for v in lengths.values()}) == 3
+    for seqs in by_lineage.values():
+        # aligned from the origin: isolates of a lineage agree at ~97.5 % of sites
+        same = np.mean(
+            [np.mean([a == b for a, b in zip(seqs[0], s, strict=True)]) for s in seqs[1:]]
+        )
+        assert same > 0.9
+
+
+def test_partial_records_are_windows_of_any_length():
+    spec = simulate.ClassSpec("x", 300, 900, diversity=0.0, partial_fraction=1.0)
+    clean = simulate.SimulationOptions(indel_rate=0.0, n_run_probability=0.0)
+    recs = simulate.simulate_class(spec, 40, seed=2, options=clean)
+    lengths = np.array([len(r) for r in recs])
+    assert len(set(lengths)) > 30 and lengths.min() >= 300 and lengths.max() <= 900
+    # zero diversity, one lineage: every partial record is a substring of the longest one
+    longest = max((r.sequence for r in recs), key=len)
+    starts = [longest.find(r.sequence) for r in recs if len(r) < len(longest)]
+    assert -1 not in starts
+    assert len(set(starts)) > 10  # at random offsets
+
+
+def test_conserved_blocks_keep_diverged_lineages_alike():
+    spec = simulate.ClassSpec(
+        "x",
+        800,
+        800,
+        diversity=0.0,
+        n_lineages=6,
+        lineage_divergence=1.5,
+        conserved_fraction=0.25,
+        partial_fraction=0.0,
+    )
+    opts = simulate.SimulationOptions(indel_rate=0.0, n_run_probability=0.0)
+    blocks = simulate.conserved_blocks(spec, 900, opts, seed=3)
+    inside = np.zeros(800, bool)
+    for a, b in blocks:
+        assert 0 <= a < b <= 800 and b - a == opts.conserved_block
+        assert not inside[a:b].any()  # disjoint
+        inside[a:b] = True
+    assert inside.mean() == pytest.approx(0.25, abs=0.03)
+    recs = simulate.simulate_class(spec, 6, seed=3, options=opts)
+    assert len({r.description for r in recs}) == 6
+    seqs = np.array([np.frombuffer(r.sequence.encode(), np.uint8) for r in recs])
+    pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
+    same = np.array([seqs[i] == seqs[j] for i, j in pairs])
+    # conserved sites: ~0.15 expected substitutions between lineages; elsewhere near saturation
+    # (unrelated sequences of GC 0.5 agree at 25 % of sites)
+    assert same[:, inside].mean() > 0.7
+    assert same[:, ~inside].mean() < 0.5
+    no_blocks = dataclasses.replace(spec, conserved_fraction=0.0)
+    assert simulate.conserved_blocks(no_blocks, 900, opts, seed=3) == []
+
+
+def test_new_keys_are_checked():
+    with pytest.raises(ConfigError, match="partial_fraction must be in"):
+        simulate.ClassSpec("a", 10, 20, partial_fraction=1.5)
+    with pytest.raises(ConfigError, match="lineage_divergence must be >= 0"):
+        simulate.ClassSpec("a", 10, 20, lineage_divergence=-1)
+    with pytest.raises(ConfigError, match="conserved_rate"):
+        simulate.SimulationOptions(conserved_rate=2.0)
+
+
+def log_odds(seqs):
+    """Dinucleotide log odds ratios log(f_ab / (f_a f_b)) of the sequences, pooled."""
+    codes = {ord(b): i for i, b in enumerate("ACGT")}
+    pairs, singles = np.zeros((4, 4)), np.zeros(4)
+    for s in seqs:
+        c = np.array([codes.get(b, -1) for b in s.encode()])
+        ok = (c[:-1] >= 0) & (c[1:] >= 0)
+        np.add.at(pairs, (c[:-1][ok], c[1:][ok]), 1)
+        np.add.at(singles, c[c >= 0], 1)
+    f = singles / singles.sum()
+    return np.log(pairs / pairs.sum() / np.outer(f, f))
+
+
+def test_dinucleotide_signature_beyond_gc():
+    opts = simulate.SimulationOptions(indel_rate=0.0, n_run_probability=0.0)
+    common = dict(min_length=2000, max_length=3000, gc=0.45, n_lineages=4, diversity=0.05)
+    plain = [simulate.ClassSpec(n, **common) for n in ("p", "q")]
+    marked = [simulate.ClassSpec(n, **common, signature=0.6) for n in ("p", "q")]
+    lo = {
+        s.name: log_odds(r.sequence for r in simulate.simulate_class(s, 20, 1, opts)) for s in plain
+    }
+    hi = {
+        s.name: log_odds(r.sequence for r in simulate.simulate_class(s, 20, 1, opts))
+        for s in marked
+    }
+    # independent bases: no dinucleotide preference; with a signature, each class has its own
+    # (substitutions since the class ancestor and sampling noise leave ~0.1 either way)
+    assert np.abs(lo["p"]).max() < 0.12 and np.abs(lo["p"] - lo["q"]).mean() < 0.05
+    assert np.abs(hi["p"]).max() > 0.15 and np.abs(hi["p"] - hi["q"]).mean() > 0.09
+    # it follows the class's odds ratios (up to row and column factors) and keeps the GC content
+    odds = np.log(simulate.dinucleotide_odds(marked[0], 1))
+    centred = [m - m.mean(0) - m.mean(1)[:, None] for m in (odds, hi["p"])]
+    assert np.corrcoef(centred[0].ravel(), centred[1].ravel())[0, 1] > 0.8
+    genome = simulate.ancestral_genome(marked[0], 20000, seed=1).decode()
+    assert (genome.count("G") + genome.count("C")) / len(genome) == pytest.approx(0.45, abs=0.02)
+    with pytest.raises(ConfigError, match="signature must be >= 0"):
+        simulate.ClassSpec("a", 10, 20, signature=-0.1)

@@ -128,6 +128,39 @@ def test_ternary_and_pruning_methods(workdir):
     assert {"trace_per_weight", "hessian_selected"} <= set(details.columns)  # Hessian, per layer
 
 
+def test_viral_compressed_model_joins_summary_and_classifies(workdir):
+    res = workdir / "results" / "viral"
+    table = pd.read_csv(res / "summary.tsv", sep="\t")
+    classes = ["Alphasatellitidae", "Anelloviridae", "Riboviria", "Tolecusatellitidae"]
+    # the sweeps summary's columns, the classes' accuracies in place of acc_neutral / acc_sweep
+    assert list(table.columns[:10]) == [
+        "scenario",
+        "method",
+        "accuracy",
+        "mcc",
+        *(f"acc_{c}" for c in classes),
+        "model_bits",
+        "file_bytes",
+    ]
+    assert {"density", "weights_mbit", "nops_x_bits", "size_pct"} <= set(table.columns)
+    assert table.scenario.tolist() == ["simulated"] * 2
+    fp32, qp = table.iloc[0], table.iloc[1]
+    assert fp32.method == "fp32" and qp.method == "q_then_p_iter_g1.0"  # the primary variant
+    assert fp32.density == 1 and 0 < qp.density < 1
+    assert qp.weights_mbit < fp32.weights_mbit * qp.density / 3  # 8 of 32 bits, zeros not counted
+    assert qp.nops_x_bits < fp32.nops_x_bits / 3 and 0 <= qp.accuracy <= 1
+    job = res / "compress/simulated/q_then_p_iter"
+    assert (job / "model.qsp").stat().st_size == qp.file_bytes < fp32.file_bytes
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert metrics["confusion_matrix"]["classes"] == classes
+    assert sum(map(sum, metrics["confusion_matrix"]["rows_true_cols_pred"])) == metrics["n"]
+    # viral.classify.model (default q_then_p_iter): the packed compressed model classifies
+    out = pd.read_csv(res / "classify/simulated/q_then_p_iter/simulated_test.tsv", sep="\t")
+    assert len(out) == fp32.n_records and set(out.predicted) <= set(classes)
+    log = workdir / "logs/viral/classify/simulated/q_then_p_iter/simulated_test.log"
+    assert "torch-packed model" in log.read_text()
+
+
 def test_rerun_has_nothing_to_do_and_report_builds(workdir):
     out = smk(workdir, "-n")
     assert "Nothing to be done" in out.stdout

@@ -22,12 +22,15 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class TrainConfig:
+    """``recalibrate_bn``: recompute batch-norm statistics after every epoch (:func:`recalibrate_bn`)."""
+
     epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 1e-3
     patience: int = 3
     weight_decay: float = 0.0
     class_weights: list[float] | None = None
+    recalibrate_bn: bool = False
 
 
 StepFn = Callable[..., float]
@@ -60,6 +63,36 @@ def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.
     if not out:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(out)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, x: np.ndarray, batch_size: int = 64) -> bool:
+    """Replace the running statistics of every batch-norm layer by their average over the inputs
+    ``x`` under the current weights (batch norm in training mode, everything else in eval mode, no
+    gradient), as "precise BN" does. Returns False (nothing changed) without batch norm or inputs.
+
+    Why: the running averages trail the weights by a few dozen mini-batches; with small batches
+    whose statistics jitter (viral inputs: zero padding from 15 to 100 % of a window) the model in
+    eval mode can score far below the one being trained, and early stopping then keeps the
+    wrong epoch.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or len(x) == 0:
+        return False
+    was_training = model.training
+    model.eval()
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+        m.train()
+    cl = x.ndim == 4
+    for i in range(0, len(x), batch_size):
+        model(to_tensor(x[i : i + batch_size], cl))
+    for m, momentum in zip(bns, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+    return True
 
 
 @torch.no_grad()
@@ -115,6 +148,8 @@ def fit(
             xb, yb = to_tensor(x_train[idx], cl), torch.from_numpy(y_train[idx])
             losses.append(step(model, optimizer, loss_fn, xb, yb, epoch, cfg.epochs) * len(idx))
         train_loss = sum(losses) / max(len(order), 1)  # running mean over the epoch
+        if cfg.recalibrate_bn:
+            recalibrate_bn(model, x_train)
         # without a validation set, early stopping watches the training loss
         val_loss, val_acc = (
             _evaluate(model, loss_fn, x_val, y_val, 256) if has_val else (train_loss, math.nan)

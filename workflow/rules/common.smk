@@ -101,7 +101,7 @@ def compare_jobs(app):
         pairs = [(s, m, CP["methods"][m]["type"]) for s, m in COMPRESS_JOBS]
     else:  # viral: the methods compress.smk registers in VIRAL_COMPRESSED
         pairs = [
-            (VIRAL_DATASET, m, CP["methods"].get(m, {}).get("type"))
+            (VIRAL_DATASET, m, VIRAL["compress"]["methods"][m]["type"])
             for m in VIRAL_COMPRESSED
         ]
     return [
@@ -173,11 +173,11 @@ except ConfigError as err:
 VIRAL_DATASET = vdataset.SOURCES[VIRAL["source"]]
 VIRAL_CLASSES = vdataset.class_names_for(VIRAL)
 VIRAL_STRIDE = VIRAL["stride"] or VIRAL["length"] // 2
-#: Hook for compress.smk: names of the compression methods run on the viral model. Like the
-#: sweeps' methods, each writes results/viral/compress/<VIRAL_DATASET>/<method>/{model.qsp,
-#: metrics.json}; the metrics join results/viral/summary.tsv and viral.classify.model can name
-#: any method whose model.qsp a rule makes.
-VIRAL_COMPRESSED = []
+#: Names of the compression methods run on the viral model (viral.compress.methods, rule
+#: viral_compress in compress.smk). Like the sweeps' methods, each writes
+#: results/viral/compress/<VIRAL_DATASET>/<method>/{model.qsp, metrics.json, ...}; the metrics
+#: join results/viral/summary.tsv and viral.classify.model can name any of them.
+VIRAL_COMPRESSED = list(VIRAL["compress"]["methods"])
 
 
 def viral_classify_inputs():
@@ -250,6 +250,18 @@ def viral_train_params(wildcards, input):
     with open(input.balance) as fh:
         weights = json.load(fh)["class_weights"]
     return {**VIRAL["train"], "class_weights": weights}
+
+
+def viral_method(wildcards):
+    return VIRAL["compress"]["methods"][wildcards.method]
+
+
+def viral_finetune_params(wildcards, input):
+    """Fine-tuning settings of viral_compress, with the class weights of balance.json (as
+    viral_train_params)."""
+    with open(input.balance) as fh:
+        weights = json.load(fh)["class_weights"]
+    return {**VIRAL["compress"]["finetune"], "class_weights": weights}
 
 
 def viral_metrics(wildcards):

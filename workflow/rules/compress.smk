@@ -125,3 +125,49 @@ rule compare_methods:
         jobs=lambda wildcards: compare_jobs(wildcards.app),
     script:
         "../scripts/compare_methods.py"
+
+
+# The viral model through the same engine: methods from viral.compress (VIRAL_COMPRESSED in
+# common.smk), fine-tuned with the training split's class weights like the fp32 model.
+rule viral_compress:
+    input:
+        model="results/viral/models/{dataset}/fp32/model.pt",
+        train="results/viral/data/{dataset}/train.npz",
+        val="results/viral/data/{dataset}/val.npz",
+        test="results/viral/data/{dataset}/test.npz",
+        balance="results/viral/data/{dataset}/balance.json",
+        neutral_tests=[],
+    output:
+        model="results/viral/compress/{dataset}/{method}/model.qsp",
+        metrics="results/viral/compress/{dataset}/{method}/metrics.json",
+        rows="results/viral/compress/{dataset}/{method}/rows.tsv",
+        details="results/viral/compress/{dataset}/{method}/details.tsv",
+        notes="results/viral/compress/{dataset}/{method}/notes.txt",
+        plot=report(
+            "results/viral/compress/{dataset}/{method}/plot.png",
+            caption="../report/compress.rst",
+            category="Viral: compression",
+            subcategory="{method}",
+            labels={"dataset": "{dataset}", "method": "{method}"},
+        ),
+    log:
+        "logs/viral/compress/{dataset}/{method}.log",
+    benchmark:
+        "results/benchmarks/rules/viral/compress/{dataset}/{method}.tsv"
+    wildcard_constraints:
+        method=_alternatives(VIRAL_COMPRESSED),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=mem_by_attempt(4000),
+        runtime=240,
+    params:
+        method=viral_method,
+        method_type=lambda wildcards: viral_method(wildcards)["type"],
+        finetune=viral_finetune_params,
+        class_names=VIRAL_CLASSES,
+        neutral_scenarios=[],
+        seed=config["seed"],
+    script:
+        "../scripts/compress.py"

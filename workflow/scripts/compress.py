@@ -27,14 +27,18 @@ from quantscan.train import TrainConfig, predict_proba
 
 def main(smk, log):
     start = time.perf_counter()
-    scenario, name = smk.wildcards.scenario, smk.wildcards.method
+    # the summary's scenario column: a sweep scenario, or the viral data set
+    scenario = getattr(smk.wildcards, "scenario", None) or smk.wildcards.dataset
+    name = smk.wildcards.method
     model, arch = modelio.load_fp32(smk.input.model)
     train, val, test = (load_split(p) for p in (smk.input.train, smk.input.val, smk.input.test))
-    # neutral-only test sets: every input has the same true class, so errors are false positives
-    others = [
-        (n, *load_split(p))
-        for n, p in zip(smk.params.neutral_scenarios, smk.input.neutral_tests, strict=True)
-    ]
+    # neutral-only test sets (sweeps): every input has the same true class, so errors are false
+    # positives; applications without them (viral) give none
+    names = list(getattr(smk.params, "neutral_scenarios", None) or [])
+    paths = list(getattr(smk.input, "neutral_tests", None) or [])
+    if len(names) != len(paths):
+        raise QuantscanError(f"{len(names)} neutral scenarios but {len(paths)} neutral test files")
+    others = [(n, *load_split(p)) for n, p in zip(names, paths, strict=True)]
 
     def extra_eval(m):
         return {
@@ -64,7 +68,7 @@ def main(smk, log):
         TrainConfig(**smk.params.finetune),
         seed,
         log,
-        extra_eval,
+        extra_eval if others else None,
     )
     primary = result.primary
 

@@ -40,6 +40,8 @@ FORMAT = "quantscan-viral-onehot-v1"
 BALANCE_METHODS = ("none", "downsample", "resample", "weights")
 HOLDOUTS = ("none", "cluster", "source")
 SOURCES = {"simulate": "simulated", "ncbi": "ncbi", "local": "local"}
+#: compression method types without a packed model (viral_compress packs every method)
+UNPACKED_METHOD_TYPES = ("int8",)
 _OTHER = CHANNELS.index("N")
 _KEYS = (
     "onehot",
@@ -318,6 +320,24 @@ def check_config(viral: Mapping) -> None:
             raise ConfigError(
                 f"config key viral.simulate.classes: {c['name']}: min_length > max_length"
             )
+    methods = viral.get("compress", {}).get("methods", {})
+    for name, method in methods.items():
+        if method.get("scenarios"):
+            raise ConfigError(
+                f"config key viral.compress.methods.{name}.scenarios: sweep scenarios do not apply "
+                "to the viral model; remove the key"
+            )
+        if method["type"] in UNPACKED_METHOD_TYPES:
+            raise ConfigError(
+                f"config key viral.compress.methods.{name}: type {method['type']!r} writes no "
+                "packed model and is not available for the viral model"
+            )
+    model = viral["classify"]["model"]
+    if model != "fp32" and model not in methods:
+        raise ConfigError(
+            f"config key viral.classify.model: {model!r} is neither fp32 nor a method of "
+            f"viral.compress.methods ({', '.join(methods) or 'none configured'})"
+        )
 
 
 def tokens(description: str) -> dict[str, str]:
@@ -545,6 +565,7 @@ __all__ = [
     "FORMAT",
     "HOLDOUTS",
     "SOURCES",
+    "UNPACKED_METHOD_TYPES",
     "OneHotSplit",
     "SplitResult",
     "accession_prefix",

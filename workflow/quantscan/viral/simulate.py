@@ -1,17 +1,29 @@
 """The offline default viral data set: K classes of related sequences simulated in silico.
 
-Each class has one or more lineages. A lineage starts from a random ancestral genome with the
-class's GC content and evolves along an msprime genealogy (``sim_ancestry``, haploid) with a
-nucleotide substitution model (HKY with the class's base composition, or JC69) on a discrete
-genome, so sequences of one lineage are related like isolates of one virus species, and sequences
-of different lineages or classes share nothing but composition. Each isolate then gets its own
-length (uniform in the class's range) as a window of its evolved genome at a random offset,
-optionally a few indels and a run of N.
+A class is a family (or a realm). Its random ancestral genome has the class's GC content and
+dinucleotide signature (``signature``: a first-order Markov chain with class-specific dinucleotide
+odds ratios, the genome-wide composition bias that alignment-free classifiers pick up in real
+families). From it ``n_lineages`` lineages (genera / species) descend along an msprime genealogy,
+diverged by ``lineage_divergence`` substitutions per site; each lineage's isolates descend from
+the lineage's genome along their own genealogy (``diversity``). Substitutions follow a nucleotide
+model (HKY with the class's base composition, or JC69) on a discrete genome. A share of every
+genome (``conserved_fraction``, in blocks inside the first ``min_length`` bases, so every lineage
+has them) evolves ``conserved_rate`` times slower: the motifs a family keeps across its genera
+(replication-protein motifs, the satellites' stem-loop), which make real families recognisable
+beyond composition and length.
 
-Defaults mimic seed 004's four classes (their Table II length ranges; GC content and diversity
-are illustrative choices, not measurements). Riboviria, a realm, is made of several unrelated
-lineages, which makes it the hardest class, as in the paper. Note that the length ranges alone
-separate some classes (the length confound of viral.md section 8): keep a length-only baseline.
+Each lineage has its own genome length (spread over the class's range), as species of a family
+do. Most records are complete genomes, starting at the genome's origin (GenBank's linearisation
+convention for circular genomes) with their lineage's length up to indels; a share
+(``partial_fraction``) are partial sequences: windows of random length and offset. Then each
+isolate may get a few indels and a run of N.
+
+Defaults mimic seed 004's four classes (their Table II length ranges; GC content, divergences,
+signatures and shares are illustrative choices, not measurements). Riboviria, a realm, is made of
+many lineages that share little more than a few slow motifs, and most of its records in a
+1-3.5 kb window are partial, which makes it the hardest class, as in the paper. The length ranges
+alone separate some classes (the length confound of viral.md section 8): keep the length-only
+baseline in view.
 """
 
 from __future__ import annotations
@@ -37,7 +49,13 @@ class ClassSpec:
     """One simulated class.
 
     ``diversity`` is the expected pairwise substitutions per site between two isolates of one
-    lineage (before multiple hits); ``kappa`` the HKY transition/transversion ratio.
+    lineage, ``lineage_divergence`` the same between the genomes two lineages start from (both
+    before multiple hits, at sites outside conserved blocks); ``kappa`` the HKY
+    transition/transversion ratio; ``conserved_fraction`` the share of sites in slowly evolving
+    blocks; ``partial_fraction`` the share of records that are partial sequences rather than
+    complete genomes; ``signature`` the standard deviation of the class's log dinucleotide odds
+    ratios (0: independent bases). Substitutions draw bases independently, so the signature fades
+    with divergence, as it would without the selection that keeps it in real genomes.
     """
 
     name: str
@@ -47,6 +65,10 @@ class ClassSpec:
     diversity: float = 0.1
     n_lineages: int = 1
     kappa: float = 2.0
+    lineage_divergence: float = 0.3
+    conserved_fraction: float = 0.2
+    partial_fraction: float = 0.2
+    signature: float = 0.0
 
     def __post_init__(self):
         where = f"simulated class {self.name!r}"
@@ -65,6 +87,15 @@ class ClassSpec:
             raise ConfigError(f"{where}: n_lineages must be >= 1, got {self.n_lineages}")
         if self.kappa <= 0:
             raise ConfigError(f"{where}: kappa must be > 0, got {self.kappa}")
+        if self.lineage_divergence < 0:
+            raise ConfigError(
+                f"{where}: lineage_divergence must be >= 0, got {self.lineage_divergence}"
+            )
+        if self.signature < 0:
+            raise ConfigError(f"{where}: signature must be >= 0, got {self.signature}")
+        for key in ("conserved_fraction", "partial_fraction"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{where}: {key} must be in [0, 1], got {getattr(self, key)}")
 
     @property
     def base_frequencies(self) -> list[float]:
@@ -74,10 +105,30 @@ class ClassSpec:
 
 
 DEFAULT_CLASSES = (
-    ClassSpec("Alphasatellitidae", 1001, 1479, gc=0.42, diversity=0.10),
-    ClassSpec("Anelloviridae", 2002, 3371, gc=0.50, diversity=0.15),
-    ClassSpec("Riboviria", 1010, 3498, gc=0.45, diversity=0.20, n_lineages=8),
-    ClassSpec("Tolecusatellitidae", 1012, 1436, gc=0.37, diversity=0.10),
+    ClassSpec("Alphasatellitidae", 1001, 1479, gc=0.42, n_lineages=3, signature=0.5),
+    ClassSpec(
+        "Anelloviridae",
+        2002,
+        3371,
+        gc=0.50,
+        diversity=0.15,
+        n_lineages=4,
+        lineage_divergence=0.5,
+        signature=0.5,
+    ),
+    ClassSpec(
+        "Riboviria",
+        1010,
+        3498,
+        gc=0.45,
+        diversity=0.20,
+        n_lineages=8,
+        lineage_divergence=1.5,
+        conserved_fraction=0.1,
+        partial_fraction=0.6,
+        signature=0.5,
+    ),
+    ClassSpec("Tolecusatellitidae", 1012, 1436, gc=0.37, n_lineages=3, signature=0.5),
 )
 
 
@@ -87,7 +138,8 @@ class SimulationOptions:
 
     ``indel_rate``: indel events per base per isolate (not inherited along the genealogy; lengths
     are geometric with mean ``indel_mean_length``). ``n_run_probability``: chance that an isolate
-    gets one run of N, of ``n_run_length`` (min, max) bases.
+    gets one run of N, of ``n_run_length`` (min, max) bases. Conserved blocks are
+    ``conserved_block`` bases long and evolve at ``conserved_rate`` times the rate elsewhere.
     """
 
     population_size: float = 1000.0
@@ -97,6 +149,8 @@ class SimulationOptions:
     indel_mean_length: float = 3.0
     n_run_probability: float = 0.02
     n_run_length: tuple[int, int] = (10, 50)
+    conserved_rate: float = 0.1
+    conserved_block: int = 30
 
     def __post_init__(self):
         if self.model not in ("hky", "jc69"):
@@ -110,6 +164,11 @@ class SimulationOptions:
         lo, hi = self.n_run_length
         if not 1 <= lo <= hi:
             raise ConfigError(f"n_run_length must be (min, max) with 1 <= min <= max, got {lo, hi}")
+        if not 0.0 <= self.conserved_rate <= 1.0 or self.conserved_block < 1:
+            raise ConfigError(
+                f"conserved_rate must be in [0, 1] and conserved_block >= 1, got "
+                f"{self.conserved_rate} and {self.conserved_block}"
+            )
 
 
 def hky_model(kappa: float, frequencies) -> msprime.MatrixMutationModel:
@@ -139,14 +198,90 @@ def _mutation_model(spec: ClassSpec, opts: SimulationOptions):
     return hky_model(spec.kappa, spec.base_frequencies)
 
 
-def _evolve_lineage(
-    spec: ClassSpec, n: int, genome_length: int, opts: SimulationOptions, seed: int, lineage: int
+def dinucleotide_odds(spec: ClassSpec, seed: int) -> np.ndarray:
+    """The class's dinucleotide odds ratios (4 x 4, A C G T; 1 = no preference): log-normal with
+    standard deviation ``signature``, drawn from the seed and the class name."""
+    rng = np.random.default_rng(derive_seed(seed, "viral-simulate", spec.name, "signature"))
+    return np.exp(rng.normal(0.0, spec.signature, size=(4, 4)))
+
+
+def ancestral_genome(spec: ClassSpec, length: int, seed: int) -> bytes:
+    """A random genome with the class's GC content and dinucleotide signature: a first-order
+    Markov chain ``P(b | a) ~ f_b x odds_ab`` whose base frequencies ``f`` are tuned so that the
+    chain's stationary composition is the class's (iid bases when ``signature`` is 0)."""
+    rng = np.random.default_rng(derive_seed(seed, "viral-simulate", spec.name, "ancestor"))
+    target = np.asarray(spec.base_frequencies)
+    if spec.signature == 0:
+        return _BASES[rng.choice(4, size=length, p=target)].tobytes()
+    odds = dinucleotide_odds(spec, seed)
+    f = target.copy()
+    for _ in range(50):  # fixed-point iteration on f: stationary distribution -> target
+        p = f[None, :] * odds
+        p /= p.sum(axis=1, keepdims=True)
+        vals, vecs = np.linalg.eig(p.T)
+        pi = np.abs(np.real(vecs[:, np.argmin(np.abs(vals - 1.0))]))
+        pi /= pi.sum()
+        f *= target / pi
+        f /= f.sum()
+    cum = np.cumsum(p, axis=1)
+    u = rng.random(length)
+    out = np.empty(length, dtype=np.int64)
+    out[0] = rng.choice(4, p=target)
+    for i in range(1, length):
+        out[i] = min(int(np.searchsorted(cum[out[i - 1]], u[i], side="right")), 3)
+    return _BASES[out].tobytes()
+
+
+def conserved_blocks(
+    spec: ClassSpec, genome_length: int, opts: SimulationOptions, seed: int
+) -> list[tuple[int, int]]:
+    """Sorted, disjoint ``(start, end)`` blocks covering about ``conserved_fraction`` of the
+    first ``min_length`` bases (the part every lineage's genome has)."""
+    span = min(spec.min_length, genome_length)
+    size = min(opts.conserved_block, span)
+    n_blocks = round(spec.conserved_fraction * span / size)
+    if n_blocks == 0:
+        return []
+    rng = np.random.default_rng(derive_seed(seed, "viral-simulate", spec.name, "conserved"))
+    # n_blocks starts in the free room, sorted: gaps between blocks are random, blocks disjoint
+    room = span - n_blocks * size
+    starts = np.sort(rng.integers(0, room + 1, size=n_blocks)) + np.arange(n_blocks) * size
+    return [(int(a), int(a) + size) for a in starts]
+
+
+def _rate_map(
+    blocks: list[tuple[int, int]], genome_length: int, rate: float, slow: float
+) -> msprime.RateMap:
+    """Mutation rate ``rate`` along the genome, ``slow * rate`` inside the blocks."""
+    position, rates, at = [0], [], 0
+    for a, b in blocks:
+        if a > at:
+            position.append(a)
+            rates.append(rate)
+        position.append(b)
+        rates.append(rate * slow)
+        at = b
+    if at < genome_length:
+        position.append(genome_length)
+        rates.append(rate)
+    return msprime.RateMap(position=position, rate=rates)
+
+
+def _evolve(
+    reference: bytes,
+    n: int,
+    divergence: float,
+    spec: ClassSpec,
+    blocks: list[tuple[int, int]],
+    opts: SimulationOptions,
+    seed: int,
+    *key,
 ) -> list[bytes]:
-    """``n`` related genomes of ``genome_length`` from one random ancestor."""
-    rng = np.random.default_rng(derive_seed(seed, "viral-simulate", spec.name, lineage, "ancestor"))
-    ancestor = _BASES[rng.choice(4, size=genome_length, p=spec.base_frequencies)].tobytes()
-    if n == 1:
-        return [ancestor]
+    """``n`` genomes descended from ``reference`` along a haploid msprime genealogy, with
+    ``divergence`` expected pairwise substitutions per site outside the conserved blocks."""
+    if n == 1 or divergence == 0:
+        return [reference] * n
+    genome_length = len(reference)
     ts = msprime.sim_ancestry(
         samples=n,
         ploidy=1,
@@ -154,19 +289,19 @@ def _evolve_lineage(
         population_size=opts.population_size,
         recombination_rate=opts.recombination_rate,
         discrete_genome=True,
-        random_seed=derive_seed(seed, "viral-simulate", spec.name, lineage, "ancestry"),
+        random_seed=derive_seed(seed, "viral-simulate", spec.name, *key, "ancestry"),
     )
-    # haploid pairwise coalescence time is N generations: diversity = 2 * N * mu
-    rate = spec.diversity / (2.0 * opts.population_size)
+    # haploid pairwise coalescence time is N generations: divergence = 2 * N * mu
+    rate = divergence / (2.0 * opts.population_size)
     ts = msprime.sim_mutations(
         ts,
-        rate=rate,
+        rate=_rate_map(blocks, genome_length, rate, opts.conserved_rate),
         model=_mutation_model(spec, opts),
         discrete_genome=True,
-        random_seed=derive_seed(seed, "viral-simulate", spec.name, lineage, "mutations"),
+        random_seed=derive_seed(seed, "viral-simulate", spec.name, *key, "mutations"),
     )
-    # sites take their (root-distribution) ancestral state; elsewhere the ancestor's base stands
-    return [a.encode("ascii") for a in ts.alignments(reference_sequence=ancestor.decode())]
+    # sites take their (root-distribution) ancestral state; elsewhere the reference's base stands
+    return [a.encode("ascii") for a in ts.alignments(reference_sequence=reference.decode())]
 
 
 def _indels(seq: np.ndarray, spec: ClassSpec, opts: SimulationOptions, rng) -> np.ndarray:
@@ -191,25 +326,45 @@ def simulate_class(
         raise ConfigError(f"simulated class {spec.name!r}: negative number of sequences {n}")
     # room for deletions so every isolate can still reach max_length
     genome_length = math.ceil(spec.max_length * 1.05) + 50
-    lineage_of = np.arange(n) % spec.n_lineages
     rng = np.random.default_rng(derive_seed(seed, "viral-simulate", spec.name, "isolates"))
-    lineage_of = rng.permutation(lineage_of)
+    lineage_of = rng.permutation(np.arange(n) % spec.n_lineages)
+    # every lineage has its own genome length, as the species of a family do, stratified so the
+    # lineages spread over the class's range
+    strata = (rng.permutation(spec.n_lineages) + rng.random(spec.n_lineages)) / spec.n_lineages
+    lineage_length = np.rint(spec.min_length + strata * (spec.max_length - spec.min_length)).astype(
+        int
+    )
+    ancestor = ancestral_genome(spec, genome_length, seed)
+    blocks = conserved_blocks(spec, genome_length, opts, seed)
+    founders = _evolve(
+        ancestor, spec.n_lineages, spec.lineage_divergence, spec, blocks, opts, seed, "lineages"
+    )
     genomes: dict[int, list[bytes]] = {}
     for j in range(spec.n_lineages):
         members = int((lineage_of == j).sum())
         if members:
-            genomes[j] = _evolve_lineage(spec, members, genome_length, opts, seed, j)
+            genomes[j] = _evolve(
+                founders[j], members, spec.diversity, spec, blocks, opts, seed, "lineage", j
+            )
     taken = dict.fromkeys(genomes, 0)
     records = []
     for i in range(n):
         j = int(lineage_of[i])
         full = np.frombuffer(genomes[j][taken[j]], dtype=np.uint8)
         taken[j] += 1
-        length = int(rng.integers(spec.min_length, spec.max_length + 1))
         seq = _indels(full, spec, opts, rng) if opts.indel_rate > 0 else full
-        if seq.size < length:  # deletions ate too much (vanishingly rare): drop the indels
+        if seq.size < spec.max_length:  # deletions ate too much (vanishingly rare): drop them
             seq = full
-        start = int(rng.integers(0, seq.size - length + 1))
+        complete = int(lineage_length[j])
+        if rng.random() < spec.partial_fraction:
+            # a partial sequence: any length in the class's range up to its genome's, anywhere
+            length = int(rng.integers(spec.min_length, complete + 1))
+            start = int(rng.integers(0, complete - length + 1))
+        else:
+            # a complete genome from its origin; indels move its end as they move every site
+            shift = seq.size - full.size
+            length = min(max(complete + shift, spec.min_length), spec.max_length)
+            start = 0
         seq = seq[start : start + length].copy()
         if rng.random() < opts.n_run_probability:
             lo, hi = opts.n_run_length
@@ -285,6 +440,7 @@ __all__ = [
     "ClassSpec",
     "SimulationOptions",
     "classes_from_config",
+    "conserved_blocks",
     "describe",
     "hky_model",
     "simulate_class",

@@ -1,0 +1,117 @@
+"""The generic compression script on a viral model: no neutral test sets, the data set as the
+summary's scenario, a packed model that the classifier loads."""
+
+import json
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from quantscan import modelio
+from quantscan.errors import ConfigError
+from quantscan.models import build_model
+from quantscan.viral import classify, dataset, simulate
+
+ROOT = Path(__file__).resolve().parents[2]
+CLASSES = ["a", "b", "c"]
+LENGTH = 64
+
+
+@pytest.fixture(scope="module")
+def viral_job(tmp_path_factory):
+    """Split files and an (untrained) fp32 ViralCNN for three short simulated classes."""
+    tmp = tmp_path_factory.mktemp("viral")
+    specs = [
+        simulate.ClassSpec(name, 40, LENGTH, gc=gc, n_lineages=2)
+        for name, gc in zip(CLASSES, (0.3, 0.5, 0.7), strict=True)
+    ]
+    records = simulate.simulate_dataset(specs, 12, seed=4)
+    labels = np.array([CLASSES.index(r.label) for r in records])
+    paths = {}
+    for split, part in (("train", slice(0, 8)), ("val", slice(8, 10)), ("test", slice(10, 12))):
+        idx = [i for c in range(3) for i in np.flatnonzero(labels == c)[part]]
+        paths[split] = tmp / f"{split}.npz"
+        dataset.save_onehot(
+            paths[split], [records[i] for i in idx], labels[idx], CLASSES, length=LENGTH
+        )
+    arch = {"name": "viralcnn", "n_classes": 3, "length": LENGTH, "dropout": 0.1}
+    torch.manual_seed(0)
+    paths["model"] = tmp / "model.pt"
+    modelio.save_fp32(build_model(arch), arch, paths["model"])
+    return tmp, paths
+
+
+class FakeSnakemake:
+    """The parts of the ``snakemake`` object compress.py reads, as the viral_compress rule sets
+    them (``neutral`` False: the sweeps-only keys left out altogether)."""
+
+    def __init__(self, tmp, paths, neutral=True):
+        out = tmp / "out"
+        self.wildcards = SimpleNamespace(dataset="simulated", method="mixed8")
+        self.input = SimpleNamespace(**{k: str(v) for k, v in paths.items()})
+        method = {"type": "mixed", "layers": 8}
+        self.params = SimpleNamespace(
+            method=method,
+            method_type="mixed",
+            finetune={"epochs": 1, "batch_size": 4, "patience": 1, "class_weights": [1.0] * 3},
+            class_names=CLASSES,
+            seed=3,
+        )
+        if neutral:
+            self.input.neutral_tests = []
+            self.params.neutral_scenarios = []
+        names = ("model.qsp", "metrics.json", "rows.tsv", "details.tsv", "notes.txt", "plot.png")
+        self.output = SimpleNamespace(
+            **{n.split(".")[0]: str(out / n) for n in names if n != "model.qsp"},
+            model=str(out / "model.qsp"),
+        )
+        self.log = [str(tmp / "compress.log")]
+        self.threads = 1
+        self.rule = "viral_compress"
+        self.scriptdir = str(ROOT / "workflow" / "scripts")
+
+
+@pytest.mark.parametrize("neutral", [True, False])
+def test_compress_script_on_a_viral_model(viral_job, neutral):
+    tmp, paths = viral_job
+    smk = FakeSnakemake(tmp / str(neutral), paths, neutral)
+    Path(smk.log[0]).parent.mkdir(parents=True, exist_ok=True)
+    runpy.run_path(str(ROOT / "workflow/scripts/compress.py"), init_globals={"snakemake": smk})
+    metrics = json.loads(Path(smk.output.metrics).read_text())
+    assert metrics["scenario"] == "simulated" and metrics["method"] == "mixed8"
+    assert {f"acc_{c}" for c in CLASSES} <= set(metrics)
+    assert not [k for k in metrics if k.startswith("fpr_")]  # no neutral test sets
+    assert metrics["n"] == 6 and metrics["confusion_matrix"]["classes"] == CLASSES
+    assert 0 < metrics["density"] <= 1 and metrics["size_pct"] == pytest.approx(25, abs=1)
+    # the packed model is what viral_classify loads for viral.classify.model
+    engine = classify.load_engine(smk.output.model)
+    assert engine.kind == "torch-packed" and (engine.length, engine.n_classes) == (LENGTH, 3)
+    test = dataset.read_split(paths["test"])
+    again = classify.evaluate_split(engine, test, CLASSES)
+    assert again["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+def test_viral_compress_config_checks():
+    viral = {
+        "source": "simulate",
+        "simulate": {"classes": [{"name": n, "min_length": 5, "max_length": 9} for n in CLASSES]},
+        "stride": 8,
+        "length": 16,
+        "split": {"fractions": [0.8, 0.1, 0.1]},
+        "classify": {"model": "q8"},
+        "compress": {"methods": {"q8": {"type": "q_then_p_iter", "scenarios": []}}},
+    }
+    dataset.check_config(viral)
+    viral["classify"]["model"] = "q4"
+    with pytest.raises(ConfigError, match="viral.classify.model: 'q4' is neither fp32 nor"):
+        dataset.check_config(viral)
+    viral["classify"]["model"] = "fp32"
+    viral["compress"]["methods"]["q8"]["scenarios"] = ["constant"]
+    with pytest.raises(ConfigError, match=r"methods.q8.scenarios: sweep scenarios do not apply"):
+        dataset.check_config(viral)
+    viral["compress"]["methods"]["q8"] = {"type": "int8"}
+    with pytest.raises(ConfigError, match="type 'int8' writes no packed model"):
+        dataset.check_config(viral)
