@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 import platform
 import tempfile
 import time
@@ -45,7 +44,7 @@ from ..evaluate import classification_metrics
 from ..train import predict_proba, to_tensor
 from . import int8 as qint8
 from .cost import model_bits as torch_model_bits
-from .metrics import compression_report
+from .metrics import compression_report, summary_scalars
 from .prune import weight_layers
 
 TYPE = "int8"
@@ -212,25 +211,6 @@ def bits_per_layer(matched: Mapping[str, StoredLayer], model: nn.Module) -> str:
     return ",".join(items)
 
 
-def compression_scalars(report: dict) -> dict:
-    """The summary's compression columns from ``compression_report`` (names as methods.py's)."""
-
-    def num(v):
-        return math.nan if v is None else float(v)
-
-    return {
-        "density": num(report["density"]),
-        "srqw": num(report["srqw"]),
-        "cr_g": num(report["cr_g_total"]),
-        "cr_g_q": num(report["cr_g_quantized"]),
-        "ec_g": num(report["ec_g"]),
-        "ec_change": num(report["ec_change"]),
-        "nops": int(report["nops"]),
-        "nops_x_bits": num(report["nops_x_bits"]),
-        "weights_mbit": num(report["weights_mbit"]),
-    }
-
-
 # --------------------------------------------------------------------------------------------------
 # the method
 
@@ -365,7 +345,7 @@ def run_int8_method(
         "latency_batch": latency["batch"],
         "latency_threads": latency["threads"],
         **fpr,
-        **compression_scalars(report),
+        **summary_scalars(report),
         "int8": {
             "calibration_samples": int(n_cal),
             "onnx_metadata": stored_int8["metadata"],

@@ -78,7 +78,7 @@ from . import figures
 from .cost import FP_BITS, SEED000_TABLE6, bits_per_layer, bits_table, model_bits, weight_bits
 from .hessian import hutchinson_traces, select_layers
 from .layers import ACTIVATIONS, QActivation, layer_config_of, quantizable_modules, quantize_model
-from .metrics import compression_report, effective_weights
+from .metrics import compression_report, effective_weights, summary_scalars
 from .prune import make_schedule
 from .quantizers import WeightQuantizer, parse_quantizer
 from .ternary import (
@@ -527,20 +527,7 @@ def deployed_metrics(model: nn.Module, example_input) -> dict:
         model, example_input, weight_bits(model), n_sf=ternary_n_sf(model) or None
     )
 
-    def num(v):
-        return math.nan if v is None else float(v)
-
-    return {
-        "density": num(rep["density"]),
-        "srqw": num(rep["srqw"]),
-        "cr_g": num(rep["cr_g_total"]),
-        "cr_g_q": num(rep["cr_g_quantized"]),
-        "ec_g": num(rep["ec_g"]),
-        "ec_change": num(rep["ec_change"]),
-        "nops": int(rep["nops"]),
-        "nops_x_bits": num(rep["nops_x_bits"]),
-        "weights_mbit": num(rep["weights_mbit"]),
-    }
+    return summary_scalars(rep)
 
 
 def run_method(

@@ -308,3 +308,22 @@ def compression_report(
             for n in w
         },
     }
+
+
+def summary_scalars(report: Mapping) -> dict:
+    """The summary table's compression columns from a :func:`compression_report` (NaN: no data)."""
+
+    def num(v):
+        return math.nan if v is None else float(v)
+
+    return {
+        "density": num(report["density"]),
+        "srqw": num(report["srqw"]),
+        "cr_g": num(report["cr_g_total"]),
+        "cr_g_q": num(report["cr_g_quantized"]),
+        "ec_g": num(report["ec_g"]),
+        "ec_change": num(report["ec_change"]),
+        "nops": int(report["nops"]),
+        "nops_x_bits": num(report["nops_x_bits"]),
+        "weights_mbit": num(report["weights_mbit"]),
+    }
