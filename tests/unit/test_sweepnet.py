@@ -28,3 +28,31 @@ def test_forward_any_image_size_and_named_activations():
     assert isinstance(model.se_block_second_activation, torch.nn.Sigmoid)
     for _, act in SweepNet.LAYERS[:-1]:
         assert hasattr(model, act)
+
+
+def test_maxpool_inference_path_equals_the_library_kernel_and_exports_as_maxpool(tmp_path):
+    from quantscan.models.sweepnet import MaxPool2x2
+
+    pool = MaxPool2x2()
+    x = torch.randn(3, 4, 9, 7)
+    with torch.no_grad():
+        fast = pool(x)
+    assert torch.equal(fast, torch.nn.functional.max_pool2d(x, 2, stride=1))
+    cl = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.equal(pool(cl), fast)
+    # training keeps the library kernel: the gradient goes to the first maximum only
+    x = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]], requires_grad=True)
+    pool(x).sum().backward()
+    assert x.grad.tolist() == [[[[1.0, 0.0], [0.0, 0.0]]]]
+
+    model = SweepNet().eval()
+    with torch.no_grad():
+        a = model(torch.rand(2, 1, 16, 16))
+    assert a.shape == (2, 2)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (torch.rand(1, 1, 16, 16),), str(path), dynamo=False)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "MaxPool" in ops and "Max" not in ops
