@@ -33,7 +33,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import pstats
 import shutil
 import sys
@@ -47,12 +46,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-import onnxruntime as ort  # noqa: E402
+import machine  # noqa: E402  # benchmarks/machine.py: a script's folder is on sys.path
 import torch  # noqa: E402
 
 from quantscan.atomic import write_text  # noqa: E402
 from quantscan.compress.cost import SEED000_TABLE6  # noqa: E402
-from quantscan.compress.int8 import build_int8, cpu_has_vnni  # noqa: E402
+from quantscan.compress.int8 import build_int8  # noqa: E402
 from quantscan.compress.layers import quantize_model  # noqa: E402
 from quantscan.compress.pack import save_packed  # noqa: E402
 from quantscan.modelio import load_fp32, save_fp32  # noqa: E402
@@ -73,28 +72,6 @@ SWEEPS_GLOBALS = {  # the full-scale SweepNet setting: theta = rho = 2000 per 10
     "selection_coefficient": 0.05,
     "sweep_end_time": 0,
 }
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "vnni": cpu_has_vnni(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "onnxruntime": ort.__version__,
-        "load_average_start": list(os.getloadavg()),
-    }
 
 
 class LoadSampler:
@@ -364,7 +341,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.small:
         args.segments, args.grid, args.budget = 5, 1000, 5.0
-    info = machine()
+    info = machine.describe() | {"load_average_start": list(os.getloadavg())}
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="quantscan-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
+import machine  # noqa: E402  # benchmarks/machine.py: a script's folder is on sys.path
 import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
 from quantscan import modelio  # noqa: E402
@@ -47,29 +46,6 @@ from quantscan.models import ViralCNN, build_model  # noqa: E402
 from quantscan.viral import classify, onehot, simulate  # noqa: E402
 
 Q8 = "quantized_bits(8, 0, 1, alpha='auto')"
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "int8_vnni": int8.cpu_has_vnni(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": ort.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def records_fasta(path: Path, length: int, n_per_class: int, seed: int) -> list:
@@ -175,7 +151,7 @@ def main(argv=None) -> dict:
     report = {
         "benchmark": "viral_classify",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine(),
+        "machine": machine.describe(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "settings": {

@@ -16,7 +16,7 @@ from quantscan.compress.cost import SEED000_TABLE6, bits_per_layer, model_bits
 from quantscan.compress.layers import QuantizedWeights, layer_config_of, quantize_model
 from quantscan.compress.pack import load_packed, save_packed
 from quantscan.errors import ConfigError, InputFormatError
-from quantscan.models import SweepNet, build_model
+from quantscan.models import SweepNet
 from quantscan.summary import COLUMNS, summary_table
 from quantscan.train import TrainConfig, predict_proba
 
@@ -28,27 +28,8 @@ WEIGHTS = [name for name, _ in SweepNet.LAYERS]
 SE_ACTS = ["se_block_first_activation", "se_block_second_activation"]
 
 
-def _split(n: int, seed: int):
-    """8x8 binary images; sweeps are denser (a signal a 4-filter SweepNet learns in a few steps)."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    p = np.where(y == 1, 0.65, 0.3)[:, None, None, None]
-    return (rng.random((n, 1, 8, 8)) < p).astype(np.uint8), y.astype(np.int64)
-
-
-@pytest.fixture(scope="module")
-def setup():
-    torch.manual_seed(0)
-    model = build_model(ARCH)
-    train, val, test = _split(128, 1), _split(24, 2), _split(24, 3)
-    from quantscan.train import fit
-
-    fit(model, *train, *val, TrainConfig(epochs=6, batch_size=8, learning_rate=0.01, patience=6), 0)
-    return model.eval(), train, val, test
-
-
-def run(setup, name, cfg, seed=11, extra_eval=None, finetune=FT):
-    model, train, val, test = setup
+def run(tiny_sweepnet, name, cfg, seed=11, extra_eval=None, finetune=FT):
+    model, train, val, test = tiny_sweepnet
     return methods.run_method(
         name, cfg, model, ARCH, train, val, test, CLASSES, finetune, seed, LOG, extra_eval
     )
@@ -181,39 +162,39 @@ def test_normalize_method_fills_type_defaults_and_rejects_foreign_keys():
 # method types
 
 
-def test_mixed_table6_and_extra_eval(setup):
-    x_test = setup[3][0]
+def test_mixed_table6_and_extra_eval(tiny_sweepnet):
+    x_test = tiny_sweepnet[3][0]
     seen = []
 
     def extra(m):
         seen.append(m)
         return {"fpr_probe": 0.25}
 
-    res = run(setup, "mixed_table6", {"type": "mixed"}, extra_eval=extra)
-    fp32_bits = model_bits(setup[0])
+    res = run(tiny_sweepnet, "mixed_table6", {"type": "mixed"}, extra_eval=extra)
+    fp32_bits = model_bits(tiny_sweepnet[0])
     check_variants(res, "mixed", fp32_bits)
     v = res.primary
     assert v.name == "mixed_table6" and v.epochs == 1 and v.metrics["fpr_probe"] == 0.25
-    assert v.layer_config == methods.resolve_layers("seed000_table6", setup[0], "auto")
+    assert v.layer_config == methods.resolve_layers("seed000_table6", tiny_sweepnet[0], "auto")
     assert "se_block_first_conv=1" in v.metrics["bits_per_layer"]
     assert "se_block_second_activation=1" in v.metrics["bits_per_layer"]
     total = res.details[res.details.name == "total"].total_bits.iloc[0]
     assert int(total) == v.metrics["model_bits"] < fp32_bits / 10
     # the fp32 model was not modified (quantize_model works on a copy)
-    assert not any(isinstance(m, QuantizedWeights) for m in setup[0].modules())
+    assert not any(isinstance(m, QuantizedWeights) for m in tiny_sweepnet[0].modules())
     check_packed(res, x_test)
-    assert run(setup, "table6", {"type": "mixed"}).primary.name == "mixed_table6"
+    assert run(tiny_sweepnet, "table6", {"type": "mixed"}).primary.name == "mixed_table6"
 
 
-def test_layer_sensitivity_scan(setup, tmp_path):
+def test_layer_sensitivity_scan(tiny_sweepnet, tmp_path):
     layers = ["sweepnet_first_conv", "se_block_second_conv", "se_block_first_activation"]
     cfg = {"type": "layer_sensitivity", "bits": [1, 4, 32], "layers": layers, "scan_epochs": 0}
-    res = run(setup, "layer_sensitivity", cfg)
-    fp32_bits = model_bits(setup[0])
+    res = run(tiny_sweepnet, "layer_sensitivity", cfg)
+    fp32_bits = model_bits(tiny_sweepnet[0])
     check_variants(res, "layer_sensitivity", fp32_bits)
     scan = res.details[res.details.variant.str.endswith("bit")]
     assert len(scan) == 9 and set(scan.layer) == set(layers)
-    modules = dict(setup[0].named_modules())
+    modules = dict(tiny_sweepnet[0].named_modules())
     for _, row in scan.iterrows():
         quantized = row.bits < 32 and row.kind == "weight"
         n = sum(p.numel() for p in modules[row.layer].parameters())
@@ -225,17 +206,17 @@ def test_layer_sensitivity_scan(setup, tmp_path):
     assert (tmp_path / "fig2.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_uniform_scan_flat_and_mixed(setup, tmp_path):
+def test_uniform_scan_flat_and_mixed(tiny_sweepnet, tmp_path):
     cfg = {"type": "uniform", "bits": [2, 8, 32], "flat_bits": [4, 16], "scan_epochs": 0}
-    res = run(setup, "uniform", cfg)
-    check_variants(res, "uniform", model_bits(setup[0]))
+    res = run(tiny_sweepnet, "uniform", cfg)
+    check_variants(res, "uniform", model_bits(tiny_sweepnet[0]))
     d = res.details.set_index("variant")
     for b in (2, 8, 32):
         assert d.loc[f"uniform_scan_{b}bit", "size_pct"] == pytest.approx(100 * b / 32)
     assert d.loc["uniform_flat_16bit_po2", "size_pct"] == pytest.approx(50)
     assert "alpha='auto_po2'" in json.dumps(res.variants[3].layer_config)
     assert d.loc["uniform_mixed_po2", "model_bits"] == model_bits(
-        quantize_model(setup[0], methods.resolve_layers("seed000_table6", setup[0]))
+        quantize_model(tiny_sweepnet[0], methods.resolve_layers("seed000_table6", tiny_sweepnet[0]))
     )
     b = res.primary.info["bits"]
     assert res.primary.name == f"uniform_{b}bit" and b in (2, 8, 32)
@@ -247,11 +228,11 @@ def test_uniform_scan_flat_and_mixed(setup, tmp_path):
     assert (tmp_path / "fig3.png").stat().st_size > 1000
 
 
-def test_primary_keeps_scan_model_when_fine_tuning_hurts(setup):
+def test_primary_keeps_scan_model_when_fine_tuning_hurts(tiny_sweepnet):
     # a learning rate that wrecks the model: the scanned (post-training) model must be kept
     cfg = {"type": "uniform", "bits": [32], "flat_bits": [], "mixed": None, "scan_epochs": 0}
     wreck = TrainConfig(epochs=1, batch_size=8, learning_rate=50.0, patience=1)
-    res = run(setup, "uniform", cfg, finetune=wreck)
+    res = run(tiny_sweepnet, "uniform", cfg, finetune=wreck)
     scan, primary = res.variants[0], res.primary
     assert scan.val_accuracy > 0.6  # the fixture model learned something
     assert primary.val_accuracy == scan.val_accuracy and primary.model is scan.model
@@ -259,7 +240,7 @@ def test_primary_keeps_scan_model_when_fine_tuning_hurts(setup):
     assert primary.metrics == scan.metrics and primary.name == "uniform_32bit"
 
 
-def test_one_bit_rounds(setup):
+def test_one_bit_rounds(tiny_sweepnet):
     cfg = {
         "type": "one_bit_rounds",
         "layers": ["se_block_first_conv", "sweepnet_first_dense"],
@@ -267,8 +248,8 @@ def test_one_bit_rounds(setup):
         "scan_epochs": 0,
         "tolerance": 1.0,  # everything is tolerated: every round runs
     }
-    res = run(setup, "one_bit_rounds", cfg)
-    check_variants(res, "one_bit_rounds", model_bits(setup[0]))
+    res = run(tiny_sweepnet, "one_bit_rounds", cfg)
+    check_variants(res, "one_bit_rounds", model_bits(tiny_sweepnet[0]))
     names = [v.name for v in res.variants]
     assert names == [
         "one_bit_rounds_base_2bit",
@@ -287,14 +268,14 @@ def test_one_bit_rounds(setup):
     # fewest bits, then most 1-bit activations: both activations on top of the combined layers
     assert res.primary.layer_config == res.variants[6].layer_config
     with pytest.raises(ConfigError, match="activation modules"):
-        run(setup, "one_bit_rounds", {**cfg, "activations": ["sweepnet_first_conv"]})
+        run(tiny_sweepnet, "one_bit_rounds", {**cfg, "activations": ["sweepnet_first_conv"]})
 
 
-def test_auto_search_scores_paste_and_reproducibility(setup, tmp_path):
+def test_auto_search_scores_paste_and_reproducibility(tiny_sweepnet, tmp_path):
     cfg = {"type": "auto_search", "n_trials": 4, "trial_epochs": 1, "weight_bits": [1, 2, 8]}
     ft = TrainConfig(epochs=0)
-    res = run(setup, "auto_search", cfg, finetune=ft)
-    fp32_bits = model_bits(setup[0])
+    res = run(tiny_sweepnet, "auto_search", cfg, finetune=ft)
+    fp32_bits = model_bits(tiny_sweepnet[0])
     check_variants(res, "auto_search", fp32_bits)
     trials = res.details
     assert len(trials) == 4 and trials.best.sum() == 1
@@ -303,15 +284,15 @@ def test_auto_search_scores_paste_and_reproducibility(setup, tmp_path):
             t.val_accuracy * methods.forgiving_score(1, t.model_bits, fp32_bits)
         )
         config = {n: methods.weight_spec(int(t[n])) for n in WEIGHTS}
-        assert t.model_bits == model_bits(quantize_model(setup[0], config))
+        assert t.model_bits == model_bits(quantize_model(tiny_sweepnet[0], config))
     best = trials[trials.best].iloc[0]
     assert best.score == trials.score.max()
     assert res.primary.layer_config == methods.resolve_layers(
-        {n: int(best[n]) for n in WEIGHTS}, setup[0]
+        {n: int(best[n]) for n in WEIGHTS}, tiny_sweepnet[0]
     )
     assert "stats: delta_p=0.08 delta_n=0.08 rate=2.0 trial_size=" in res.notes
     # same seed, same search
-    again = run(setup, "auto_search", cfg, finetune=ft)
+    again = run(tiny_sweepnet, "auto_search", cfg, finetune=ft)
     assert again.details.drop(columns="seconds").equals(trials.drop(columns="seconds"))
     # the paste-able block is a valid 'mixed' method that rebuilds the configuration exactly
     block = res.notes.split("retrain this configuration:\n", 1)[1]
@@ -321,16 +302,16 @@ def test_auto_search_scores_paste_and_reproducibility(setup, tmp_path):
     full = yaml.safe_load(open(qconfig.SCHEMA.parents[0] / "config.yaml"))
     full["compress"]["methods"] = pasted
     assert qconfig.validate(full)["compress"]["methods"][name]["alpha"] is None
-    rebuilt = run(setup, name, entry, finetune=ft).primary
+    rebuilt = run(tiny_sweepnet, name, entry, finetune=ft).primary
     assert rebuilt.layer_config == res.primary.layer_config
     assert rebuilt.metrics["model_bits"] == res.primary.metrics["model_bits"]
     res.plot(tmp_path / "search.png", "t")
 
 
-def test_po2_vs_auto(setup):
+def test_po2_vs_auto(tiny_sweepnet):
     cfg = {"type": "po2_vs_auto", "configurations": {"table6": "seed000_table6", "u2": 2}}
-    res = run(setup, "po2_vs_auto", cfg)
-    check_variants(res, "po2_vs_auto", model_bits(setup[0]))
+    res = run(tiny_sweepnet, "po2_vs_auto", cfg)
+    check_variants(res, "po2_vs_auto", model_bits(tiny_sweepnet[0]))
     assert [v.name for v in res.variants] == [
         "po2_vs_auto_table6_auto",
         "po2_vs_auto_table6_po2",
@@ -345,7 +326,7 @@ def test_po2_vs_auto(setup):
     layer = dict(res.variants[0].model.named_modules())["sweepnet_second_conv"]
     scale = layer.kernel_quantizer.export(layer.weight).params["scale"]
     assert not torch.equal(torch.log2(scale), torch.round(torch.log2(scale)))
-    check_packed(res, setup[3][0])
+    check_packed(res, tiny_sweepnet[3][0])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -32,25 +32,8 @@ PRUNING = ["q_then_p_iter", "p_then_q_iter", "p_then_q_epochs"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _split(n: int, seed: int):
-    """8x8 binary images; sweeps are denser (a signal a 4-filter SweepNet learns in a few steps)."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    p = np.where(y == 1, 0.65, 0.3)[:, None, None, None]
-    return (rng.random((n, 1, 8, 8)) < p).astype(np.uint8), y.astype(np.int64)
-
-
-@pytest.fixture(scope="module")
-def setup():
-    torch.manual_seed(0)
-    model = build_model(ARCH)
-    train, val, test = _split(128, 1), _split(24, 2), _split(24, 3)
-    fit(model, *train, *val, TrainConfig(epochs=6, batch_size=8, learning_rate=0.01, patience=6), 0)
-    return model.eval(), train, val, test
-
-
-def run(setup, name, cfg, finetune=FT, arch=ARCH, seed=11):
-    model, train, val, test = setup
+def run(tiny_sweepnet, name, cfg, finetune=FT, arch=ARCH, seed=11):
+    model, train, val, test = tiny_sweepnet
     return methods.run_method(
         name, cfg, model, arch, train, val, test, CLASSES, finetune, seed, LOG
     )
@@ -107,9 +90,9 @@ def check_packed(v, x, tmp_path, fp32_model, arch=ARCH):
         ("dorefa", {"layers": "all"}, 2),
     ],
 )
-def test_ternary_types(setup, tmp_path, type_name, cfg, max_values):
-    res = run(setup, f"{type_name}_run", {"type": type_name, **cfg})
-    fp32 = setup[0]
+def test_ternary_types(tiny_sweepnet, tmp_path, type_name, cfg, max_values):
+    res = run(tiny_sweepnet, f"{type_name}_run", {"type": type_name, **cfg})
+    fp32 = tiny_sweepnet[0]
     fp32_bits = model_bits(fp32)
     assert len(res.variants) == 1 and res.primary is res.variants[0]
     v = res.primary
@@ -134,18 +117,18 @@ def test_ternary_types(setup, tmp_path, type_name, cfg, max_values):
     ((name, entry),) = yaml.safe_load(block).items()
     assert name == f"{type_name}_run_copy" and entry["layers"] == list(layers)
     assert methods.normalize_method(entry)["type"] == type_name
-    check_packed(v, setup[3][0], tmp_path, fp32)
+    check_packed(v, tiny_sweepnet[3][0], tmp_path, fp32)
     res.plot(tmp_path / "t.png", "t")
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_attq_hessian_layers_are_reported_and_seeded(setup, tmp_path):
+def test_attq_hessian_layers_are_reported_and_seeded(tiny_sweepnet, tmp_path):
     cfg = {
         "type": "attq",
         "layers": "hessian",
         "hessian": {"fraction": 0.5, "samples": 16, "max_iter": 6},
     }
-    res = run(setup, "attq", cfg)
+    res = run(tiny_sweepnet, "attq", cfg)
     d = res.details.set_index("layer")
     assert d.trace.notna().all() and (d.trace_samples >= 2).all()
     # the selection: ascending trace per weight until half of the weights
@@ -164,30 +147,30 @@ def test_attq_hessian_layers_are_reported_and_seeded(setup, tmp_path):
     assert "# Hessian traces (Hutchinson, 16 training inputs" in res.notes
     for layer in d.index:
         assert layer in res.notes.split("# Hessian traces", 1)[1]
-    again = run(setup, "attq", cfg)
+    again = run(tiny_sweepnet, "attq", cfg)
     assert again.details.trace.equals(res.details.trace)  # seeded inputs and probes
     res.plot(tmp_path / "h.png", "h")
     assert (tmp_path / "h.png").stat().st_size > 1000
 
 
-def test_dorefa_activation_bits_on_every_relu(setup, tmp_path):
-    res = run(setup, "dorefa", {"type": "dorefa", "k": 2, "activation_bits": 2})
+def test_dorefa_activation_bits_on_every_relu(tiny_sweepnet, tmp_path):
+    res = run(tiny_sweepnet, "dorefa", {"type": "dorefa", "k": 2, "activation_bits": 2})
     v = res.primary
-    relus = [n for n, m in setup[0].named_modules() if isinstance(m, torch.nn.ReLU)]
+    relus = [n for n, m in tiny_sweepnet[0].named_modules() if isinstance(m, torch.nn.ReLU)]
     acts = [n for n, m in v.model.named_modules() if isinstance(m, DoReFaActivation)]
     assert acts == relus and len(acts) == 5
     assert all(f"{a}=2" in v.metrics["bits_per_layer"].split(",") for a in acts)
     for layer in ternary_layers(v.model).values():
         assert torch.unique(layer.effective_weight()).numel() <= 4  # k = 2: four levels
     assert res.details.layer.tolist()[-len(acts) :] == acts
-    check_packed(v, setup[3][0], tmp_path, setup[0])
+    check_packed(v, tiny_sweepnet[3][0], tmp_path, tiny_sweepnet[0])
 
 
-def test_ternary_errors_name_the_method(setup):
+def test_ternary_errors_name_the_method(tiny_sweepnet):
     with pytest.raises(ConfigError, match=r"method 'attq' \(attq\).*t_min <= t_max"):
-        run(setup, "attq", {"type": "attq", "t_min": 1.0, "t_max": 0.0})
+        run(tiny_sweepnet, "attq", {"type": "attq", "t_min": 1.0, "t_max": 0.0})
     with pytest.raises(ConfigError, match="method 'ttq'.*conv9"):
-        run(setup, "ttq", {"type": "ttq", "layers": ["conv9"]})
+        run(tiny_sweepnet, "ttq", {"type": "ttq", "layers": ["conv9"]})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,10 +178,10 @@ def test_ternary_errors_name_the_method(setup):
 
 
 @pytest.mark.parametrize("type_name", PRUNING)
-def test_pruning_types(setup, tmp_path, type_name):
+def test_pruning_types(tiny_sweepnet, tmp_path, type_name):
     cfg = {"type": type_name, "bits": 4, "gammas": [0.5, 1.5], "tolerance": 0.05}
-    res = run(setup, type_name, cfg, finetune=TrainConfig(2, 16, 0.01, 2))
-    fp32 = setup[0]
+    res = run(tiny_sweepnet, type_name, cfg, finetune=TrainConfig(2, 16, 0.01, 2))
+    fp32 = tiny_sweepnet[0]
     names = [v.name for v in res.variants]
     assert names == [f"{type_name}_g0.5", f"{type_name}_g1.5"]
     assert sum(v.primary for v in res.variants) == 1
@@ -225,7 +208,7 @@ def test_pruning_types(setup, tmp_path, type_name):
     assert res.primary.name == expected
     assert list(d.loc[names, "gamma"]) == [0.5, 1.5]
     assert (d.loc[names, "within_tolerance"].astype(bool) == [n in ok for n in names]).all()
-    sizes = [check_packed(v, setup[3][0], tmp_path, fp32)[0] for v in res.variants]
+    sizes = [check_packed(v, tiny_sweepnet[3][0], tmp_path, fp32)[0] for v in res.variants]
     assert sizes[1] < sizes[0]  # sparser, smaller file (the tiny model's header is most of it)
     block = res.notes.split("retrain this configuration:\n", 1)[1]
     ((_, entry),) = yaml.safe_load(block).items()
@@ -235,9 +218,9 @@ def test_pruning_types(setup, tmp_path, type_name):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_pruned_zeros_persist_through_fit_and_finalize(setup):
+def test_pruned_zeros_persist_through_fit_and_finalize(tiny_sweepnet):
     """fit restores its best epoch; the finalized weights keep every mask of the schedule."""
-    model, train, val, _ = setup
+    model, train, val, _ = tiny_sweepnet
     model = copy.deepcopy(model)
     schedule = make_schedule("q_then_p_iter", 1.0, 8)
     fit(model, *train, *val, TrainConfig(3, 16, 0.01, 1), 3, step=schedule.step)
@@ -298,9 +281,9 @@ def test_viral_cnn_through_q_then_p_iter(tmp_path):
 # every method type gets the metrics; bit accounting; schema and config
 
 
-def test_mixed_variants_carry_the_compression_metrics(setup):
-    res = run(setup, "mixed", {"type": "mixed"})
-    fp32_nops = compression_report(setup[0], torch.zeros(1, 1, 8, 8))["nops"]
+def test_mixed_variants_carry_the_compression_metrics(tiny_sweepnet):
+    res = run(tiny_sweepnet, "mixed", {"type": "mixed"})
+    fp32_nops = compression_report(tiny_sweepnet[0], torch.zeros(1, 1, 8, 8))["nops"]
     check_metrics(res.primary, fp32_nops)
     assert "# density " in res.notes
 
@@ -383,9 +366,9 @@ def test_summary_columns_list_the_compression_metrics():
     assert [c for c in cols if c in new] == new
 
 
-def test_deployed_metrics_of_an_fp32_model(setup):
+def test_deployed_metrics_of_an_fp32_model(tiny_sweepnet):
     """The fp32 summary rows get the same columns: dense 32-bit weights, no quantized layers."""
-    model, _, _, test = setup
+    model, _, _, test = tiny_sweepnet
     x = torch.from_numpy(test[0][:1]).float()
     m = methods.deployed_metrics(model, x)
     n_weights = sum(w.numel() for w in effective_weights(model).values())

@@ -233,6 +233,14 @@ def _squeeze(codes: np.ndarray, k: int) -> np.ndarray:
     return (codes & lo) | ((codes >> _U64(8 - k)) & (lo << _U64(k)))
 
 
+def _run_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """True where a run of equal values starts in a sorted (non-empty) 1-D array."""
+    starts = np.empty(sorted_keys.size, bool)
+    starts[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
+    return starts
+
+
 def _dedup(keys: np.ndarray, key_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """(index of the first occurrence of each distinct key, inverse) of a 1-D uint64 array.
 
@@ -249,16 +257,23 @@ def _dedup(keys: np.ndarray, key_bits: int) -> tuple[np.ndarray, np.ndarray]:
     packed = np.left_shift(keys, _U64(pbits), out=keys)  # keys are a temporary
     packed |= np.arange(n, dtype=_U64)
     packed.sort()
-    k = packed >> _U64(pbits)
-    new = np.empty(n, bool)
-    new[0] = True
-    np.not_equal(k[1:], k[:-1], out=new[1:])
+    new = _run_starts(packed >> _U64(pbits))
     ids = np.cumsum(new)
     ids -= 1
     src = (packed & _U64((1 << pbits) - 1)).astype(np.intp)
     inv = np.empty(n, np.intp)
     inv[src] = ids
     return src[new], inv
+
+
+def _distinct_sub_patches(
+    codes: np.ndarray, k: int, key_bits: int, *, offset_major: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(inverse, distinct codes) of the k x k sub-patches of ``codes`` (``key_bits``: of the
+    squeezed key); the inverse is laid out as ``_sub_patches``, offset- or patch-major."""
+    subs = _sub_patches(codes, k, offset_major=offset_major)
+    first, inv = _dedup(_squeeze(subs, k), key_bits)
+    return inv, subs[first]
 
 
 def patch_codes7(x: np.ndarray) -> np.ndarray:
@@ -427,31 +442,22 @@ class SweepNetLutEngine(Engine):
         keys = keys.ravel()
         keys.sort()
         tick("patches7")
-        start = np.empty(keys.size, bool)
-        start[0] = True
-        np.not_equal(keys[1:], keys[:-1], out=start[1:])
-        first = np.flatnonzero(start)
+        first = np.flatnonzero(_run_starts(keys))
         counts = np.diff(first, append=keys.size).astype(np.float32)
         pair_keys = keys[first]
         pair_img = (pair_keys & _U64(0xFF)).astype(np.intp)
         pair_code = pair_keys >> _U64(8)
-        new = np.empty(pair_code.size, bool)
-        new[0] = True
-        np.not_equal(pair_code[1:], pair_code[:-1], out=new[1:])
+        new = _run_starts(pair_code)
         pair_patch = np.cumsum(new)
         pair_patch -= 1
         u7 = pair_code[new]
         n7 = u7.size
         tick("pairs")
         # distinct 6x6 sub-patches (offset-major) and 5x5 sub-patches (patch-major)
-        s6 = _sub_patches(u7, 6, offset_major=True)
-        first6, inv6 = _dedup(_squeeze(s6, 6), 44)
-        u6 = s6[first6]
+        inv6, u6 = _distinct_sub_patches(u7, 6, 44, offset_major=True)
         n6 = u6.size
         tick("patches6")
-        s5 = _sub_patches(u6, 5, offset_major=False)
-        first5, inv5 = _dedup(_squeeze(s5, 5), 37)
-        u5 = s5[first5]
+        inv5, u5 = _distinct_sub_patches(u6, 5, 37, offset_major=False)
         n5 = u5.size
         tick("patches5")
         # pool-2 output of each 5x5 patch: max of four rows of the 4x4 table
@@ -488,19 +494,11 @@ class SweepNetLutEngine(Engine):
         n7 = u7.size
         est["7"] = n7 / (b * n_pos)
         tick("patches7")
-        bits = lk.table_bits(4 * n7 * est["6"])
-        while (res := lk.sub_patches(u7, 6, bits)) is None:
-            bits += 1
-        inv6, u6 = res
+        inv6, u6 = self._sub_patches_numba(u7, 6)
         n6 = u6.size
-        est["6"] = n6 / (4 * n7)
         tick("patches6")
-        bits = lk.table_bits(4 * n6 * est["5"])
-        while (res := lk.sub_patches(u6, 5, bits)) is None:
-            bits += 1
-        inv5, u5 = res
+        inv5, u5 = self._sub_patches_numba(u6, 5)
         n5 = u5.size
-        est["5"] = n5 / (4 * n6)
         tick("patches5")
         a2 = torch.from_numpy(lk.pool_table4(u5, self.a2_table.numpy()))
         tick("pool2")
@@ -510,6 +508,22 @@ class SweepNetLutEngine(Engine):
         tick("pool3")
         stats = {"patches7": n7, "patches6": n6, "patches5": n5, "pairs_by_image": True}
         return a3, pair_img, pair_patch, counts, stats
+
+    def _sub_patches_numba(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(inverse, distinct) k x k sub-patches of ``codes`` by ``lutkernels.sub_patches``.
+
+        The hash table is sized from the last chunk's share of distinct keys at this level and
+        grown until the keys fit; the share is updated for the next chunk.
+        """
+        from . import lutkernels as lk
+
+        level = str(k)
+        bits = lk.table_bits(4 * codes.size * self._distinct[level])
+        while (res := lk.sub_patches(codes, k, bits)) is None:
+            bits += 1
+        inv, distinct = res
+        self._distinct[level] = distinct.size / (4 * codes.size)
+        return inv, distinct
 
     def _conv3(self, a2: torch.Tensor, inv5: np.ndarray) -> torch.Tensor:
         """Activated conv-3 output of each 6x6 patch from the pool-2 outputs of its 5x5 patches.

@@ -23,6 +23,21 @@ def _fp32_line(ax, table: pd.DataFrame, horizontal: bool = True) -> None:
         line(acc, color="0.4", ls="--", lw=1, label=f"fp32 ({acc:.3f})")
 
 
+def _primary_marker(ax, rows: pd.DataFrame, x: str, ms: float) -> None:
+    """A hollow square on the primary variant's test accuracy against column ``x``."""
+    primary = rows[rows.primary.astype(bool)]
+    if len(primary):
+        ax.plot(
+            primary[x],
+            primary.accuracy,
+            "s",
+            mfc="none",
+            mec="k",
+            ms=ms,
+            label=f"primary ({primary.variant.iloc[0]})",
+        )
+
+
 def layer_sensitivity(table: pd.DataFrame, path, title: str) -> None:
     """Accuracy per layer and bit width, one layer quantized at a time (seed 000 Fig. 2)."""
     scan = table[table.variant.ne("fp32") & table.kind.isin(["weight", "activation"])]
@@ -74,17 +89,7 @@ def uniform(table: pd.DataFrame, path, title: str) -> None:
             label=s,
             ms=10 if marker == "*" else 5,
         )
-    primary = rows[rows.primary.astype(bool)]
-    if len(primary):
-        ax2.plot(
-            primary.model_bits,
-            primary.accuracy,
-            "s",
-            mfc="none",
-            mec="k",
-            ms=10,
-            label=f"primary ({primary.variant.iloc[0]})",
-        )
+    _primary_marker(ax2, rows, "model_bits", ms=10)
     for ax in (ax1, ax2):
         _fp32_line(ax, table)
         ax.set(ylabel="test accuracy", ylim=(0, 1.02))
@@ -205,17 +210,7 @@ def pruning(table: pd.DataFrame, path, title: str) -> None:
     ax.plot(rows.density, rows.val_accuracy, "x--", color="C1", label="validation")
     for d, a, g in zip(rows.density, rows.accuracy, rows.gamma, strict=True):
         ax.annotate(f"γ={g:g}", (d, a), textcoords="offset points", xytext=(3, 4), fontsize=7)
-    primary = rows[rows.primary.astype(bool)]
-    if len(primary):
-        ax.plot(
-            primary.density,
-            primary.accuracy,
-            "s",
-            mfc="none",
-            mec="k",
-            ms=11,
-            label=f"primary ({primary.variant.iloc[0]})",
-        )
+    _primary_marker(ax, rows, "density", ms=11)
     _fp32_line(ax, table)
     ax.set(xlabel="density (non-zero weights / all weights)", ylabel="accuracy", ylim=(0, 1.02))
     ax.set_xlim(0, 1.02)

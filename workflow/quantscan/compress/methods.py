@@ -700,6 +700,20 @@ def _choose_primary(ctx: Context, variants: list[Variant], chosen: Variant, name
     return v
 
 
+def _variants_result(
+    ctx: Context, variants: list[Variant], primary: Variant, plot, header: str = ""
+) -> MethodResult:
+    """The variants' table (fp32 first) as details, the primary's notes under ``header``, and
+    ``plot(table, path, title)`` as the figure."""
+    table = variant_table(variants, ctx.fp32)
+    return MethodResult(
+        variants,
+        table,
+        primary_notes(ctx, primary, header),
+        lambda path, title: plot(table, path, title),
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # method types
 
@@ -750,17 +764,11 @@ def _layer_sensitivity(ctx: Context) -> MethodResult:
     info = {"layer": "combined", "kind": "", "bits": math.nan, "spec": chosen or "fp32"}
     primary = ctx.variant(f"{ctx.prefix}_combined", combined, ctx.finetune.epochs, info, True)
     variants.append(primary)
-    table = variant_table(variants, ctx.fp32)
     header = (
         f"# per layer, the smallest bit width whose validation accuracy stays within "
         f"{cfg['tolerance']} of fp32 ({ctx.fp32.val_accuracy:.4f}): {chosen or 'none'}"
     )
-    return MethodResult(
-        variants,
-        table,
-        primary_notes(ctx, primary, header),
-        lambda path, title: figures.layer_sensitivity(table, path, title),
-    )
+    return _variants_result(ctx, variants, primary, figures.layer_sensitivity, header)
 
 
 @register("uniform")
@@ -805,17 +813,11 @@ def _uniform(ctx: Context) -> MethodResult:
         f"{ctx.prefix}_{bits}bit",
         {"series": "primary", "bits": bits, "alpha": str(cfg["alpha"])},
     )
-    table = variant_table(variants, ctx.fp32)
     header = (
         f"# smallest uniform bit width with validation accuracy within {cfg['tolerance']} of "
         f"fp32 ({ctx.fp32.val_accuracy:.4f}): {bits}" + ("" if tolerated else " (none: widest)")
     )
-    return MethodResult(
-        variants,
-        table,
-        primary_notes(ctx, primary, header),
-        lambda path, title: figures.uniform(table, path, title),
-    )
+    return _variants_result(ctx, variants, primary, figures.uniform, header)
 
 
 @register("one_bit_rounds")
@@ -867,18 +869,12 @@ def _one_bit_rounds(ctx: Context) -> MethodResult:
         {**chosen.info, "round": f"best: {chosen.name}"},
     )
     primary.info["within_tolerance"] = ctx.within(primary)
-    table = variant_table(variants, ctx.fp32)
     header = (
         f"# layers tolerating 1 bit (validation accuracy within {cfg['tolerance']} of fp32 "
         f"{ctx.fp32.val_accuracy:.4f}): {', '.join(tolerant) or 'none'}\n"
         f"# chosen round: {chosen.name}"
     )
-    return MethodResult(
-        variants,
-        table,
-        primary_notes(ctx, primary, header),
-        lambda path, title: figures.rounds(table, path, title),
-    )
+    return _variants_result(ctx, variants, primary, figures.rounds, header)
 
 
 @register("auto_search")
@@ -982,13 +978,7 @@ def _po2_vs_auto(ctx: Context) -> MethodResult:
             variants.append(ctx.variant(name, config, ctx.finetune.epochs, info))
     first_po2 = variants[1]
     first_po2.primary = True
-    table = variant_table(variants, ctx.fp32)
-    return MethodResult(
-        variants,
-        table,
-        primary_notes(ctx, first_po2),
-        lambda path, title: figures.po2_vs_auto(table, path, title),
-    )
+    return _variants_result(ctx, variants, first_po2, figures.po2_vs_auto)
 
 
 # --------------------------------------------------------------------------------------------------
