@@ -146,3 +146,111 @@ def test_wrong_type_and_unknown_key(trained, tmp_path):
     assert int8_method.method_name("fast") == "int8_fast"
     assert int8_method.method_name("int8_entropy") == "int8_entropy"
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------------------------------
+# the viral 1-D CNN: uint8 one-hot (B, 5, N), Conv1d + BatchNorm1d + MaxPool1d, 3-D input
+
+
+def onehot_data(rng, n, length=64, n_classes=3):
+    """Random one-hot windows; class c draws base c (A, C, G) five times as often as the others."""
+    y = rng.integers(0, n_classes, n)
+    p = np.ones((n, 4))
+    p[np.arange(n), y] = 5.0
+    p /= p.sum(1, keepdims=True)
+    codes = (rng.random((n, length, 1)) > p.cumsum(1)[:, None, :]).sum(-1)
+    x = np.zeros((n, 5, length), np.uint8)
+    x[np.arange(n)[:, None], codes, np.arange(length)[None]] = 1
+    return x, y.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def viral_result(tmp_path_factory):
+    """A seeded ViralCNN (N = 64): random conv filters with batch-norm statistics of the training
+    inputs, dense layers trained on their features (training the ~800k conv weights too takes
+    ~20 s on 2 busy cores), then the int8 method."""
+    from quantscan.models.viralcnn import ViralCNN
+
+    torch.manual_seed(0)
+    model = ViralCNN(n_classes=3, length=64, dropout=0.0)
+    rng = np.random.default_rng(0)
+    train = onehot_data(rng, 96)
+    xt, yt = torch.from_numpy(train[0]).float(), torch.from_numpy(train[1])
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.momentum = None  # exact mean and variance over the one pass below
+    feats = {}
+    hook = model.flatten.register_forward_hook(lambda m, i, o: feats.update(x=o.detach()))
+    model.train()
+    with torch.no_grad():
+        model(xt)
+    hook.remove()
+    head = nn.Sequential(
+        *(getattr(model, f"dense{i}{s}") for i in (1, 2, 3) for s in ("", "_activation")),
+        model.dense4,
+    )
+    opt = torch.optim.Adam(head.parameters(), lr=0.02)
+    for _ in range(40):
+        opt.zero_grad()
+        nn.functional.cross_entropy(head(feats["x"]), yt).backward()
+        opt.step()
+    model.eval()
+    test = onehot_data(np.random.default_rng(1), 64)
+    path = tmp_path_factory.mktemp("int8_viral") / "model.onnx"
+    cfg = {"type": "int8", "calibration_samples": 48, "latency_batch": 16, "latency_repeats": 2}
+    res = run_int8_method(
+        "int8", cfg, model, train, test, ["a", "b", "c"], 5, path, scenario="simulated"
+    )
+    return res, path, model, test
+
+
+def test_viral_cnn_int8_agrees_with_fp32_and_is_smaller(viral_result):
+    res, path, model, (x, y) = viral_result
+    m = res.metrics
+    assert m["fp32_accuracy"] >= 0.9  # a signal the comparison can measure
+    assert m["agreement_fp32"] >= 0.95 and abs(m["accuracy_delta"]) <= 0.05
+    assert {"acc_a", "acc_b", "acc_c"} <= set(m) and m["n"] == 64
+    # the ONNX file loads and is the evaluated model: uint8 one-hot in, (B, 3) out
+    from quantscan.compress.int8 import OrtEngine
+
+    engine = OrtEngine(path)
+    shape = engine.session.get_inputs()[0].shape
+    assert shape[1:] == [5, 64] and engine.session.get_outputs()[0].shape[1:] == [3]
+    proba = engine.predict_proba(x)
+    assert float((proba.argmax(1) == y).mean()) == pytest.approx(m["accuracy"])
+    with torch.no_grad():
+        fp32 = torch.softmax(model(torch.from_numpy(x).float()), 1).numpy()
+    assert np.abs(proba - fp32).max() < 0.2  # per-class probability, not only the argmax
+    # ~800k weights: the QDQ graph's own bytes are small, the file is close to 4x smaller
+    assert m["file_bytes"] == path.stat().st_size and m["size_ratio"] > 3.5
+    for k in ("speedup_vs_torch_fp32", "speedup_vs_ort_fp32"):
+        assert np.isfinite(m[k]) and m[k] > 0
+    row = rows_table(res.rows, COLUMNS)
+    at = list(row.columns).index("bits_per_layer")
+    assert list(row.columns[at + 1 : at + 3]) == ["speedup_vs_torch_fp32", "speedup_vs_ort_fp32"]
+
+
+def test_viral_cnn_int8_folds_batch_norm_and_runs_integer_kernels(viral_result):
+    res, path, model, _ = viral_result
+    m = res.metrics
+    stored = m["int8"]["stored_ops"]
+    # eval-mode export folds BatchNorm1d into the (bias-free) convolutions; ORT's pre-processing
+    # fuses the padding into them
+    assert "BatchNormalization" not in stored and "Pad" not in stored
+    ops = m["int8"]["runtime_ops"]
+    assert ops.get("QLinearConv") == 4 and ops.get("QGemm") == 4 and ops.get("MaxPool") == 4
+    assert m["int8"]["latency"]["torch_channels_last"] is False  # 3-D input
+    assert m["int8"]["unmatched_layers"] == []
+    # every conv now stores a folded int32 bias: 8 bits per weight, 32 per bias
+    n_w = sum(
+        p.numel() for n, p in model.named_parameters() if n.endswith(".weight") and "_bn" not in n
+    )
+    n_b = sum(getattr(model, f"conv{i}").out_channels for i in range(1, 5)) + sum(
+        getattr(model, f"dense{i}").bias.numel() for i in range(1, 5)
+    )
+    assert m["model_bits"] == 8 * n_w + 32 * n_b
+    assert m["bits_per_layer"].split(",")[0] == "conv1=8/32"
+    # compression metrics of the dequantized stored weights, through the 1-D model
+    assert 0.9 < m["density"] <= 1.0 and m["nops"] > 0 and m["weights_mbit"] <= 8 * n_w / 1e6
+    layers, _ = stored_layers(path)
+    assert [sl.op for sl in layers] == ["Conv"] * 4 + ["Gemm"] * 4

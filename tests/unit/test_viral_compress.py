@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -112,6 +113,45 @@ def test_viral_compress_config_checks():
     viral["compress"]["methods"]["q8"]["scenarios"] = ["constant"]
     with pytest.raises(ConfigError, match=r"methods.q8.scenarios: sweep scenarios do not apply"):
         dataset.check_config(viral)
-    viral["compress"]["methods"]["q8"] = {"type": "int8"}
-    with pytest.raises(ConfigError, match="type 'int8' writes no packed model"):
+    # int8 runs in viral_compress_int8 (model.onnx) and classify can name it; fine-tuning does not apply
+    viral["compress"]["methods"]["q8"] = {"type": "int8", "finetune": {}}
+    viral["classify"]["model"] = "q8"
+    dataset.check_config(viral)
+    viral["compress"]["methods"]["q8"]["finetune"] = {"epochs": 2}
+    with pytest.raises(ConfigError, match=r"methods.q8.finetune: type 'int8' is post-training"):
         dataset.check_config(viral)
+
+
+def test_int8_script_on_a_viral_model(viral_job):
+    """compress_int8.py as viral_compress_int8 runs it: the data set wildcard, no neutral test
+    sets; the int8 model.onnx is what viral_classify loads (through ONNX Runtime)."""
+    tmp, paths = viral_job
+    out = tmp / "int8"
+    names = ("model.onnx", "metrics.json", "rows.tsv", "details.tsv", "notes.txt", "plot.png")
+    cfg = {"type": "int8", "calibration_samples": 16, "latency_batch": 8, "latency_repeats": 2}
+    smk = SimpleNamespace(
+        wildcards=SimpleNamespace(dataset="simulated", method="int8"),
+        input=SimpleNamespace(**{k: str(paths[k]) for k in ("model", "train", "test")}),
+        output=SimpleNamespace(**{n.split(".")[0]: str(out / n) for n in names}),
+        params=SimpleNamespace(method=cfg, class_names=CLASSES, seed=3),
+        log=[str(tmp / "int8.log")],
+        threads=1,
+        rule="viral_compress_int8",
+        scriptdir=str(ROOT / "workflow" / "scripts"),
+    )
+    runpy.run_path(str(ROOT / "workflow/scripts/compress_int8.py"), init_globals={"snakemake": smk})
+    metrics = json.loads(Path(smk.output.metrics).read_text())
+    assert metrics["scenario"] == "simulated" and metrics["method"] == "int8"
+    assert {f"acc_{c}" for c in CLASSES} <= set(metrics) and metrics["n"] == 6
+    assert not [k for k in metrics if k.startswith("fpr_")]  # no neutral test sets
+    assert metrics["file_bytes"] == Path(smk.output.model).stat().st_size
+    assert metrics["file_bytes"] < metrics["fp32_onnx_bytes"] / 3
+    assert metrics["speedup_vs_torch_fp32"] > 0 and metrics["arch"]["name"] == "viralcnn"
+    rows = pd.read_csv(smk.output.rows, sep="\t")
+    assert rows.method.tolist() == ["int8"] and rows.scenario.tolist() == ["simulated"]
+    assert "simulated/int8: " in Path(smk.log[0]).read_text()
+    # viral_classify with viral.classify.model naming the int8 method
+    engine = classify.load_engine(smk.output.model)
+    assert engine.kind == "onnx" and (engine.length, engine.n_classes) == (LENGTH, 3)
+    again = classify.evaluate_split(engine, dataset.read_split(paths["test"]), CLASSES)
+    assert again["accuracy"] == pytest.approx(metrics["accuracy"])

@@ -143,9 +143,10 @@ def test_viral_compressed_model_joins_summary_and_classifies(workdir):
         "file_bytes",
     ]
     assert {"density", "weights_mbit", "nops_x_bits", "size_pct"} <= set(table.columns)
-    assert table.scenario.tolist() == ["simulated"] * 2
-    fp32, qp = table.iloc[0], table.iloc[1]
-    assert fp32.method == "fp32" and qp.method == "q_then_p_iter_g1.0"  # the primary variant
+    assert table.scenario.tolist() == ["simulated"] * 3
+    # q_then_p_iter's row is its primary variant; int8 (tiny.yaml) runs in viral_compress_int8
+    assert table.method.tolist() == ["fp32", "int8", "q_then_p_iter_g1.0"]
+    fp32, i8, qp = (table.iloc[i] for i in range(3))
     assert fp32.density == 1 and 0 < qp.density < 1
     assert qp.weights_mbit < fp32.weights_mbit * qp.density / 3  # 8 of 32 bits, zeros not counted
     assert qp.nops_x_bits < fp32.nops_x_bits / 3 and 0 <= qp.accuracy <= 1
@@ -159,6 +160,44 @@ def test_viral_compressed_model_joins_summary_and_classifies(workdir):
     assert len(out) == fp32.n_records and set(out.predicted) <= set(classes)
     log = workdir / "logs/viral/classify/simulated/q_then_p_iter/simulated_test.log"
     assert "torch-packed model" in log.read_text()
+
+
+def test_viral_int8_method_joins_summary_compare_and_classifies(workdir):
+    res = workdir / "results" / "viral"
+    table = pd.read_csv(res / "summary.tsv", sep="\t").set_index("method")
+    fp32, i8 = table.loc["fp32"], table.loc["int8"]
+    at = list(table.reset_index().columns).index("bits_per_layer")
+    assert list(table.reset_index().columns[at + 1 : at + 3]) == [
+        "speedup_vs_torch_fp32",
+        "speedup_vs_ort_fp32",
+    ]
+    assert i8.speedup_vs_torch_fp32 > 0 and i8.speedup_vs_ort_fp32 > 0
+    assert 0 <= i8.accuracy <= 1 and 0 <= i8.acc_Riboviria <= 1
+    # about a million weights: the int8 ONNX file is near 4x smaller than the fp32 model file
+    assert i8.file_bytes < fp32.file_bytes / 3
+    assert i8.model_bits < fp32.model_bits / 3
+    job = res / "compress/simulated/int8"
+    assert (job / "model.onnx").stat().st_size == i8.file_bytes
+    assert not (job / "model.qsp").exists()  # not run by viral_compress
+    metrics = json.loads((job / "metrics.json").read_text())
+    classes = metrics["confusion_matrix"]["classes"]
+    assert classes[0] == "Alphasatellitidae" and len(classes) == 4
+    assert i8.file_bytes < metrics["fp32_onnx_bytes"] / 3
+    # batch norm folded, padding fused: the four conv blocks and four dense layers run as integer
+    # kernels; the 1-D input stays channels-first for torch
+    ops = metrics["int8"]["runtime_ops"]
+    assert ops.get("QLinearConv") == 4 and ops.get("QGemm", 0) + ops.get("QLinearMatMul", 0) == 4
+    assert metrics["int8"]["latency"]["torch_channels_last"] is False
+    assert metrics["int8"]["unmatched_layers"] == []
+    variants = pd.read_csv(res / "compare/variants.tsv", sep="\t")
+    assert {"fp32", "int8"} <= set(variants.family) and "int8" in set(variants.method)
+    # viral.classify.model may name an int8 method: its model.onnx runs through ONNX Runtime
+    target = "results/viral/classify/simulated/int8/simulated_test.tsv"
+    smk(workdir, "--cores", "2", target)
+    out = pd.read_csv(workdir / target, sep="\t")
+    assert len(out) == fp32.n_records and set(out.predicted) <= set(classes)
+    log = workdir / "logs/viral/classify/simulated/int8/simulated_test.log"
+    assert "onnx model" in log.read_text()
 
 
 def test_rerun_has_nothing_to_do_and_report_builds(workdir):

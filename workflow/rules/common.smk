@@ -173,11 +173,18 @@ except ConfigError as err:
 VIRAL_DATASET = vdataset.SOURCES[VIRAL["source"]]
 VIRAL_CLASSES = vdataset.class_names_for(VIRAL)
 VIRAL_STRIDE = VIRAL["stride"] or VIRAL["length"] // 2
-#: Names of the compression methods run on the viral model (viral.compress.methods, rule
-#: viral_compress in compress.smk). Like the sweeps' methods, each writes
-#: results/viral/compress/<VIRAL_DATASET>/<method>/{model.qsp, metrics.json, ...}; the metrics
-#: join results/viral/summary.tsv and viral.classify.model can name any of them.
+#: Names of the compression methods run on the viral model (viral.compress.methods, rules
+#: viral_compress and viral_compress_int8 in compress.smk). Like the sweeps' methods, each writes
+#: results/viral/compress/<VIRAL_DATASET>/<method>/{model.qsp, metrics.json, ...} (int8 ones
+#: model.onnx instead of model.qsp); the metrics join results/viral/summary.tsv and
+#: viral.classify.model can name any of them.
 VIRAL_COMPRESSED = list(VIRAL["compress"]["methods"])
+VIRAL_INT8 = [
+    n
+    for n, m in VIRAL["compress"]["methods"].items()
+    if m["type"] in vdataset.UNPACKED_METHOD_TYPES
+]
+VIRAL_PACKED = [n for n in VIRAL_COMPRESSED if n not in VIRAL_INT8]
 
 
 def viral_classify_inputs():
@@ -277,10 +284,12 @@ def viral_metrics(wildcards):
 
 
 def viral_model_file(wildcards):
-    """The model file of fp32 or of a compression method (packed, compress.smk)."""
+    """The model file of fp32 or of a compression method (compress.smk): packed, or the int8
+    ONNX model of an int8 method (classified through ONNX Runtime)."""
     if wildcards.model == "fp32":
         return f"results/viral/models/{wildcards.dataset}/fp32/model.pt"
-    return f"results/viral/compress/{wildcards.dataset}/{wildcards.model}/model.qsp"
+    name = "model.onnx" if wildcards.model in VIRAL_INT8 else "model.qsp"
+    return f"results/viral/compress/{wildcards.dataset}/{wildcards.model}/{name}"
 
 
 def viral_classify_fasta(wildcards):

@@ -6,7 +6,8 @@ method's own table (details.tsv), figure (plot.png) and notes (notes.txt: per-la
 table, search statistics, a config block to paste).
 
 Methods of type int8 run in sweeps_compress_int8 instead (ONNX Runtime static int8: model.onnx, no
-packed model; CP_INT8 / CP_PACKED in common.smk split the names). compare_methods draws, per
+packed model; CP_INT8 / CP_PACKED in common.smk split the names); the viral model's the same way in
+viral_compress / viral_compress_int8 (VIRAL_PACKED / VIRAL_INT8). compare_methods draws, per
 application, every variant of every method: accuracy against size (Pareto) and against density.
 """
 
@@ -127,7 +128,7 @@ rule compare_methods:
         "../scripts/compare_methods.py"
 
 
-# The viral model through the same engine: methods from viral.compress (VIRAL_COMPRESSED in
+# The viral model through the same engine: methods from viral.compress (VIRAL_PACKED in
 # common.smk), fine-tuned with the training split's class weights like the fp32 model.
 rule viral_compress:
     input:
@@ -155,7 +156,7 @@ rule viral_compress:
     benchmark:
         "results/benchmarks/rules/viral/compress/{dataset}/{method}.tsv"
     wildcard_constraints:
-        method=_alternatives(VIRAL_COMPRESSED),
+        method=_alternatives(VIRAL_PACKED),
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -171,3 +172,44 @@ rule viral_compress:
         seed=config["seed"],
     script:
         "../scripts/compress.py"
+
+
+# int8 methods of viral.compress (VIRAL_INT8): post-training static int8 of the fp32 viral model
+# through ONNX Runtime, as sweeps_compress_int8 (no fine-tuning, so no class weights; calibrated
+# on training inputs, metrics from the int8 session on the test split).
+rule viral_compress_int8:
+    input:
+        model="results/viral/models/{dataset}/fp32/model.pt",
+        train="results/viral/data/{dataset}/train.npz",
+        test="results/viral/data/{dataset}/test.npz",
+    output:
+        model="results/viral/compress/{dataset}/{method}/model.onnx",
+        metrics="results/viral/compress/{dataset}/{method}/metrics.json",
+        rows="results/viral/compress/{dataset}/{method}/rows.tsv",
+        details="results/viral/compress/{dataset}/{method}/details.tsv",
+        notes="results/viral/compress/{dataset}/{method}/notes.txt",
+        plot=report(
+            "results/viral/compress/{dataset}/{method}/plot.png",
+            caption="../report/compress_int8.rst",
+            category="Viral: compression",
+            subcategory="{method}",
+            labels={"dataset": "{dataset}", "method": "{method}"},
+        ),
+    log:
+        "logs/viral/compress/{dataset}/{method}.log",
+    benchmark:
+        "results/benchmarks/rules/viral/compress/{dataset}/{method}.tsv"
+    wildcard_constraints:
+        method=_alternatives(VIRAL_INT8),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=mem_by_attempt(4000),
+        runtime=60,
+    params:
+        method=viral_method,
+        class_names=VIRAL_CLASSES,
+        seed=config["seed"],
+    script:
+        "../scripts/compress_int8.py"

@@ -1,9 +1,10 @@
 """Viral classification (seed 004): sequences per class (simulated, NCBI or local FASTA) -> split
 -> train the fp32 ViralCNN -> evaluate -> summary; classify FASTA files with a (compressed) model.
 
-Compression: the methods of viral.compress run in compress.smk (rule viral_compress; their names
-are VIRAL_COMPRESSED in common.smk); their metrics.json join results/viral/summary.tsv and
-viral.classify.model can name any of them (default: the packed q_then_p_iter model).
+Compression: the methods of viral.compress run in compress.smk (rule viral_compress, int8 ones in
+viral_compress_int8; their names are VIRAL_COMPRESSED in common.smk); their metrics.json join
+results/viral/summary.tsv and viral.classify.model can name any of them (default: the packed
+q_then_p_iter model; an int8 method's model.onnx runs through ONNX Runtime).
 """
 
 

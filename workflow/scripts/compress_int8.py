@@ -1,5 +1,6 @@
-"""Post-training static int8 of an fp32 model through ONNX Runtime (a compress method of type int8):
-int8 model.onnx, metrics from the int8 engine, rows, details (latency and ops), notes and a figure."""
+"""Post-training static int8 of an fp32 model through ONNX Runtime (a compress method of type int8,
+any application): int8 model.onnx, metrics from the int8 engine, rows, details (latency and ops),
+notes and a figure."""
 
 import sys
 
@@ -8,20 +9,33 @@ from quantscan import modelio
 from quantscan.atomic import atomic_path, write_text
 from quantscan.compress.int8_method import run_int8_method
 from quantscan.data import load_split
+from quantscan.errors import QuantscanError
 from quantscan.scripting import run
 from quantscan.seeds import derive_seed
 from quantscan.summary import COLUMNS, metrics_json, rows_table
 
 
 def main(smk, log):
-    scenario, name = smk.wildcards.scenario, smk.wildcards.method
+    # the summary's scenario column: a sweep scenario, or the viral data set
+    scenario = getattr(smk.wildcards, "scenario", None) or smk.wildcards.dataset
+    name = smk.wildcards.method
     model, arch = modelio.load_fp32(smk.input.model)
     train, test = load_split(smk.input.train), load_split(smk.input.test)
-    # neutral-only test sets: every input has the same true class, so errors are false positives
-    others = {
-        n: load_split(p)
-        for n, p in zip(smk.params.neutral_scenarios, smk.input.neutral_tests, strict=True)
-    }
+    # neutral-only test sets (sweeps): every input has the same true class, so errors are false
+    # positives; applications without them (viral) give none
+    names = list(getattr(smk.params, "neutral_scenarios", None) or [])
+    paths = list(getattr(smk.input, "neutral_tests", None) or [])
+    if len(names) != len(paths):
+        raise QuantscanError(f"{len(names)} neutral scenarios but {len(paths)} neutral test files")
+    others = {n: load_split(p) for n, p in zip(names, paths, strict=True)}
+    log.info(
+        "%s/%s: %d training (calibration pool), %d test inputs %s",
+        scenario,
+        name,
+        len(train[1]),
+        len(test[1]),
+        train[0].shape[1:],
+    )
     result = run_int8_method(
         name,
         smk.params.method,

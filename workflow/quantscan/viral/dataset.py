@@ -40,7 +40,8 @@ FORMAT = "quantscan-viral-onehot-v1"
 BALANCE_METHODS = ("none", "downsample", "resample", "weights")
 HOLDOUTS = ("none", "cluster", "source")
 SOURCES = {"simulate": "simulated", "ncbi": "ncbi", "local": "local"}
-#: compression method types without a packed model (viral_compress packs every method)
+#: compression method types that write an ONNX Runtime model (model.onnx, rule
+#: viral_compress_int8) instead of a packed one (model.qsp, rule viral_compress)
 UNPACKED_METHOD_TYPES = ("int8",)
 _OTHER = CHANNELS.index("N")
 _KEYS = (
@@ -327,10 +328,10 @@ def check_config(viral: Mapping) -> None:
                 f"config key viral.compress.methods.{name}.scenarios: sweep scenarios do not apply "
                 "to the viral model; remove the key"
             )
-        if method["type"] in UNPACKED_METHOD_TYPES:
+        if method["type"] in UNPACKED_METHOD_TYPES and method.get("finetune"):
             raise ConfigError(
-                f"config key viral.compress.methods.{name}: type {method['type']!r} writes no "
-                "packed model and is not available for the viral model"
+                f"config key viral.compress.methods.{name}.finetune: type {method['type']!r} is "
+                "post-training quantization without fine-tuning; remove the key"
             )
     model = viral["classify"]["model"]
     if model != "fp32" and model not in methods:
