@@ -250,13 +250,18 @@ def viral_arch():
     }
 
 
+def fit_settings(train):
+    """A train section as train.TrainConfig keywords: ``threads`` sizes the job, not the fit."""
+    return {k: v for k, v in train.items() if k != "threads"}
+
+
 def viral_train_params(wildcards, input):
     """Training settings; with balance 'weights' the class weights come from the split's
     balance.json. It is read when the job runs (during a dry run the file may not exist yet:
     Snakemake then shows the parameter as <TBD>)."""
     with open(input.balance) as fh:
         weights = json.load(fh)["class_weights"]
-    return {**VIRAL["train"], "class_weights": weights}
+    return {**fit_settings(VIRAL["train"]), "class_weights": weights}
 
 
 def viral_method(wildcards):

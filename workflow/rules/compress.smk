@@ -159,7 +159,7 @@ rule viral_compress:
         method=_alternatives(VIRAL_PACKED),
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: VIRAL["train"]["threads"]
     resources:
         mem_mb=mem_by_attempt(4000),
         runtime=240,

@@ -90,13 +90,13 @@ rule sweeps_train:
         "results/benchmarks/rules/sweeps/train/{scenario}/fp32.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: SW["train"]["threads"]
     resources:
         mem_mb=mem_by_attempt(4000),
         runtime=240,
     params:
         arch={"name": "sweepnet", "n_classes": 2, **SW["model"]},
-        train=SW["train"],
+        train=fit_settings(SW["train"]),
         seed=config["seed"],
     script:
         "../scripts/train.py"
@@ -115,7 +115,7 @@ rule sweeps_evaluate:
         "results/benchmarks/rules/sweeps/evaluate/{scenario}/fp32.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: SW["train"]["threads"]
     resources:
         mem_mb=mem_by_attempt(4000),
         runtime=60,

@@ -132,7 +132,7 @@ rule viral_train:
         "results/benchmarks/rules/viral/train/{dataset}/fp32.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: VIRAL["train"]["threads"]
     resources:
         mem_mb=mem_by_attempt(4000),
         runtime=240,
@@ -157,7 +157,7 @@ rule viral_evaluate:
         "results/benchmarks/rules/viral/evaluate/{dataset}/fp32.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: VIRAL["train"]["threads"]
     resources:
         mem_mb=mem_by_attempt(4000),
         runtime=60,
