@@ -27,3 +27,16 @@ def run(main: Callable, smk) -> None:
     except Exception:
         log.error("unexpected failure:\n%s", traceback.format_exc())
         raise
+
+
+def neutral_tests(smk) -> dict:
+    """The neutral-only test sets of a compression job, ``{scenario: (x, y)}`` (sweeps): every
+    input has the same true class, so errors are false positives; applications without them
+    (viral) give none."""
+    from .data import load_split
+
+    names = list(getattr(smk.params, "neutral_scenarios", None) or [])
+    paths = list(getattr(smk.input, "neutral_tests", None) or [])
+    if len(names) != len(paths):
+        raise QuantscanError(f"{len(names)} neutral scenarios but {len(paths)} neutral test files")
+    return {n: load_split(p) for n, p in zip(names, paths, strict=True)}

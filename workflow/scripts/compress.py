@@ -19,7 +19,7 @@ from quantscan.compress.methods import EVAL_BATCH, run_method
 from quantscan.compress.pack import load_packed, save_packed
 from quantscan.data import load_split
 from quantscan.errors import QuantscanError
-from quantscan.scripting import run
+from quantscan.scripting import neutral_tests, run
 from quantscan.seeds import derive_seed
 from quantscan.summary import COLUMNS, metrics_json, rows_table
 from quantscan.train import TrainConfig, predict_proba
@@ -32,13 +32,7 @@ def main(smk, log):
     name = smk.wildcards.method
     model, arch = modelio.load_fp32(smk.input.model)
     train, val, test = (load_split(p) for p in (smk.input.train, smk.input.val, smk.input.test))
-    # neutral-only test sets (sweeps): every input has the same true class, so errors are false
-    # positives; applications without them (viral) give none
-    names = list(getattr(smk.params, "neutral_scenarios", None) or [])
-    paths = list(getattr(smk.input, "neutral_tests", None) or [])
-    if len(names) != len(paths):
-        raise QuantscanError(f"{len(names)} neutral scenarios but {len(paths)} neutral test files")
-    others = [(n, *load_split(p)) for n, p in zip(names, paths, strict=True)]
+    others = [(n, x, y) for n, (x, y) in neutral_tests(smk).items()]
 
     def extra_eval(m):
         return {

@@ -9,8 +9,7 @@ from quantscan import modelio
 from quantscan.atomic import atomic_path, write_text
 from quantscan.compress.int8_method import run_int8_method
 from quantscan.data import load_split
-from quantscan.errors import QuantscanError
-from quantscan.scripting import run
+from quantscan.scripting import neutral_tests, run
 from quantscan.seeds import derive_seed
 from quantscan.summary import COLUMNS, metrics_json, rows_table
 
@@ -21,13 +20,7 @@ def main(smk, log):
     name = smk.wildcards.method
     model, arch = modelio.load_fp32(smk.input.model)
     train, test = load_split(smk.input.train), load_split(smk.input.test)
-    # neutral-only test sets (sweeps): every input has the same true class, so errors are false
-    # positives; applications without them (viral) give none
-    names = list(getattr(smk.params, "neutral_scenarios", None) or [])
-    paths = list(getattr(smk.input, "neutral_tests", None) or [])
-    if len(names) != len(paths):
-        raise QuantscanError(f"{len(names)} neutral scenarios but {len(paths)} neutral test files")
-    others = {n: load_split(p) for n, p in zip(names, paths, strict=True)}
+    others = neutral_tests(smk)
     log.info(
         "%s/%s: %d training (calibration pool), %d test inputs %s",
         scenario,
