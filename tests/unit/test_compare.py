@@ -136,5 +136,5 @@ def test_plots_without_compressed_methods_still_draw(tmp_path):
 def test_unreadable_rows_name_the_file(tmp_path):
     bad = tmp_path / "rows.tsv"
     bad.write_text("method\taccuracy\nx\t0.5\n")
-    with pytest.raises(InputFormatError, match="rows.tsv: columns \\['scenario'\\] missing"):
+    with pytest.raises(InputFormatError, match="rows.tsv: rows table lacks column\\(s\\) scenario"):
         compare.variants_table([], [{"rows": bad, "job": "x"}])

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path
-from ..errors import InputFormatError
 from ..plots import plt, save
 from ..summary import read_metrics
+from ..tables import read_tsv
 
 FP32 = "fp32"
 #: method families by name prefix (the method types; longest match wins)
@@ -64,14 +64,7 @@ def family_of(method: str) -> str:
 
 
 def _read_rows(path) -> pd.DataFrame:
-    try:
-        table = pd.read_csv(path, sep="\t")
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise InputFormatError(f"{path}: unreadable rows table ({err})") from err
-    missing = [c for c in ("scenario", "method", "accuracy") if c not in table.columns]
-    if missing:
-        raise InputFormatError(f"{path}: columns {missing} missing")
-    return table
+    return read_tsv(path, ("scenario", "method", "accuracy"), "rows table")
 
 
 def variants_table(fp32_metrics: Iterable, jobs: Iterable[Mapping]) -> pd.DataFrame:

@@ -37,6 +37,7 @@ import pandas as pd
 from ..atomic import atomic_path
 from ..errors import ConfigError, InputFormatError
 from ..seeds import derive_seed
+from ..tables import read_tsv
 from .simulate import GLOBAL_KEYS, SimParams, simulate_tree_sequence
 
 log = logging.getLogger(__name__)
@@ -240,13 +241,7 @@ def write_truth_bed(truth: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def read_truth(path: str | os.PathLike) -> pd.DataFrame:
     """A truth table written by ``write_truth``; a wrong file raises ``InputFormatError``."""
-    try:
-        truth = pd.read_csv(path, sep="\t", na_values=["NA"], keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise InputFormatError(f"{path}: unreadable truth table ({err})") from err
-    missing = [c for c in TRUTH_COLUMNS if c not in truth.columns]
-    if missing:
-        raise InputFormatError(f"{path}: truth table lacks column(s) {', '.join(missing)}")
+    truth = read_tsv(path, TRUTH_COLUMNS, "truth table", na_values=["NA"], keep_default_na=False)
     bad = sorted(set(truth["class"]) - {"neutral", "sweep"})
     if bad:
         raise InputFormatError(f"{path}: column 'class' has unknown value(s) {bad}")

@@ -40,6 +40,7 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, InputFormatError
+from ..tables import read_tsv
 from . import CLASSES
 from . import images as img
 from .io import MISSING, HaplotypeData
@@ -340,13 +341,7 @@ def write_scores_tsv(table: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def read_scores_tsv(path: str | os.PathLike) -> pd.DataFrame:
     """A score table written by ``write_scores_tsv``; a wrong file raises ``InputFormatError``."""
-    try:
-        table = pd.read_csv(path, sep="\t", na_values=["NA"], keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise InputFormatError(f"{path}: unreadable score table ({err})") from err
-    missing = [c for c in SCORE_COLUMNS if c not in table.columns]
-    if missing:
-        raise InputFormatError(f"{path}: score table lacks column(s) {', '.join(missing)}")
+    table = read_tsv(path, SCORE_COLUMNS, "score table", na_values=["NA"], keep_default_na=False)
     for col in ("position", "window_start", "window_end", "n_snps"):
         if not pd.api.types.is_integer_dtype(table[col]):
             raise InputFormatError(f"{path}: column {col!r} must hold integers")
