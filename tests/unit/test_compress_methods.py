@@ -271,6 +271,26 @@ def test_one_bit_rounds(tiny_sweepnet):
         run(tiny_sweepnet, "one_bit_rounds", {**cfg, "activations": ["sweepnet_first_conv"]})
 
 
+def test_auto_search_starts_with_the_given_configurations(tiny_sweepnet):
+    cfg = {
+        "type": "auto_search",
+        "n_trials": 3,
+        "trial_epochs": 0,
+        "weight_bits": [1, 2, 4],
+        "start_with": ["seed000_table6", 4],
+    }
+    trials = run(tiny_sweepnet, "auto_search", cfg, finetune=TrainConfig(epochs=0)).details
+    table6 = {n: 1 if n.startswith("se_block") else 2 for n in WEIGHTS}
+    assert trials.loc[0, WEIGHTS].to_dict() == table6
+    assert trials.loc[1, WEIGHTS].tolist() == [4] * len(WEIGHTS)
+    assert trials.loc[0, "model_bits"] == model_bits(
+        quantize_model(tiny_sweepnet[0], {n: methods.weight_spec(b) for n, b in table6.items()})
+    )
+    # a start configuration outside the searched bit widths is refused, naming the method
+    with pytest.raises(ConfigError, match=r"auto_search.start_with: 8 sets bit widths outside"):
+        run(tiny_sweepnet, "auto_search", {**cfg, "start_with": [8]})
+
+
 def test_auto_search_scores_paste_and_reproducibility(tiny_sweepnet, tmp_path):
     cfg = {"type": "auto_search", "n_trials": 4, "trial_epochs": 1, "weight_bits": [1, 2, 8]}
     ft = TrainConfig(epochs=0)

@@ -75,7 +75,15 @@ from ..evaluate import classification_metrics
 from ..seeds import derive_seed
 from ..train import TrainConfig, fit, predict_proba, to_tensor
 from . import figures
-from .cost import FP_BITS, SEED000_TABLE6, bits_per_layer, bits_table, model_bits, weight_bits
+from .cost import (
+    FP_BITS,
+    SEED000_TABLE6,
+    bits_per_layer,
+    bits_table,
+    kernel_bits_of,
+    model_bits,
+    weight_bits,
+)
 from .hessian import hutchinson_traces, select_layers
 from .layers import ACTIVATIONS, QActivation, layer_config_of, quantizable_modules, quantize_model
 from .metrics import compression_report, effective_weights, summary_scalars
@@ -877,6 +885,29 @@ def _one_bit_rounds(ctx: Context) -> MethodResult:
     return _variants_result(ctx, variants, primary, figures.rounds, header)
 
 
+def _search_params(ctx: Context, entry, layers: list[str], acts: list[str]) -> dict[str, int]:
+    """The search's parameters (bits of each searched layer and activation) of a configuration
+    entry of ``start_with``; its bit widths must be among the searched ones."""
+    cfg = ctx.config
+    modules = dict(quantize_model(ctx.model, resolve_layers(entry, ctx.model)).named_modules())
+    params = {n: kernel_bits_of(modules[n]) for n in layers}
+    for a in acts:
+        m = modules[a]
+        params[a] = m.quantizer.bits if isinstance(m, QActivation) else FP_BITS
+    bad = {
+        n: bits
+        for n, bits in params.items()
+        if bits not in (cfg["weight_bits"] if n in layers else cfg["activation_bits"])
+    }
+    if bad:
+        raise ConfigError(
+            f"compress.methods.{ctx.name}.start_with: {entry!r} sets bit widths outside the "
+            f"searched ones (weight_bits {cfg['weight_bits']}, activation_bits "
+            f"{cfg['activation_bits']}): {bad}"
+        )
+    return params
+
+
 @register("auto_search")
 def _auto_search(ctx: Context) -> MethodResult:
     import optuna
@@ -938,6 +969,8 @@ def _auto_search(ctx: Context) -> MethodResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=derive_seed(ctx.seed, "sampler"))
     study = optuna.create_study(direction="maximize", sampler=sampler)
+    for entry in cfg["start_with"]:
+        study.enqueue_trial(_search_params(ctx, entry, layers, acts))
     study.optimize(objective, n_trials=cfg["n_trials"])
     best = study.best_trial
     config = {n: weight_spec(best.params[n], cfg["alpha"]) for n in layers}
