@@ -180,3 +180,49 @@ def test_compare_latency_reports_all_three(tmp_path):
     assert r["batch"] == 16 and r["repeats"] == 3
     # a 200-weight model: QDQ scales and zero points outweigh the 4x on weights, honestly reported
     assert r["int8_bytes"] == paths["int8"].stat().st_size
+
+
+def test_short_names_keep_the_model_and_its_weight_names(tmp_path):
+    """shorten_names: same outputs and integer kernels, weight names kept, a smaller file."""
+    import onnx
+
+    from quantscan.compress.int8 import runtime_op_counts, shorten_names
+
+    model, calib, (x, _) = trained("conv2d", steps=20)
+    paths = build_int8(model, calib, tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+    m = onnx.load(str(paths["int8"]))
+    weights = {t.name for t in m.graph.initializer if len(t.dims) >= 2}
+    assert weights and all(n.endswith(".weight_quantized") for n in weights)
+    assert all(not n.name for n in m.graph.node)  # already shortened by quantize_onnx
+    long_ = onnx.load(str(paths["int8"]))
+    g = long_.graph
+    io = {"input", "output"}
+    lengthen = {t.name for t in g.initializer if len(t.dims) < 2} | {
+        o for n in g.node for o in n.output if o not in io
+    }
+
+    def long_name(x):  # the exporters' style: long names, repeated wherever a tensor is read
+        return f"{x}_a_long_exporter_tensor_name" if x in lengthen else x
+
+    for t in g.initializer:
+        t.name = long_name(t.name)
+    for i, n in enumerate(g.node):
+        n.name = f"{n.op_type}_a_long_exporter_node_name_{i}"
+        n.input[:] = [long_name(x) for x in n.input]
+        n.output[:] = [long_name(x) for x in n.output]
+    long_path = tmp_path / "long.onnx"
+    onnx.save(long_, str(long_path))
+    short = shorten_names(onnx.load(str(long_path)))
+    short_path = tmp_path / "short.onnx"
+    onnx.save(short, str(short_path))
+    assert short_path.stat().st_size < long_path.stat().st_size
+    assert {t.name for t in short.graph.initializer if len(t.dims) >= 2} == weights
+    assert [i.name for i in short.graph.input] == ["input"]
+    assert [o.name for o in short.graph.output] == ["output"]
+    np.testing.assert_array_equal(
+        OrtEngine(short_path, activation="none").predict_logits(x),
+        OrtEngine(long_path, activation="none").predict_logits(x),
+    )
+    assert runtime_op_counts(short_path) == runtime_op_counts(long_path)
+    # the fp32 export keeps node names (quantize_onnx's nodes_to_exclude names nodes)
+    assert all(n.name for n in onnx.load(str(paths["fp32"])).graph.node)

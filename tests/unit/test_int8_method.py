@@ -85,7 +85,7 @@ def test_sizes_latencies_and_bits(result):
     assert m["file_bytes"] == path.stat().st_size
     assert m["file_bytes"] < m["fp32_onnx_bytes"]
     assert m["size_ratio"] == pytest.approx(m["fp32_onnx_bytes"] / m["file_bytes"])
-    assert m["size_ratio"] > 1.2
+    assert m["size_ratio"] > 2.0  # short tensor names (int8.shorten_names); 1.4 with the exporters
     for k in ("speedup_vs_torch_fp32", "speedup_vs_ort_fp32", "latency_ort_int8_s"):
         assert np.isfinite(m[k]) and m[k] > 0
     assert m["speedup_vs_torch_fp32"] == pytest.approx(

@@ -94,7 +94,49 @@ def export_onnx(
             )
     finally:
         model.train(was_training)
+    _rewrite(path, lambda m: shorten_names(m, node_names=True))
     return Path(path)
+
+
+def _rewrite(path: str | Path, edit) -> None:
+    """Apply ``edit`` to the ONNX model stored at ``path`` and save it in place (atomically)."""
+    m = onnx.load(str(path))
+    edit(m)
+    with atomic_path(path) as tmp:
+        onnx.save(m, str(tmp))
+
+
+def shorten_names(m: onnx.ModelProto, *, node_names: bool = False) -> onnx.ModelProto:
+    """Rename the graph's internal tensors to short hex ids; drop doc strings and, unless
+    ``node_names`` (the fp32 export keeps them for ``quantize_onnx(nodes_to_exclude=...)``), node names.
+
+    The exporters' names (``sweepnet_second_conv.bias_quantized_zero_point``, repeated in every
+    node that reads a tensor) were half of SweepNet's int8 file. Kept: the graph's input and output
+    names and the names of weight initializers (2-D or more, as ``stored_layers`` matches them to
+    the torch layers), so the file still says which layer each weight belongs to. In place.
+    """
+    g = m.graph
+    keep = {v.name for v in (*g.input, *g.output)}
+    keep |= {t.name for t in g.initializer if len(t.dims) >= 2}
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return short.setdefault(name, format(len(short), "x"))
+
+    for t in g.initializer:
+        t.name = rename(t.name)
+        t.ClearField("doc_string")
+    for n in g.node:
+        if not node_names:
+            n.name = ""
+        n.ClearField("doc_string")
+        n.input[:] = [rename(x) for x in n.input]
+        n.output[:] = [rename(x) for x in n.output]
+    g.ClearField("value_info")  # optional shapes; ORT infers them again
+    m.ClearField("doc_string")
+    return m
 
 
 class ArrayCalibrationReader(CalibrationDataReader):
@@ -178,9 +220,7 @@ def quantize_onnx(
             if calibrate_method == "percentile":
                 meta["quantscan.percentile"] = str(percentile)
             onnx.helper.set_model_props(q, {**{p.key: p.value for p in q.metadata_props}, **meta})
-            # the intermediate shapes quant_pre_process inferred: optional (ORT infers them again),
-            # absent from the fp32 export, and 4 kB of the viral CNN's 0.9 MB int8 file
-            q.graph.ClearField("value_info")
+            shorten_names(q)
             onnx.save(q, str(tmp))
     return Path(int8_path)
 
