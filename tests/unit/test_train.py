@@ -118,3 +118,83 @@ def test_fit_recalibrates_batch_norm_every_epoch():
     trailing = plain[1].running_mean.clone()
     recalibrate_bn(plain, x)
     assert not torch.allclose(plain[1].running_mean, trailing, atol=1e-3)
+
+
+def dropout_net():  # dropout: resuming must restore torch's RNG too, not only numpy's
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 16),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.5),
+        torch.nn.Linear(16, 2),
+    )
+
+
+def fit_toy(model, checkpoint, seed=5, epochs=6):
+    x, y = toy_images(96, 0)
+    xv, yv = toy_images(32, 1)
+    cfg = TrainConfig(epochs=epochs, batch_size=8, learning_rate=0.01, patience=epochs)
+    return fit(model, x, y, xv, yv, cfg, seed, checkpoint=checkpoint)
+
+
+def without_seconds(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+def test_a_killed_fit_resumes_from_its_checkpoint_to_the_same_result(tmp_path, monkeypatch):
+    import quantscan.train as train_mod
+
+    ref_model = dropout_net()
+    ref = fit_toy(ref_model, None)
+    ckpt = tmp_path / "checkpoint.pt"
+    evaluate, calls = train_mod._evaluate, []
+
+    def dies_in_epoch_3(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the job is killed during epoch 3
+        return evaluate(*args)
+
+    monkeypatch.setattr(train_mod, "_evaluate", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit_toy(dropout_net(), ckpt)
+    monkeypatch.setattr(train_mod, "_evaluate", evaluate)
+    assert ckpt.exists()
+    model = dropout_net()
+    resumed = fit_toy(model, ckpt)
+    assert without_seconds(resumed) == without_seconds(ref)
+    for a, b in zip(model.state_dict().values(), ref_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # a finished checkpoint: nothing is trained again (an evaluation would raise)
+    monkeypatch.setattr(train_mod, "_evaluate", lambda *a: 1 / 0)
+    again = dropout_net()
+    assert without_seconds(fit_toy(again, ckpt)) == without_seconds(ref)
+    for a, b in zip(again.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_checkpoint_of_another_run_is_ignored(tmp_path, caplog):
+    ckpt = tmp_path / "checkpoint.pt"
+    fit_toy(dropout_net(), ckpt, seed=5, epochs=2)
+    fresh = without_seconds(fit_toy(dropout_net(), None, seed=6, epochs=2))
+    with caplog.at_level("WARNING"):
+        assert without_seconds(fit_toy(dropout_net(), ckpt, seed=6, epochs=2)) == fresh
+    assert "another model, data set, configuration or seed" in caplog.text
+    ckpt.write_bytes(b"not a checkpoint")  # e.g. torn by a full disk
+    with caplog.at_level("WARNING"):
+        assert without_seconds(fit_toy(dropout_net(), ckpt, seed=6, epochs=2)) == fresh
+    assert "unreadable checkpoint" in caplog.text
+    with pytest.raises(ValueError, match="default step"):
+        x, y = toy_images(8, 0)
+        fit(
+            dropout_net(),
+            x,
+            y,
+            x,
+            y,
+            TrainConfig(epochs=1),
+            0,
+            step=lambda *a: 0.0,
+            checkpoint=ckpt,
+        )

@@ -1,6 +1,7 @@
 """Train an application's fp32 baseline model (any architecture, any split files)."""
 
 import sys
+from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import pandas as pd
@@ -30,11 +31,15 @@ def main(smk, log):
         x_train.shape[1:],
         modelio.n_parameters(model),
     )
-    history = fit(model, x_train, y_train, x_val, y_val, TrainConfig(**smk.params.train), seed)
+    # beside the outputs but not one of them, so a killed job's rerun resumes from it
+    checkpoint = Path(smk.output.model).with_name("checkpoint.pt")
+    cfg = TrainConfig(**smk.params.train)
+    history = fit(model, x_train, y_train, x_val, y_val, cfg, seed, checkpoint=checkpoint)
     modelio.save_fp32(model, smk.params.arch, smk.output.model)
     with atomic_path(smk.output.history) as tmp:
         pd.DataFrame(history).to_csv(tmp, sep="\t", index=False)
     plots.training_curves(history, smk.output.curves, f"{smk.params.arch['name']} fp32, {label}")
+    checkpoint.unlink(missing_ok=True)
 
 
 run(main, snakemake)
