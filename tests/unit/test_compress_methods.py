@@ -416,3 +416,30 @@ def test_bits_per_layer_string():
     assert text.startswith("sweepnet_first_conv=4/32,sweepnet_second_conv=32,")
     assert "se_block_first_activation=1" in text and "sweepnet_dense_activation" not in text
     assert math.isclose(len(text.split(",")), 8)
+
+
+def test_auto_search_trials_train_on_one_seeded_subset(tiny_sweepnet, monkeypatch):
+    """trial_samples: every trial fine-tunes on the same class-balanced subset; the best
+    configuration is retrained on the whole training split."""
+    seen = []
+    fit = methods.fit
+
+    def recording_fit(model, x, y, *rest, **kw):
+        seen.append(y.copy())
+        return fit(model, x, y, *rest, **kw)
+
+    monkeypatch.setattr(methods, "fit", recording_fit)
+    cfg = {"type": "auto_search", "n_trials": 3, "trial_epochs": 1, "weight_bits": [1, 2, 8]}
+    res = run(tiny_sweepnet, "auto_search", {**cfg, "trial_samples": 40})
+    y_train = tiny_sweepnet[1][1]
+    *trials, final = seen
+    assert len(trials) == 3 and all(np.array_equal(t, trials[0]) for t in trials)
+    assert len(trials[0]) == 40 and np.array_equal(final, y_train)
+    # classes in their shares of the split
+    share = np.bincount(y_train) / len(y_train)
+    assert np.abs(np.bincount(trials[0]) / 40 - share).max() <= 1 / 40
+    assert "3 trials (TPE), 1 epochs each on 40 of 128 training inputs" in res.notes
+    # at least the whole split (or null): every trial on the whole split
+    seen.clear()
+    run(tiny_sweepnet, "auto_search", {**cfg, "trial_samples": 1000})
+    assert all(np.array_equal(t, y_train) for t in seen)

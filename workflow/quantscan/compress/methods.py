@@ -436,13 +436,35 @@ class Context:
             metrics.update(self.extra_eval(model))
         return metrics
 
-    def qat(self, layer_config: dict, epochs: int, key: str) -> nn.Module:
-        """A quantized copy of the fp32 model fine-tuned for up to ``epochs`` epochs."""
+    def qat(
+        self, layer_config: dict, epochs: int, key: str, train: Data | None = None
+    ) -> nn.Module:
+        """A quantized copy of the fp32 model fine-tuned for up to ``epochs`` epochs (on ``train``,
+        by default the whole training split)."""
         model = quantize_model(self.model, layer_config)
         if epochs > 0:
             cfg = dataclasses.replace(self.finetune, epochs=epochs)
-            fit(model, *self.train, *self.val, cfg, derive_seed(self.seed, key))
+            fit(model, *(train or self.train), *self.val, cfg, derive_seed(self.seed, key))
         return model.eval()
+
+    def train_subset(self, n: int | None, key: str) -> Data:
+        """``n`` training inputs drawn without replacement, each class in its share of the split
+        (seeded by ``key``); the whole split when ``n`` is None or not smaller."""
+        x, y = self.train
+        if n is None or n >= len(y):
+            return x, y
+        rng = np.random.default_rng(derive_seed(self.seed, key))
+        classes, counts = np.unique(y, return_counts=True)
+        take = np.maximum(1, np.round(counts * n / len(y)).astype(int))
+        idx = np.sort(
+            np.concatenate(
+                [
+                    rng.choice(np.flatnonzero(y == c), k, replace=False)
+                    for c, k in zip(classes, take, strict=True)
+                ]
+            )
+        )
+        return x[idx], y[idx]
 
     def variant(
         self, name: str, layer_config: dict, epochs: int, info: dict | None = None, primary=False
@@ -924,6 +946,8 @@ def _auto_search(ctx: Context) -> MethodResult:
     reference = ctx.fp32_bits * cfg["stress"]
     ff = {k: cfg[k] for k in ("delta_p", "delta_n", "rate")}
     trials, seen = [], {}
+    # one subset for every trial, so the trials compare alike; the best is retrained on everything
+    trial_train = ctx.train_subset(cfg["trial_samples"], "trial_samples")
 
     def objective(trial) -> float:
         start = time.perf_counter()
@@ -940,7 +964,7 @@ def _auto_search(ctx: Context) -> MethodResult:
         if key in seen:  # TPE may propose a configuration again: its score is known
             val_acc, bits = seen[key]
         else:
-            model = ctx.qat(config, cfg["trial_epochs"], f"trial{trial.number}")
+            model = ctx.qat(config, cfg["trial_epochs"], f"trial{trial.number}", trial_train)
             val_acc, bits = ctx.val_accuracy(model), model_bits(model)
             seen[key] = (val_acc, bits)
         delta = forgiving_delta(bits, reference, **ff)
@@ -982,7 +1006,8 @@ def _auto_search(ctx: Context) -> MethodResult:
     bits = primary.metrics["model_bits"]
     header = "\n".join(
         [
-            f"# AutoQKeras-style search: {len(trials)} trials (TPE), {cfg['trial_epochs']} epochs each; "
+            f"# AutoQKeras-style search: {len(trials)} trials (TPE), {cfg['trial_epochs']} epochs each "
+            f"on {len(trial_train[1])} of {len(ctx.train[1])} training inputs; "
             "score = validation accuracy x (1 + delta)",
             f"# best: trial {best.number}, score {best.value:.4f}, validation accuracy "
             f"{table.val_accuracy[table.best].iloc[0]:.4f}; cost = weight bits, reference = fp32 x stress "
