@@ -443,3 +443,40 @@ def test_auto_search_trials_train_on_one_seeded_subset(tiny_sweepnet, monkeypatc
     seen.clear()
     run(tiny_sweepnet, "auto_search", {**cfg, "trial_samples": 1000})
     assert all(np.array_equal(t, y_train) for t in seen)
+
+
+def test_a_killed_qat_job_resumes_from_its_checkpoints(tiny_sweepnet, tmp_path, monkeypatch):
+    """run_method(checkpoint_dir=...): a rerun after a kill ends with the uninterrupted result."""
+    import quantscan.train as train_mod
+
+    model, train, val, test = tiny_sweepnet
+    cfg = {"type": "mixed", "layers": "seed000_table6"}
+    ft = TrainConfig(epochs=3, batch_size=16, learning_rate=0.01, patience=3)
+
+    def go(ckpt):
+        return methods.run_method(
+            "mixed", cfg, model, ARCH, train, val, test, CLASSES, ft, 11, LOG, None, ckpt
+        ).primary
+
+    ref = go(None)
+    evaluate, calls = train_mod._evaluate, []
+
+    def dies_in_epoch_2(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*args)
+
+    monkeypatch.setattr(train_mod, "_evaluate", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        go(tmp_path / "ckpt")
+    assert len(list((tmp_path / "ckpt").glob("qat-*.pt"))) == 1
+    calls[:] = [1, 1]  # count on, no kill: epochs 2 and 3 evaluate once each
+    resumed = go(tmp_path / "ckpt")
+    assert len(calls) == 2 + 2  # epoch 1 came from the checkpoint
+    assert resumed.metrics["accuracy"] == ref.metrics["accuracy"]
+    assert resumed.val_accuracy == ref.val_accuracy
+    for a, b in zip(
+        resumed.model.state_dict().values(), ref.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)

@@ -159,10 +159,11 @@ def test_a_killed_fit_resumes_from_its_checkpoint_to_the_same_result(tmp_path, m
     monkeypatch.setattr(train_mod, "_evaluate", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         fit_toy(dropout_net(), ckpt)
-    monkeypatch.setattr(train_mod, "_evaluate", evaluate)
     assert ckpt.exists()
+    calls[:] = [1, 1, 1]  # count on, no kill: epochs 3 to 6 evaluate once each
     model = dropout_net()
     resumed = fit_toy(model, ckpt)
+    assert len(calls) == 3 + 4  # epochs 1 and 2 came from the checkpoint
     assert without_seconds(resumed) == without_seconds(ref)
     for a, b in zip(model.state_dict().values(), ref_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)

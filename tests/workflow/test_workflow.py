@@ -71,7 +71,8 @@ def test_default_dag_runs_end_to_end(workdir):
     assert (res / "sim/island_migration/neutral/batch0.npz").exists()
     assert not (res / "sim/island_migration/sweep").exists()
     assert not list(workdir.rglob("*.tmp*")), "temporary files left behind"
-    assert not list(workdir.rglob("checkpoint.pt")), "training checkpoints left behind"
+    left = list(workdir.rglob("checkpoint.pt")) + list(workdir.rglob("checkpoints"))
+    assert not left, f"training checkpoints left behind: {left}"
     assert list((workdir / "results/benchmarks/rules/sweeps/train").rglob("*.tsv"))
 
 

@@ -7,6 +7,7 @@ The packed model is loaded back and must predict exactly like the in-memory mode
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +51,8 @@ def main(smk, log):
         train[0].shape[1:],
     )
     seed = derive_seed(smk.params.seed, "compress", scenario, name)
+    # beside the outputs but none of them: a killed job's rerun resumes its fine-tunes
+    checkpoints = Path(smk.output.model).parent / "checkpoints"
     result = run_method(
         name,
         smk.params.method,
@@ -63,6 +66,7 @@ def main(smk, log):
         seed,
         log,
         extra_eval if others else None,
+        checkpoints,
     )
     primary = result.primary
 
@@ -110,6 +114,7 @@ def main(smk, log):
             table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     write_text(smk.output.notes, result.notes)
     result.plot(smk.output.plot, f"{name} ({smk.params.method['type']}), {scenario}")
+    shutil.rmtree(checkpoints, ignore_errors=True)
     log.info(
         "%s: primary %s, test accuracy %.4f, %.2f%% of fp32 bits, %d variants, %.1f s",
         name,

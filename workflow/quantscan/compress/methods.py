@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -61,6 +62,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -359,6 +361,9 @@ class Context:
     seed: int
     log: logging.Logger
     extra_eval: Callable[[nn.Module], dict] | None = None
+    #: where QAT fine-tunes save their per-epoch checkpoints (``train.fit``), so that a rerun of a
+    #: killed job resumes them; None: no checkpoints
+    checkpoint_dir: Path | None = None
     _cache: dict = field(default_factory=dict)
 
     @property
@@ -444,7 +449,13 @@ class Context:
         model = quantize_model(self.model, layer_config)
         if epochs > 0:
             cfg = dataclasses.replace(self.finetune, epochs=epochs)
-            fit(model, *(train or self.train), *self.val, cfg, derive_seed(self.seed, key))
+            train = train or self.train
+            checkpoint = None
+            if self.checkpoint_dir is not None:  # one file per configuration, epochs, key, data
+                what = json.dumps([layer_config, epochs, key, len(train[1])], sort_keys=True)
+                digest = hashlib.blake2b(what.encode(), digest_size=8).hexdigest()
+                checkpoint = Path(self.checkpoint_dir) / f"qat-{digest}.pt"
+            fit(model, *train, *self.val, cfg, derive_seed(self.seed, key), checkpoint=checkpoint)
         return model.eval()
 
     def train_subset(self, n: int | None, key: str) -> Data:
@@ -573,11 +584,14 @@ def run_method(
     seed: int,
     log: logging.Logger | None = None,
     extra_eval: Callable[[nn.Module], dict] | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> MethodResult:
     """Run method ``name`` (config entry ``config``) on an fp32 ``model``; see the module docstring.
 
     ``finetune`` is the workflow's QAT setting; the method's ``finetune`` keys override it.
     ``extra_eval(model) -> dict`` adds metrics to every variant (e.g. false-positive rates).
+    ``checkpoint_dir``: QAT fine-tunes (``mixed``, ``uniform``, the search trials ...) checkpoint
+    every epoch there and resume on a rerun; the caller deletes it when the results are saved.
     """
     config = normalize_method(config)
     method = METHOD_TYPES[config["type"]]
@@ -595,6 +609,7 @@ def run_method(
         seed,
         log or logging.getLogger(__name__),
         extra_eval,
+        None if checkpoint_dir is None else Path(checkpoint_dir),
     )
     ctx.log.info(
         "method %s (%s): fp32 %d bits, fine-tuning %s", name, ctx.type, ctx.fp32_bits, finetune
