@@ -199,3 +199,18 @@ def test_a_checkpoint_of_another_run_is_ignored(tmp_path, caplog):
             step=lambda *a: 0.0,
             checkpoint=ckpt,
         )
+
+
+def test_an_early_stopped_checkpoint_trains_no_further(tmp_path, monkeypatch):
+    import quantscan.train as train_mod
+
+    x, y = toy_images(96, 0)
+    noise = np.random.default_rng(9).integers(0, 2, 32)  # random labels: validation loss stalls
+    xv = toy_images(32, 1)[0]
+    cfg = TrainConfig(epochs=30, batch_size=8, learning_rate=0.05, patience=1)
+    ckpt = tmp_path / "checkpoint.pt"
+    first = fit(dropout_net(), x, y, xv, noise, cfg, 1, checkpoint=ckpt)
+    assert len(first) < 30  # it stopped early
+    monkeypatch.setattr(train_mod, "_evaluate", lambda *a: 1 / 0)  # an epoch would raise
+    again = fit(dropout_net(), x, y, xv, noise, cfg, 1, checkpoint=ckpt)
+    assert without_seconds(again) == without_seconds(first)

@@ -163,11 +163,11 @@ def fit(
             optimizer.load_state_dict(state["optimizer"])
             rng.bit_generator.state = state["numpy_rng"]
             torch.set_rng_state(state["torch_rng"])
-            best_loss, best_state = state["best_loss"], state["best_state"]
-            stale, history, first_epoch = state["stale"], state["history"], len(state["history"])
-            log.info("resuming from %s after epoch %d", checkpoint, first_epoch)
-            if state["done"]:
-                first_epoch = cfg.epochs
+            best_loss, best_state, stale = state["best_loss"], state["best_state"], state["stale"]
+            history = state["history"]
+            # a finished run (early stop) trains no further
+            first_epoch = cfg.epochs if state["done"] else len(history)
+            log.info("resuming from %s after epoch %d", checkpoint, len(history))
     for epoch in range(first_epoch, cfg.epochs):
         start = time.perf_counter()
         model.train()
