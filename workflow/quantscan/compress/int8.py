@@ -92,18 +92,10 @@ def export_onnx(
                 opset_version=opset,
                 dynamo=False,
             )
+            onnx.save(shorten_names(onnx.load(str(tmp)), node_names=True), str(tmp))
     finally:
         model.train(was_training)
-    _rewrite(path, lambda m: shorten_names(m, node_names=True))
     return Path(path)
-
-
-def _rewrite(path: str | Path, edit) -> None:
-    """Apply ``edit`` to the ONNX model stored at ``path`` and save it in place (atomically)."""
-    m = onnx.load(str(path))
-    edit(m)
-    with atomic_path(path) as tmp:
-        onnx.save(m, str(tmp))
 
 
 def shorten_names(m: onnx.ModelProto, *, node_names: bool = False) -> onnx.ModelProto:
