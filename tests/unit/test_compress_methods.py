@@ -480,3 +480,51 @@ def test_a_killed_qat_job_resumes_from_its_checkpoints(tiny_sweepnet, tmp_path, 
         resumed.model.state_dict().values(), ref.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"type": "q_then_p_iter", "gammas": [0.5, 1.0], "bits": 8},
+        {"type": "p_then_q_epochs", "gammas": [1.0], "bits": 4},  # killed in a quantize epoch
+        {"type": "ttq"},
+    ],
+    ids=lambda c: c["type"],
+)
+def test_killed_pruning_and_ternary_jobs_resume_from_their_checkpoints(
+    cfg, tiny_sweepnet, tmp_path, monkeypatch
+):
+    """Schedules keep masks (and p_then_q_epochs whether it pruned): the checkpoint holds them."""
+    import quantscan.train as train_mod
+
+    model, train, val, test = tiny_sweepnet
+    ft = TrainConfig(epochs=4, batch_size=16, learning_rate=0.01, patience=4)
+
+    def go(ckpt):
+        return methods.run_method(
+            cfg["type"], cfg, model, ARCH, train, val, test, CLASSES, ft, 11, LOG, None, ckpt
+        )
+
+    ref = go(None)
+    n_runs = len(ref.variants)
+    evaluate, calls = train_mod._evaluate, []
+    kill_at = 4 * (n_runs - 1) + 3  # epoch 3 of the last fine-tune
+
+    def dies(*args):
+        calls.append(1)
+        if len(calls) == kill_at:
+            raise KeyboardInterrupt
+        return evaluate(*args)
+
+    monkeypatch.setattr(train_mod, "_evaluate", dies)
+    with pytest.raises(KeyboardInterrupt):
+        go(tmp_path / "ckpt")
+    assert len(list((tmp_path / "ckpt").glob("train-*.pt"))) == n_runs
+    calls[:] = [1] * kill_at  # count on, no kill
+    resumed = go(tmp_path / "ckpt")
+    assert len(calls) == kill_at + 2  # only epochs 3 and 4 of the last fine-tune ran again
+    for r, f in zip(resumed.variants, ref.variants, strict=True):
+        assert r.metrics["accuracy"] == f.metrics["accuracy"]
+        assert r.metrics["density"] == f.metrics["density"]
+        for a, b in zip(r.model.state_dict().values(), f.model.state_dict().values(), strict=True):
+            assert torch.equal(a, b)

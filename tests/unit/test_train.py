@@ -186,7 +186,7 @@ def test_a_checkpoint_of_another_run_is_ignored(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert without_seconds(fit_toy(dropout_net(), ckpt, seed=6, epochs=2)) == fresh
     assert "unreadable checkpoint" in caplog.text
-    with pytest.raises(ValueError, match="default step"):
+    with pytest.raises(ValueError, match="custom step only with its step_state"):
         x, y = toy_images(8, 0)
         fit(
             dropout_net(),

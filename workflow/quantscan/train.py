@@ -128,20 +128,22 @@ def fit(
     seed: int,
     step: StepFn = default_step,
     checkpoint: str | Path | None = None,
+    step_state=None,
 ) -> list[dict]:
     """Train in place; keep the weights of the epoch with the lowest validation loss.
 
     Returns one dict per epoch (``epoch, train_loss, val_loss, val_accuracy, seconds``).
     ``checkpoint``: a file to save the training state to after every epoch and to resume from when
     it holds a run of the same model, data, configuration and seed (any other is ignored and
-    overwritten); the caller deletes it once the results are saved. Only for the default ``step``:
-    a custom step may keep state of its own that the file would not hold.
+    overwritten); the caller deletes it once the results are saved. A custom ``step`` may keep state
+    of its own (a pruning schedule's masks), so it checkpoints only with ``step_state``: an object
+    whose ``state_dict()`` (tensors and plain values) and ``load_state_dict()`` hold that state.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     y_train, y_val = np.asarray(y_train, np.int64), np.asarray(y_val, np.int64)
-    if checkpoint is not None and step is not default_step:
-        raise ValueError("fit(checkpoint=...) resumes the default step only")
+    if checkpoint is not None and step is not default_step and step_state is None:
+        raise ValueError("fit(checkpoint=...) resumes a custom step only with its step_state")
     weight = (
         None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float32)
     )
@@ -157,6 +159,8 @@ def fit(
     first_epoch = 0
     if checkpoint is not None:
         key = _fingerprint(model, x_train, y_train, x_val, y_val, cfg, seed)
+        if step_state is not None:
+            key += f"+{type(step_state).__name__}"
         state = _load_checkpoint(checkpoint, key)
         if state is not None:
             model.load_state_dict(state["model"])
@@ -165,6 +169,8 @@ def fit(
             torch.set_rng_state(state["torch_rng"])
             best_loss, best_state, stale = state["best_loss"], state["best_state"], state["stale"]
             history = state["history"]
+            if step_state is not None:
+                step_state.load_state_dict(state["step_state"])
             # a finished run (early stop) trains no further
             first_epoch = cfg.epochs if state["done"] else len(history)
             log.info("resuming from %s after epoch %d", checkpoint, len(history))
@@ -212,8 +218,19 @@ def fit(
             if done:
                 log.info("early stopping: no improvement for %d epochs", cfg.patience)
         if checkpoint is not None:
+            extra = None if step_state is None else step_state.state_dict()
             _save_checkpoint(
-                checkpoint, key, done, model, optimizer, rng, best_loss, best_state, stale, history
+                checkpoint,
+                key,
+                done,
+                model,
+                optimizer,
+                rng,
+                best_loss,
+                best_state,
+                stale,
+                history,
+                extra,
             )
         if done:
             break
@@ -252,7 +269,9 @@ def _load_checkpoint(path: str | Path, key: str) -> dict | None:
     return state
 
 
-def _save_checkpoint(path, key, done, model, optimizer, rng, best_loss, best_state, stale, history):
+def _save_checkpoint(
+    path, key, done, model, optimizer, rng, best_loss, best_state, stale, history, step_state
+):
     state = {
         "key": key,
         "done": bool(done),
@@ -264,6 +283,7 @@ def _save_checkpoint(path, key, done, model, optimizer, rng, best_loss, best_sta
         "best_state": best_state,
         "stale": stale,
         "history": history,
+        "step_state": step_state,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

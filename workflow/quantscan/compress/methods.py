@@ -361,8 +361,8 @@ class Context:
     seed: int
     log: logging.Logger
     extra_eval: Callable[[nn.Module], dict] | None = None
-    #: where QAT fine-tunes save their per-epoch checkpoints (``train.fit``), so that a rerun of a
-    #: killed job resumes them; None: no checkpoints
+    #: where fine-tunes (QAT ``qat-*.pt``; ternary and pruning ``train-*.pt``) save their per-epoch
+    #: checkpoints (``train.fit``), so that a rerun of a killed job resumes them; None: none
     checkpoint_dir: Path | None = None
     _cache: dict = field(default_factory=dict)
 
@@ -514,17 +514,28 @@ class Context:
         primary: bool = False,
         step: Callable | None = None,
         finalize: Callable[[nn.Module], object] | None = None,
+        step_state=None,
     ) -> Variant:
         """Fine-tune a prepared copy of the fp32 model (ternarized, or float under a pruning
         schedule's ``step``) for up to ``epochs`` epochs, then ``finalize(model)``, then evaluate.
 
         ``fit`` restores the weights of the best validation epoch; ``finalize`` runs after that, so
-        the variant holds what it deploys.
+        the variant holds what it deploys. A ``step`` with state of its own (a pruning schedule)
+        passes that as ``step_state`` so that the fine-tune can checkpoint (``train.fit``).
         """
         start = time.perf_counter()
         if epochs > 0:
             cfg = dataclasses.replace(self.finetune, epochs=epochs)
             kwargs = {} if step is None else {"step": step}
+            if self.checkpoint_dir is not None and (step is None or step_state is not None):
+                what = json.dumps(
+                    [self.type, name, epochs, info or {}], sort_keys=True, default=str
+                )
+                digest = hashlib.blake2b(what.encode(), digest_size=8).hexdigest()
+                kwargs |= {
+                    "checkpoint": Path(self.checkpoint_dir) / f"train-{digest}.pt",
+                    "step_state": step_state,
+                }
             fit(model, *self.train, *self.val, cfg, derive_seed(self.seed, name), **kwargs)
         if finalize is not None:
             finalize(model)
@@ -590,8 +601,9 @@ def run_method(
 
     ``finetune`` is the workflow's QAT setting; the method's ``finetune`` keys override it.
     ``extra_eval(model) -> dict`` adds metrics to every variant (e.g. false-positive rates).
-    ``checkpoint_dir``: QAT fine-tunes (``mixed``, ``uniform``, the search trials ...) checkpoint
-    every epoch there and resume on a rerun; the caller deletes it when the results are saved.
+    ``checkpoint_dir``: every fine-tune (``mixed``, ``uniform``, the search trials, ternary, the
+    pruning schedules ...) checkpoints every epoch there and resumes on a rerun; the caller deletes
+    it when the results are saved.
     """
     config = normalize_method(config)
     method = METHOD_TYPES[config["type"]]
@@ -1287,6 +1299,7 @@ def _prune(ctx: Context) -> MethodResult:
             info,
             step=schedule.step,
             finalize=finalize,
+            step_state=schedule,
         )
         v.info["density_pruned_layers"] = reports[name]["density"]
         v.info["within_tolerance"] = ctx.within(v)

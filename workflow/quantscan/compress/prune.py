@@ -300,10 +300,13 @@ class PruneQuantSchedule:
             "bits": self.bits,
             "layers": self.layer_names,
             "masks": {n: m.clone() for n, m in self.masks.items()},
+            "thresholds": dict(self.thresholds),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore masks and thresholds (a resumed fine-tune: ``train.fit(step_state=...)``)."""
         self.masks = {n: m.clone().bool() for n, m in state["masks"].items()}
+        self.thresholds = dict(state.get("thresholds", {}))
 
 
 class QThenPIter(PruneQuantSchedule):
@@ -410,6 +413,13 @@ class PThenQEpochs(PruneQuantSchedule):
         report = super().finalize(model)
         self.pruned_once = True
         return report
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"pruned_once": self.pruned_once}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.pruned_once = bool(state.get("pruned_once", False))
 
 
 SCHEDULES = {cls.name: cls for cls in (QThenPIter, PThenQIter, PThenQEpochs)}
