@@ -450,13 +450,18 @@ class Context:
         if epochs > 0:
             cfg = dataclasses.replace(self.finetune, epochs=epochs)
             train = train or self.train
-            checkpoint = None
-            if self.checkpoint_dir is not None:  # one file per configuration, epochs, key, data
-                what = json.dumps([layer_config, epochs, key, len(train[1])], sort_keys=True)
-                digest = hashlib.blake2b(what.encode(), digest_size=8).hexdigest()
-                checkpoint = Path(self.checkpoint_dir) / f"qat-{digest}.pt"
+            # one file per configuration, epochs, key and data
+            checkpoint = self._checkpoint("qat", layer_config, epochs, key, len(train[1]))
             fit(model, *train, *self.val, cfg, derive_seed(self.seed, key), checkpoint=checkpoint)
         return model.eval()
+
+    def _checkpoint(self, kind: str, *what) -> Path | None:
+        """``checkpoint_dir/<kind>-<hash of what>.pt``, or None without a checkpoint folder."""
+        if self.checkpoint_dir is None:
+            return None
+        text = json.dumps(what, sort_keys=True, default=str)
+        digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        return Path(self.checkpoint_dir) / f"{kind}-{digest}.pt"
 
     def train_subset(self, n: int | None, key: str) -> Data:
         """``n`` training inputs drawn without replacement, each class in its share of the split
@@ -527,15 +532,9 @@ class Context:
         if epochs > 0:
             cfg = dataclasses.replace(self.finetune, epochs=epochs)
             kwargs = {} if step is None else {"step": step}
-            if self.checkpoint_dir is not None and (step is None or step_state is not None):
-                what = json.dumps(
-                    [self.type, name, epochs, info or {}], sort_keys=True, default=str
-                )
-                digest = hashlib.blake2b(what.encode(), digest_size=8).hexdigest()
-                kwargs |= {
-                    "checkpoint": Path(self.checkpoint_dir) / f"train-{digest}.pt",
-                    "step_state": step_state,
-                }
+            if step is None or step_state is not None:
+                checkpoint = self._checkpoint("train", self.type, name, epochs, info or {})
+                kwargs |= {"checkpoint": checkpoint, "step_state": step_state}
             fit(model, *self.train, *self.val, cfg, derive_seed(self.seed, name), **kwargs)
         if finalize is not None:
             finalize(model)
