@@ -226,3 +226,39 @@ def test_short_names_keep_the_model_and_its_weight_names(tmp_path):
     assert runtime_op_counts(short_path) == runtime_op_counts(long_path)
     # the fp32 export keeps node names (quantize_onnx's nodes_to_exclude names nodes)
     assert all(n.name for n in onnx.load(str(paths["fp32"])).graph.node)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_compact_encoding_drops_zero_points_but_not_a_kernel(case, tmp_path):
+    """Bias and conv-weight zero points go; outputs and ORT's fused integer kernels stay."""
+    import onnx
+
+    from quantscan.compress.int8 import compact_encoding, runtime_op_counts
+
+    model, calib, (x, _) = trained(case, steps=20)
+    paths = build_int8(model, calib, tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+    compact = onnx.load(str(paths["int8"]))  # quantize_onnx compacted it already
+    inits = {t.name: t for t in compact.graph.initializer}
+    dq = [n for n in compact.graph.node if n.op_type == "DequantizeLinear"]
+    of_bias = [n for n in dq if inits.get(n.input[0]) and inits[n.input[0]].data_type == 6]
+    assert of_bias and all(len(n.input) == 2 for n in of_bias)
+    # undo: give every bias and weight DequantizeLinear an explicit all-zero zero point
+    full = onnx.load(str(paths["int8"]))
+    for i, n in enumerate(full.graph.node):
+        x0 = inits.get(n.input[0])
+        if n.op_type == "DequantizeLinear" and len(n.input) == 2 and x0 is not None:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(x0.data_type)
+            shape = [x0.dims[0]] if any(a.name == "axis" for a in n.attribute) else []
+            zp = onnx.numpy_helper.from_array(np.zeros(shape, dtype), f"zp{i}")
+            full.graph.initializer.append(zp)
+            n.input.append(zp.name)
+    full_path = tmp_path / "full.onnx"
+    onnx.save(full, str(full_path))
+    assert paths["int8"].stat().st_size < full_path.stat().st_size
+    np.testing.assert_array_equal(
+        OrtEngine(paths["int8"], activation="none").predict_logits(x),
+        OrtEngine(full_path, activation="none").predict_logits(x),
+    )
+    assert runtime_op_counts(paths["int8"]) == runtime_op_counts(full_path)
+    again = compact_encoding(onnx.load(str(full_path)))  # idempotent: the same graph
+    assert again.graph == compact.graph
