@@ -77,8 +77,9 @@ def test_unknown_scenario_in_run_is_rejected():
             "end must exceed start",
         ),
         (
-            lambda s: s["scenarios"].update(
-                h={"hotspot": {"left": 10, "right": 1e9, "intensity": 2}}
+            lambda s: (
+                s["scenarios"].update(h={"hotspot": {"left": 10, "right": 1e9, "intensity": 2}}),
+                s["run"].append("h"),  # only scenarios that run are checked against the region
             ),
             "left < right",
         ),
