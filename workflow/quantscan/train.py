@@ -218,20 +218,21 @@ def fit(
             if done:
                 log.info("early stopping: no improvement for %d epochs", cfg.patience)
         if checkpoint is not None:
-            extra = None if step_state is None else step_state.state_dict()
-            _save_checkpoint(
-                checkpoint,
-                key,
-                done,
-                model,
-                optimizer,
-                rng,
-                best_loss,
-                best_state,
-                stale,
-                history,
-                extra,
-            )
+            state = {
+                "key": key,
+                "done": bool(done),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "best_loss": best_loss,
+                "best_state": best_state,
+                "stale": stale,
+                "history": history,
+                "step_state": None if step_state is None else step_state.state_dict(),
+            }
+            with atomic_path(checkpoint) as tmp:
+                torch.save(state, tmp)
         if done:
             break
     if best_state is not None:
@@ -267,23 +268,3 @@ def _load_checkpoint(path: str | Path, key: str) -> dict | None:
         log.warning("ignoring checkpoint %s: another model, data set, configuration or seed", path)
         return None
     return state
-
-
-def _save_checkpoint(
-    path, key, done, model, optimizer, rng, best_loss, best_state, stale, history, step_state
-):
-    state = {
-        "key": key,
-        "done": bool(done),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "numpy_rng": rng.bit_generator.state,
-        "torch_rng": torch.get_rng_state(),
-        "best_loss": best_loss,
-        "best_state": best_state,
-        "stale": stale,
-        "history": history,
-        "step_state": step_state,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)

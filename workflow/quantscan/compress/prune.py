@@ -306,7 +306,7 @@ class PruneQuantSchedule:
     def load_state_dict(self, state: dict) -> None:
         """Restore masks and thresholds (a resumed fine-tune: ``train.fit(step_state=...)``)."""
         self.masks = {n: m.clone().bool() for n, m in state["masks"].items()}
-        self.thresholds = dict(state.get("thresholds", {}))
+        self.thresholds = dict(state["thresholds"])
 
 
 class QThenPIter(PruneQuantSchedule):
@@ -419,7 +419,7 @@ class PThenQEpochs(PruneQuantSchedule):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.pruned_once = bool(state.get("pruned_once", False))
+        self.pruned_once = bool(state["pruned_once"])
 
 
 SCHEDULES = {cls.name: cls for cls in (QThenPIter, PThenQIter, PThenQEpochs)}
