@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.conv1d import Conv1d
 from .pack import Codec, decode_levels, encode_levels, register_codec, register_transform
 from .prune import weight_layers
 
@@ -405,7 +406,7 @@ class TernaryWeights:
         return layer
 
 
-class TernaryConv1d(TernaryWeights, nn.Conv1d):
+class TernaryConv1d(TernaryWeights, Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
@@ -425,13 +426,14 @@ class TernaryLinear(TernaryWeights, nn.Linear):
         return F.linear(x, self.quantized_weight(), self.bias)
 
 
-FLOAT_TO_TERNARY: dict[type, type] = {
-    nn.Conv1d: TernaryConv1d,
-    nn.Conv2d: TernaryConv2d,
-    nn.Conv3d: TernaryConv3d,
-    nn.Linear: TernaryLinear,
+TERNARY_TO_FLOAT: dict[type, type] = {
+    TernaryConv1d: nn.Conv1d,
+    TernaryConv2d: nn.Conv2d,
+    TernaryConv3d: nn.Conv3d,
+    TernaryLinear: nn.Linear,
 }
-TERNARY_TO_FLOAT = {t: f for f, t in FLOAT_TO_TERNARY.items()}
+#: ``models.conv1d.Conv1d`` (nn.Conv1d with a faster backward) ternarizes like nn.Conv1d
+FLOAT_TO_TERNARY = {f: t for t, f in TERNARY_TO_FLOAT.items()} | {Conv1d: TernaryConv1d}
 
 _ACTIVATIONS = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: None}
 _ACT_FN = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
