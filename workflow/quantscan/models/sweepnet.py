@@ -9,23 +9,30 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .maxpool import max_pool_2x2
+
 
 class MaxPool2x2(nn.MaxPool2d):
-    """``nn.MaxPool2d(2, stride=1)``; without autograd, the maximum of four shifted views.
+    """``nn.MaxPool2d(2, stride=1)``, faster on CPU: PyTorch's max-pool kernel is slow there.
 
-    Why: PyTorch's CPU max-pool kernel is slow on NCHW tensors (~8x the shifted maxima on
-    (100, 32, 63, 63)), and models evaluated outside ``train.fit`` are NCHW (channels-last would
-    break the bitwise equality of packed and trained models); SweepNet inference
-    is ~2.3x faster this way. Training (whose backward of ``torch.maximum`` is slower) and ONNX
-    export (one ``MaxPool`` node) keep the library kernel. The result is identical.
+    * Inference (no autograd): the maximum of four shifted views, ~8x the library kernel on NCHW
+      (100, 32, 63, 63); models evaluated outside ``train.fit`` are NCHW (channels-last would break
+      the bitwise equality of packed and trained models). SweepNet inference is ~2.3x faster.
+    * Training: ``models.maxpool.max_pool_2x2``, compiled kernels that keep the maximum and where it
+      was (3x the library's forward; a SweepNet training step is ~1.3x faster).
+    * ONNX export: the library call (one ``MaxPool`` node).
+
+    The results are identical to the library's, gradients included.
     """
 
     def __init__(self):
         super().__init__(2, stride=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export():
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or x.device.type != "cpu":
             return F.max_pool2d(x, 2, stride=1)
+        if torch.is_grad_enabled():
+            return max_pool_2x2(x)
         rows = torch.maximum(x[..., :-1, :], x[..., 1:, :])
         return torch.maximum(rows[..., :-1], rows[..., 1:])
 
