@@ -11,10 +11,14 @@ windows tie at zero), so the routed gradients are the library's.
 again): the backward scatters by the codes, and the scatter's backward gathers by them.
 
 Kernels run on ``(N, H, W, C)`` views: channels-last tensors are that layout already; NCHW tensors
-are viewed as ``(B * C, H, W, 1)``. They release the GIL and run on one thread.
+are viewed as ``(B * C, H, W, 1)``. They release the GIL; a call splits the batch over
+``torch.get_num_threads()`` threads, as PyTorch's own kernels use that many.
 """
 
 from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
@@ -79,6 +83,27 @@ def _gather(x, code, out):
                     out[b, i, j, k] = x[b, i + (where >> 1), j + (where & 1), k]
 
 
+@functools.cache
+def _executor(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="maxpool")
+
+
+def _run(kernel, *arrays: np.ndarray) -> None:
+    """``kernel(*arrays)``, the first axis split over ``torch.get_num_threads()`` threads."""
+    n = len(arrays[0])
+    threads = min(torch.get_num_threads(), n)
+    if threads <= 1:
+        kernel(*arrays)
+        return
+    bounds = np.linspace(0, n, threads + 1).astype(int)
+    jobs = [
+        _executor(threads).submit(kernel, *(a[lo:hi] for a in arrays))
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    for job in jobs:
+        job.result()
+
+
 def _nhwc(t: torch.Tensor) -> np.ndarray:
     """A writable ``(N, H, W, C)`` numpy view of a contiguous or channels-last 4-D tensor."""
     if t.is_contiguous():
@@ -107,7 +132,7 @@ class _MaxPool(torch.autograd.Function):
         b, c, h, w = x.shape
         out = _empty((b, c, h - 1, w - 1), x)
         code = _empty((b, c, h - 1, w - 1), x, dtype=torch.uint8)
-        _pool(_nhwc(x), _nhwc(out), _nhwc(code))
+        _run(_pool, _nhwc(x), _nhwc(out), _nhwc(code))
         ctx.save_for_backward(code)
         ctx.input_shape = x.shape
         ctx.mark_non_differentiable(code)
@@ -130,7 +155,7 @@ class _Scatter(torch.autograd.Function):
                 else torch.channels_last
             )
         out = _empty(shape, code, dtype=grad.dtype)
-        _scatter(_nhwc(grad), _nhwc(code), _nhwc(out))
+        _run(_scatter, _nhwc(grad), _nhwc(code), _nhwc(out))
         ctx.save_for_backward(code)
         return out
 
@@ -147,7 +172,7 @@ class _Gather(torch.autograd.Function):
             memory_format=torch.contiguous_format if code.is_contiguous() else torch.channels_last
         )
         out = _empty(code.shape, code, dtype=x.dtype)
-        _gather(_nhwc(x), _nhwc(code), _nhwc(out))
+        _run(_gather, _nhwc(x), _nhwc(code), _nhwc(out))
         ctx.save_for_backward(code)
         ctx.input_shape = x.shape
         return out
