@@ -135,7 +135,6 @@ class _MaxPool(torch.autograd.Function):
         _run(_pool, _nhwc(x), _nhwc(out), _nhwc(code))
         ctx.save_for_backward(code)
         ctx.input_shape = x.shape
-        ctx.mark_non_differentiable(code)
         return out
 
     @staticmethod
