@@ -1,11 +1,13 @@
 """Compression method runner: every method type on a tiny SweepNet, the forgiving factor, configuration
 helpers, the paste-able config round trip, seeded search reproducibility, config fan-out and summary."""
 
+import copy
 import json
 import logging
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -480,6 +482,44 @@ def test_a_killed_qat_job_resumes_from_its_checkpoints(tiny_sweepnet, tmp_path, 
         resumed.model.state_dict().values(), ref.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+def test_a_resumed_search_replays_finished_trials_from_their_scores(
+    tiny_sweepnet, tmp_path, monkeypatch
+):
+    """auto_search keeps each finished trial's score: a rerun trains only the final model."""
+    model, train, val, test = tiny_sweepnet
+    cfg = {"type": "auto_search", "n_trials": 3, "trial_epochs": 1, "weight_bits": [1, 2, 8]}
+    ft = TrainConfig(epochs=1, batch_size=16, learning_rate=0.01, patience=3)
+
+    def go():
+        return methods.run_method(
+            "auto_search", cfg, model, ARCH, train, val, test, CLASSES, ft, 11, LOG, None, tmp_path
+        )
+
+    first = go()
+    assert len(list(tmp_path.glob("trial-*.json"))) == 3
+    qat, keys = methods.Context.qat, []
+
+    def counting_qat(self, config, epochs, key, *args, **kwargs):
+        keys.append(key)
+        return qat(self, config, epochs, key, *args, **kwargs)
+
+    monkeypatch.setattr(methods.Context, "qat", counting_qat)
+    again = go()
+    assert not any(k.startswith("trial") for k in keys)  # no trial model built again
+    cols = ["trial", "val_accuracy", "model_bits", "best"]
+    pd.testing.assert_frame_equal(again.details[cols], first.details[cols])
+    assert again.primary.metrics["accuracy"] == first.primary.metrics["accuracy"]
+    # other fp32 weights: the stored scores do not apply
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    keys.clear()
+    methods.run_method(
+        "auto_search", cfg, other, ARCH, train, val, test, CLASSES, ft, 11, LOG, None, tmp_path
+    )
+    assert sum(k.startswith("trial") for k in keys) == 3
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,7 @@ import yaml
 from torch import nn
 
 from .. import config as qconfig
+from ..atomic import write_text
 from ..errors import ConfigError
 from ..evaluate import classification_metrics
 from ..seeds import derive_seed
@@ -462,6 +463,29 @@ class Context:
         text = json.dumps(what, sort_keys=True, default=str)
         digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
         return Path(self.checkpoint_dir) / f"{kind}-{digest}.pt"
+
+    def cached(self, kind: str, compute: Callable[[], list | dict], *what) -> list | dict:
+        """``compute()`` (a JSON value), kept as ``checkpoint_dir/<kind>-<hash>.json``: a rerun of
+        a killed job reads it back instead of computing it again (``what``, the fp32 weights, the
+        seed and the fine-tuning settings name it). Without a checkpoint folder: ``compute()``."""
+        path = self._checkpoint(
+            kind, *what, self._weights_digest, self.seed, dataclasses.asdict(self.finetune)
+        )
+        if path is None:
+            return compute()
+        path = path.with_suffix(".json")
+        if path.exists():
+            return json.loads(path.read_text())
+        result = compute()
+        write_text(path, json.dumps(result))
+        return result
+
+    @cached_property
+    def _weights_digest(self) -> str:
+        h = hashlib.blake2b(digest_size=8)
+        for t in self.model.state_dict().values():
+            h.update(t.detach().cpu().numpy().tobytes())
+        return h.hexdigest()
 
     def train_subset(self, n: int | None, key: str) -> Data:
         """``n`` training inputs drawn without replacement, each class in its share of the split
@@ -990,8 +1014,15 @@ def _auto_search(ctx: Context) -> MethodResult:
         if key in seen:  # TPE may propose a configuration again: its score is known
             val_acc, bits = seen[key]
         else:
-            model = ctx.qat(config, cfg["trial_epochs"], f"trial{trial.number}", trial_train)
-            val_acc, bits = ctx.val_accuracy(model), model_bits(model)
+            name = f"trial{trial.number}"
+
+            def train_and_score() -> list:
+                model = ctx.qat(config, cfg["trial_epochs"], name, trial_train)
+                return [ctx.val_accuracy(model), model_bits(model)]
+
+            # a resumed job replays the finished trials from their scores, not their models
+            what = (config, cfg["trial_epochs"], name, len(trial_train[1]))
+            val_acc, bits = ctx.cached("trial", train_and_score, *what)
             seen[key] = (val_acc, bits)
         delta = forgiving_delta(bits, reference, **ff)
         score = val_acc * (1.0 + delta)
