@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 
 import numpy as np
@@ -181,7 +182,21 @@ def test_a_checkpoint_of_another_run_is_ignored(tmp_path, caplog):
     fresh = without_seconds(fit_toy(dropout_net(), None, seed=6, epochs=2))
     with caplog.at_level("WARNING"):
         assert without_seconds(fit_toy(dropout_net(), ckpt, seed=6, epochs=2)) == fresh
-    assert "another model, data set, configuration or seed" in caplog.text
+    assert "another model, starting weights, data set, configuration or seed" in caplog.text
+    # the same run from other starting weights (a fine-tune of a retrained model): ignored too
+    fit_toy(dropout_net(), ckpt, seed=6, epochs=2)
+    other = dropout_net()
+    with torch.no_grad():
+        other[1].weight.add_(0.1)
+    fresh_other = without_seconds(fit_toy(copy.deepcopy(other), None, seed=6, epochs=2))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert without_seconds(fit_toy(other, ckpt, seed=6, epochs=2)) == fresh_other
+    assert "starting weights" in caplog.text
+    state = torch.load(ckpt, weights_only=True)
+    del state["start_weights"]  # as written before the starting weights were recorded
+    torch.save(state, ckpt)
+    assert without_seconds(fit_toy(dropout_net(), ckpt, seed=6, epochs=2)) == fresh_other
     ckpt.write_bytes(b"not a checkpoint")  # e.g. torn by a full disk
     with caplog.at_level("WARNING"):
         assert without_seconds(fit_toy(dropout_net(), ckpt, seed=6, epochs=2)) == fresh

@@ -161,7 +161,8 @@ def fit(
         key = _fingerprint(model, x_train, y_train, x_val, y_val, cfg, seed)
         if step_state is not None:
             key += f"+{type(step_state).__name__}"
-        state = _load_checkpoint(checkpoint, key)
+        start_weights = _weights_digest(model)
+        state = _load_checkpoint(checkpoint, key, start_weights)
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -220,6 +221,7 @@ def fit(
         if checkpoint is not None:
             state = {
                 "key": key,
+                "start_weights": start_weights,
                 "done": bool(done),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -254,7 +256,15 @@ def _fingerprint(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, seed: 
     return h.hexdigest()
 
 
-def _load_checkpoint(path: str | Path, key: str) -> dict | None:
+def _weights_digest(model: nn.Module) -> str:
+    """A hash of the weights a run starts from (fine-tunes start from a trained model)."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _load_checkpoint(path: str | Path, key: str, start_weights: str) -> dict | None:
     path = Path(path)
     if not path.exists():
         return None
@@ -264,7 +274,16 @@ def _load_checkpoint(path: str | Path, key: str) -> dict | None:
     except Exception as err:  # a torn or foreign file: start again
         log.warning("ignoring unreadable checkpoint %s (%s)", path, err)
         return None
-    if not isinstance(state, dict) or state.get("key") != key:
-        log.warning("ignoring checkpoint %s: another model, data set, configuration or seed", path)
+    # checkpoints written before start_weights was recorded (2026-12) are matched by key alone
+    if (
+        not isinstance(state, dict)
+        or state.get("key") != key
+        or state.get("start_weights", start_weights) != start_weights
+    ):
+        log.warning(
+            "ignoring checkpoint %s: another model, starting weights, data set, configuration "
+            "or seed",
+            path,
+        )
         return None
     return state
