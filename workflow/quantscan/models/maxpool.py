@@ -118,6 +118,12 @@ def _empty(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype or like.dtype, memory_format=fmt)
 
 
+def _like(t: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """``t`` in the memory format of ``code`` (the kernels index both alike)."""
+    fmt = torch.contiguous_format if code.is_contiguous() else torch.channels_last
+    return t.contiguous(memory_format=fmt)
+
+
 def _layout(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself when contiguous or channels-last, else a contiguous copy."""
     if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last):
@@ -146,13 +152,7 @@ class _MaxPool(torch.autograd.Function):
 class _Scatter(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad, code, shape):
-        grad = _layout(grad)
-        if grad.is_contiguous() != code.is_contiguous():  # the kernels index both alike
-            grad = grad.contiguous(
-                memory_format=torch.contiguous_format
-                if code.is_contiguous()
-                else torch.channels_last
-            )
+        grad = _like(grad, code)
         out = _empty(shape, code, dtype=grad.dtype)
         _run(_scatter, _nhwc(grad), _nhwc(code), _nhwc(out))
         ctx.save_for_backward(code)
@@ -167,9 +167,7 @@ class _Scatter(torch.autograd.Function):
 class _Gather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, code):
-        x = x.contiguous(
-            memory_format=torch.contiguous_format if code.is_contiguous() else torch.channels_last
-        )
+        x = _like(x, code)
         out = _empty(code.shape, code, dtype=x.dtype)
         _run(_gather, _nhwc(x), _nhwc(code), _nhwc(out))
         ctx.save_for_backward(code)
