@@ -11,7 +11,7 @@ from quantscan.models.maxpool import max_pool_2x2
 def _input(layout: str, dtype=torch.float64, shape=(3, 4, 9, 7)) -> torch.Tensor:
     torch.manual_seed(0)
     x = torch.relu(torch.randn(*shape, dtype=dtype))  # many windows tie at zero
-    x[0, 0, 2:5, 2:5] = 1.5  # ties at a positive value too
+    x[0, 0, 1:3, 1:3] = 1.5  # ties at a positive value too
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     elif layout == "strided":
@@ -29,6 +29,17 @@ def test_values_and_gradients_equal_the_library(layout, dtype):
     (gx,) = torch.autograd.grad(got, x, grad)
     (wx,) = torch.autograd.grad(want, x, grad)
     assert torch.equal(gx, wx)  # ties routed to the same (first) maximum
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 2, 2), (2, 1, 5, 4), (1, 6, 2, 9)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_edge_shapes(shape, layout):
+    """One-pixel outputs and single channels: tensors both contiguous and channels-last."""
+    x = _input(layout, shape=shape)
+    got, want = max_pool_2x2(x), F.max_pool2d(x, 2, stride=1)
+    assert torch.equal(got, want)
+    grad = torch.randn_like(want)
+    assert torch.equal(*(torch.autograd.grad(y, x, grad)[0] for y in (got, want)))
 
 
 def test_second_order():

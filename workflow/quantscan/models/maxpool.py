@@ -104,80 +104,73 @@ def _run(kernel, *arrays: np.ndarray) -> None:
         job.result()
 
 
-def _nhwc(t: torch.Tensor) -> np.ndarray:
-    """A writable ``(N, H, W, C)`` numpy view of a contiguous or channels-last 4-D tensor."""
-    if t.is_contiguous():
-        b, c, h, w = t.shape
-        return t.detach().view(b * c, h, w, 1).numpy()
-    return t.detach().permute(0, 2, 3, 1).numpy()
+def _format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
-def _empty(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
-    """An uninitialised tensor in ``like``'s memory format (contiguous unless it is channels-last)."""
-    fmt = torch.contiguous_format if like.is_contiguous() else torch.channels_last
-    return torch.empty(shape, dtype=dtype or like.dtype, memory_format=fmt)
+def _nhwc(t: torch.Tensor, channels_last: bool) -> np.ndarray:
+    """A writable ``(N, H, W, C)`` numpy view of ``t`` in that layout (copied into it if need be)."""
+    t = t.detach().contiguous(memory_format=_format(channels_last))
+    if channels_last:
+        return t.permute(0, 2, 3, 1).numpy()
+    b, c, h, w = t.shape
+    return t.view(b * c, h, w, 1).numpy()
 
 
-def _like(t: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-    """``t`` in the memory format of ``code`` (the kernels index both alike)."""
-    fmt = torch.contiguous_format if code.is_contiguous() else torch.channels_last
-    return t.contiguous(memory_format=fmt)
+def _empty(shape, dtype, channels_last: bool) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, memory_format=_format(channels_last))
 
 
-def _layout(t: torch.Tensor) -> torch.Tensor:
-    """``t`` itself when contiguous or channels-last, else a contiguous copy."""
-    if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last):
-        return t
-    return t.contiguous()
+# Every tensor of one pooling (input, output, codes, gradients) has the layout the input had:
+# channels-last when the input is (and is not plain contiguous as well), else contiguous.
 
 
 class _MaxPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        x = _layout(x)
+        cl = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         b, c, h, w = x.shape
-        out = _empty((b, c, h - 1, w - 1), x)
-        code = _empty((b, c, h - 1, w - 1), x, dtype=torch.uint8)
-        _run(_pool, _nhwc(x), _nhwc(out), _nhwc(code))
+        out = _empty((b, c, h - 1, w - 1), x.dtype, cl)
+        code = _empty((b, c, h - 1, w - 1), torch.uint8, cl)
+        _run(_pool, _nhwc(x, cl), _nhwc(out, cl), _nhwc(code, cl))
         ctx.save_for_backward(code)
-        ctx.input_shape = x.shape
+        ctx.input_shape, ctx.channels_last = x.shape, cl
         return out
 
     @staticmethod
     def backward(ctx, grad):
         (code,) = ctx.saved_tensors
-        return _Scatter.apply(grad, code, ctx.input_shape)
+        return _Scatter.apply(grad, code, ctx.input_shape, ctx.channels_last)
 
 
 class _Scatter(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, grad, code, shape):
-        grad = _like(grad, code)
-        out = _empty(shape, code, dtype=grad.dtype)
-        _run(_scatter, _nhwc(grad), _nhwc(code), _nhwc(out))
+    def forward(ctx, grad, code, shape, cl):
+        out = _empty(shape, grad.dtype, cl)
+        _run(_scatter, _nhwc(grad, cl), _nhwc(code, cl), _nhwc(out, cl))
         ctx.save_for_backward(code)
+        ctx.channels_last = cl
         return out
 
     @staticmethod
     def backward(ctx, grad_grad):
         (code,) = ctx.saved_tensors
-        return _Gather.apply(grad_grad, code), None, None
+        return _Gather.apply(grad_grad, code, ctx.channels_last), None, None, None
 
 
 class _Gather(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, code):
-        x = _like(x, code)
-        out = _empty(code.shape, code, dtype=x.dtype)
-        _run(_gather, _nhwc(x), _nhwc(code), _nhwc(out))
+    def forward(ctx, x, code, cl):
+        out = _empty(code.shape, x.dtype, cl)
+        _run(_gather, _nhwc(x, cl), _nhwc(code, cl), _nhwc(out, cl))
         ctx.save_for_backward(code)
-        ctx.input_shape = x.shape
+        ctx.input_shape, ctx.channels_last = x.shape, cl
         return out
 
     @staticmethod
     def backward(ctx, grad):
         (code,) = ctx.saved_tensors
-        return _Scatter.apply(grad, code, ctx.input_shape), None
+        return _Scatter.apply(grad, code, ctx.input_shape, ctx.channels_last), None, None
 
 
 def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
