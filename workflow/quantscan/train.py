@@ -161,7 +161,7 @@ def fit(
         key = _fingerprint(model, x_train, y_train, x_val, y_val, cfg, seed)
         if step_state is not None:
             key += f"+{type(step_state).__name__}"
-        start_weights = _weights_digest(model)
+        start_weights = weights_digest(model)
         state = _load_checkpoint(checkpoint, key, start_weights)
         if state is not None:
             model.load_state_dict(state["model"])
@@ -256,11 +256,11 @@ def _fingerprint(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, seed: 
     return h.hexdigest()
 
 
-def _weights_digest(model: nn.Module) -> str:
-    """A hash of the weights a run starts from (fine-tunes start from a trained model)."""
-    h = hashlib.blake2b(digest_size=16)
+def weights_digest(model: nn.Module) -> str:
+    """A hash of a model's state (e.g. the weights a fine-tune starts from)."""
+    h = hashlib.blake2b(digest_size=8)
     for t in model.state_dict().values():
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update(t.detach().cpu().numpy().tobytes())  # C order whatever the strides
     return h.hexdigest()
 
 

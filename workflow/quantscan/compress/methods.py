@@ -76,7 +76,7 @@ from ..atomic import write_text
 from ..errors import ConfigError
 from ..evaluate import classification_metrics
 from ..seeds import derive_seed
-from ..train import TrainConfig, fit, predict_proba, to_tensor
+from ..train import TrainConfig, fit, predict_proba, to_tensor, weights_digest
 from . import figures
 from .cost import (
     FP_BITS,
@@ -482,10 +482,7 @@ class Context:
 
     @cached_property
     def _weights_digest(self) -> str:
-        h = hashlib.blake2b(digest_size=8)
-        for t in self.model.state_dict().values():
-            h.update(t.detach().cpu().numpy().tobytes())
-        return h.hexdigest()
+        return weights_digest(self.model)
 
     def train_subset(self, n: int | None, key: str) -> Data:
         """``n`` training inputs drawn without replacement, each class in its share of the split
