@@ -131,19 +131,54 @@ def size_column(table: pd.DataFrame, prefer: str = "file_bytes") -> str:
 _SIZE_LABEL = {"file_bytes": "model file size (bytes)", "model_bits": "model size (weight bits)"}
 
 
-def _colors(families: Iterable[str]) -> dict[str, str]:
-    known = {f: f"C{i % 10}" for i, f in enumerate(f for f in FAMILIES if f != FP32)}
-    out = {}
-    extra = 0
-    for f in families:
-        if f == FP32:
-            out[f] = "k"
-        elif f in known:
-            out[f] = known[f]
-        else:
-            out[f] = f"C{(len(known) + extra) % 10}"
-            extra += 1
+_MARKERS = "osD^vPX<>hp*"
+
+
+def _styles(families: Iterable[str]) -> dict[str, dict]:
+    """A colour (tab20, 20 distinct) and a marker per family, the same in every figure; fp32 black."""
+    palette = plt.get_cmap("tab20").colors
+    # the scans (many variants each) last: they get the light half of the palette
+    scans = ("layer_sensitivity", "uniform", "one_bit_rounds")
+    order = [f for f in FAMILIES if f != FP32 and f not in scans] + list(scans)
+    order += [f for f in families if f not in order and f != FP32]
+    out = {FP32: {"color": "k", "marker": "*"}}
+    for i, f in enumerate(order):
+        # even tab20 entries first (the saturated half), so few families stay far apart
+        out[f] = {"color": palette[(2 * i) % 20 + (2 * i) // 20 % 2], "marker": _MARKERS[i % 11]}
     return out
+
+
+def _size_label(value: float, _pos=None, unit: str = "B") -> str:
+    """1500 -> "1.5 kB", 20000 -> "20 kB" (bits: "20 kbit")."""
+    for scale, prefix in ((1e6, "M"), (1e3, "k"), (1, "")):
+        if value >= scale:
+            return f"{value / scale:g} {prefix}{unit}"
+    return f"{value:g} {unit}"
+
+
+def _size_axis(ax, column: str) -> None:
+    """Log x axis labelled at 1, 2 and 5 x powers of ten, in readable units."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    unit = "B" if column == "file_bytes" else "bit"
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, p: _size_label(v, p, unit)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _figure_legend(fig, axes) -> None:
+    """One legend for all panels (families have one style everywhere), right of the panels."""
+    handles = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    handles = {k: v for k, v in handles.items() if k != "Pareto front"} | {
+        k: v for k, v in handles.items() if k == "Pareto front"
+    }
+    fig.legend(
+        handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8
+    )
 
 
 def _panels(n: int, width: float = 5.2, height: float = 4.2):
@@ -177,34 +212,43 @@ def pareto(table: pd.DataFrame, path, title: str, size: str = "file_bytes") -> N
     col = size_column(rows, size)
     rows = rows[rows[col].notna() & (rows[col] > 0)]
     scenarios = list(dict.fromkeys(rows.scenario))
-    colors = _colors(dict.fromkeys(rows.family))
+    styles = _styles(dict.fromkeys(rows.family))
     fig, axes = _panels(len(scenarios))
     for ax, scenario in zip(axes, scenarios, strict=True):
         part = rows[rows.scenario == scenario]
         for fam, g in part.groupby("family", sort=False):
+            style = styles[fam]
             if fam == FP32:
-                ax.plot(g[col], g.accuracy, "*", color="k", ms=14, label="fp32", zorder=4)
+                ax.plot(g[col], g.accuracy, ls="", ms=14, label="fp32", zorder=4, **style)
                 continue
             prim = g.primary.astype(bool) if "primary" in g else pd.Series(False, g.index)
-            ax.scatter(g[col][~prim], g.accuracy[~prim], s=18, color=colors[fam], alpha=0.6)
+            ax.scatter(
+                g[col][~prim],
+                g.accuracy[~prim],
+                s=18,
+                alpha=0.6,
+                c=[style["color"]],
+                marker=style["marker"],
+            )
             ax.scatter(
                 g[col][prim],
                 g.accuracy[prim],
                 s=60,
-                color=colors[fam],
+                c=[style["color"]],
+                marker=style["marker"],
                 edgecolors="k",
                 label=fam,
                 zorder=3,
             )
             if not prim.any():  # a legend entry for families without a primary row
-                ax.scatter([], [], s=18, color=colors[fam], label=fam)
+                ax.scatter([], [], s=18, c=[style["color"]], marker=style["marker"], label=fam)
         front = part[pareto_front(part[col], part.accuracy)].sort_values(col)
         ax.step(front[col], front.accuracy, where="post", color="0.3", lw=1, ls="--", zorder=2)
         ax.plot([], [], color="0.3", ls="--", lw=1, label="Pareto front")
-        ax.set_xscale("log")
+        _size_axis(ax, col)
         ax.set(xlabel=_SIZE_LABEL.get(col, col), ylabel="test accuracy", title=scenario)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="lower right")
+    _figure_legend(fig, axes)
     fig.suptitle(title)
     save(fig, path)
 
@@ -226,15 +270,15 @@ def density(table: pd.DataFrame, path, title: str) -> None:
         return
     scenarios = list(dict.fromkeys(sched.scenario))
     fig, axes = _panels(len(scenarios))
-    colors = _colors(SCHEDULES)
+    styles = _styles(SCHEDULES)
     for ax, scenario in zip(axes, scenarios, strict=True):
         part = sched[sched.scenario == scenario]
         for (fam, job), g in part.groupby(["family", "job"], sort=False):
             g = g.sort_values("density")
             label = fam if job == fam else f"{job} ({fam})"
-            ax.plot(g.density, g.accuracy, "o-", color=colors[fam], label=label, ms=4)
+            ax.plot(g.density, g.accuracy, "-", label=label, ms=4, **styles[fam])
             prim = g[g.primary.astype(bool)] if "primary" in g else g.iloc[:0]
-            ax.plot(prim.density, prim.accuracy, "o", color=colors[fam], mec="k", ms=9)
+            ax.plot(prim.density, prim.accuracy, ls="", mec="k", ms=9, **styles[fam])
         ref = table[(table.family == FP32) & (table.scenario == scenario)]
         if len(ref):
             acc = float(ref.accuracy.iloc[0])
