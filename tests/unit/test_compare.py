@@ -138,3 +138,15 @@ def test_unreadable_rows_name_the_file(tmp_path):
     bad.write_text("method\taccuracy\nx\t0.5\n")
     with pytest.raises(InputFormatError, match="rows.tsv: rows table lacks column\\(s\\) scenario"):
         compare.variants_table([], [{"rows": bad, "job": "x"}])
+
+
+def test_every_method_family_has_its_own_colour_in_the_plots():
+    styles = compare._styles(list(compare.FAMILIES) + ["a_new_method"])
+    colours = [
+        tuple(s["color"]) if not isinstance(s["color"], str) else s["color"]
+        for s in styles.values()
+    ]
+    assert len(set(colours)) == len(styles) == len(compare.FAMILIES) + 1
+    assert (
+        compare._size_label(1500) == "1.5 kB" and compare._size_label(2e6, unit="bit") == "2 Mbit"
+    )
