@@ -16,14 +16,14 @@ import numpy as np
 
 from quantscan import modelio
 from quantscan.atomic import atomic_path, write_text
-from quantscan.compress.methods import EVAL_BATCH, run_method
+from quantscan.compress.methods import run_method
 from quantscan.compress.pack import load_packed, save_packed
 from quantscan.data import load_split
 from quantscan.errors import QuantscanError
 from quantscan.scripting import neutral_tests, run
 from quantscan.seeds import derive_seed
 from quantscan.summary import COLUMNS, metrics_json, rows_table
-from quantscan.train import TrainConfig, predict_proba
+from quantscan.train import EVAL_BATCH, TrainConfig, predict_proba
 
 
 def main(smk, log):

@@ -76,7 +76,7 @@ from ..atomic import write_text
 from ..errors import ConfigError
 from ..evaluate import classification_metrics
 from ..seeds import derive_seed
-from ..train import TrainConfig, fit, predict_proba, to_tensor, weights_digest
+from ..train import EVAL_BATCH, TrainConfig, fit, predict_proba, to_tensor, weights_digest
 from . import figures
 from .cost import (
     FP_BITS,
@@ -103,8 +103,6 @@ from .ternary import (
 
 #: named per-layer configurations usable wherever a configuration is expected
 PRESETS: dict[str, dict] = {"seed000_table6": SEED000_TABLE6}
-#: evaluation mini-batch: large batches of 2-D feature maps are slower on CPU (cache misses)
-EVAL_BATCH = 64
 _ALPHA_TAGS = {"auto": "auto", "auto_po2": "po2", None: "fixed"}
 
 Data = tuple[np.ndarray, np.ndarray]
