@@ -484,6 +484,33 @@ def test_a_killed_qat_job_resumes_from_its_checkpoints(tiny_sweepnet, tmp_path, 
         assert torch.equal(a, b)
 
 
+def test_auto_search_budget_never_returns_a_larger_configuration(tiny_sweepnet, monkeypatch):
+    """max_bits: configurations over it score 0 without training; the result fits the budget."""
+    budget = 900  # the tiny SweepNet's configurations here take 600-1,400 bits
+    cfg = {
+        "type": "auto_search",
+        "n_trials": 6,
+        "trial_epochs": 1,
+        "weight_bits": [1, 2, 8],
+        "max_bits": budget,
+    }
+    qat, trained = methods.Context.qat, []
+
+    def counting_qat(self, config, epochs, key, *args, **kwargs):
+        trained.append((key, model_bits(quantize_model(self.model, config))))
+        return qat(self, config, epochs, key, *args, **kwargs)
+
+    monkeypatch.setattr(methods.Context, "qat", counting_qat)
+    res = run(tiny_sweepnet, "auto_search", cfg)
+    trials = res.details
+    over = trials[trials.over_budget.astype(bool)]
+    assert len(over) >= 1 and (over.model_bits > budget).all() and (over.score == 0).all()
+    assert (trials[~trials.over_budget.astype(bool)].model_bits <= budget).all()
+    searched = [bits for key, bits in trained if key.startswith("trial")]
+    assert searched and max(searched) <= budget  # nothing over the budget was trained
+    assert res.primary.metrics["model_bits"] <= budget
+
+
 def test_a_resumed_search_replays_finished_trials_from_their_scores(
     tiny_sweepnet, tmp_path, monkeypatch
 ):

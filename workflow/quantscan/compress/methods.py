@@ -23,7 +23,8 @@ Method types (see the schema for every key):
 - ``one_bit_rounds``: all weight layers at ``base_bits``, one at a time at 1 bit, the tolerated ones
   together (seed 000 Table 3), then activations at 1 bit alone and together (Table 4).
 - ``auto_search``: AutoQKeras-style search with Optuna's seeded TPE sampler; score = validation
-  accuracy x (1 + delta), the forgiving factor (compression.md section 2).
+  accuracy x (1 + delta), the forgiving factor (compression.md section 2); with ``max_bits``,
+  configurations over that budget score 0 untrained.
 - ``po2_vs_auto``: the same configurations with ``alpha='auto'`` and ``'auto_po2'`` (seed 002).
 - ``ttq``, ``attq``, ``dorefa``: trained ternary, asymmetric ternary (seed 001) and DoReFa binary /
   k-bit weight layers (``ternary.py``) fine-tuned from fp32 (one variant, the primary). ``layers``:
@@ -1006,8 +1007,14 @@ def _auto_search(ctx: Context) -> MethodResult:
                 ctx.kinds[a][1], trial.suggest_categorical(a, list(cfg["activation_bits"]))
             )
         key = json.dumps(config, sort_keys=True)
+        budget = cfg["max_bits"]
+        # the size does not depend on training: a configuration over the budget scores 0 untrained
+        size = model_bits(quantize_model(ctx.model, config)) if budget else 0
         if key in seen:  # TPE may propose a configuration again: its score is known
             val_acc, bits = seen[key]
+        elif budget and size > budget:
+            val_acc, bits = 0.0, size
+            seen[key] = (val_acc, bits)
         else:
             name = f"trial{trial.number}"
 
@@ -1028,6 +1035,7 @@ def _auto_search(ctx: Context) -> MethodResult:
             "delta": delta,
             "model_bits": bits,
             "size_pct": 100.0 * bits / ctx.fp32_bits,
+            "over_budget": bool(budget) and bits > budget,
         }
         row |= {n: trial.params[n] for n in layers + acts}
         row["seconds"] = round(time.perf_counter() - start, 3)
