@@ -73,7 +73,10 @@ def main(smk, log):
     meta = {"scenario": scenario, "method": name, "variant": primary.name}
     nbytes = save_packed(primary.model, smk.output.model, arch, extra=meta)
     loaded, _ = load_packed(smk.output.model)
-    p_memory = predict_proba(primary.model, test[0], EVAL_BATCH)
+    # the trained model's probabilities from its evaluation (one test-set pass fewer)
+    p_memory = primary.test_proba
+    if p_memory is None:
+        p_memory = predict_proba(primary.model, test[0], EVAL_BATCH)
     p_file = predict_proba(loaded, test[0], EVAL_BATCH)
     if not np.array_equal(p_memory, p_file):
         worst = float(np.abs(p_memory - p_file).max()) if p_memory.size else 0.0

@@ -126,6 +126,7 @@ class Variant:
     seconds: float
     info: dict = field(default_factory=dict)
     primary: bool = False
+    test_proba: np.ndarray | None = None  #: the model's test-set probabilities (for reuse)
 
 
 @dataclass
@@ -427,9 +428,11 @@ class Context:
     def compression_metrics(self, model: nn.Module) -> dict:
         return deployed_metrics(model, self.example_input)
 
-    def evaluate(self, model: nn.Module) -> dict:
+    def evaluate(self, model: nn.Module) -> tuple[dict, np.ndarray]:
+        """Test metrics of ``model`` and its test-set probabilities."""
         x, y = self.test
-        metrics = classification_metrics(y, predict_proba(model, x, EVAL_BATCH), self.class_names)
+        proba = predict_proba(model, x, EVAL_BATCH)
+        metrics = classification_metrics(y, proba, self.class_names)
         bits = model_bits(model)
         metrics.update(
             model_bits=bits,
@@ -439,7 +442,7 @@ class Context:
         metrics.update(self.compression_metrics(model))
         if self.extra_eval is not None:
             metrics.update(self.extra_eval(model))
-        return metrics
+        return metrics, proba
 
     def qat(
         self, layer_config: dict, epochs: int, key: str, train: Data | None = None
@@ -512,9 +515,10 @@ class Context:
         if key in self._cache:
             done = self._cache[key]
             model, metrics, val_acc = done.model, copy.deepcopy(done.metrics), done.val_accuracy
+            proba = done.test_proba
         else:
             model = self.qat(layer_config, epochs, name)
-            metrics, val_acc = self.evaluate(model), self.val_accuracy(model)
+            (metrics, proba), val_acc = self.evaluate(model), self.val_accuracy(model)
         v = Variant(
             name,
             model,
@@ -525,6 +529,7 @@ class Context:
             time.perf_counter() - start,
             dict(info or {}),
             primary,
+            proba,
         )
         self._cache.setdefault(key, v)
         self._log_variant(v)
@@ -559,7 +564,7 @@ class Context:
         if finalize is not None:
             finalize(model)
         model.eval()
-        metrics, val_acc = self.evaluate(model), self.val_accuracy(model)
+        (metrics, proba), val_acc = self.evaluate(model), self.val_accuracy(model)
         v = Variant(
             name,
             model,
@@ -570,6 +575,7 @@ class Context:
             time.perf_counter() - start,
             dict(info or {}),
             primary,
+            proba,
         )
         self._log_variant(v)
         return v
