@@ -24,8 +24,9 @@ _U = np.uint64
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: Fibonacci hashing
 
 
-def _jit(fn):
-    """``njit(nogil)``, cached on disk where the package directory is writable."""
+def jit(fn):
+    """``njit(nogil)``, cached on disk where the package directory is writable (also for
+    ``models.maxpool``'s kernels)."""
     try:
         return nb.njit(cache=True, nogil=True)(fn)
     except RuntimeError:  # numba: "cannot cache function ... no locator available"
@@ -37,7 +38,7 @@ def table_bits(expected: float) -> int:
     return max(8, int(2 * max(expected, 1.0)).bit_length())
 
 
-@_jit
+@jit
 def _probe(table, key, shift, mask, n_distinct, distinct):
     """Id of ``key`` in ``table`` ((size, 2) uint64 rows [key + 1, id]); inserts it when new.
 
@@ -57,7 +58,7 @@ def _probe(table, key, shift, mask, n_distinct, distinct):
         s = (s + 1) & mask
 
 
-@_jit
+@jit
 def patches7(x, bits):
     """Distinct 7x7 patches of binary images ``x`` (b, h, w) and how often each image holds them.
 
@@ -149,7 +150,7 @@ def patches7(x, bits):
     )
 
 
-@_jit
+@jit
 def sub_patches(codes, k, bits):
     """The four k x k sub-patches of each (k + 1) x (k + 1) code, deduplicated.
 
@@ -177,7 +178,7 @@ def sub_patches(codes, k, bits):
     return inverse, distinct[:n_distinct].copy()
 
 
-@_jit
+@jit
 def _code4(s):
     """16-bit index of the 4x4 patch in the low corner of a byte-per-row code."""
     return np.int64(
@@ -188,7 +189,7 @@ def _code4(s):
     )
 
 
-@_jit
+@jit
 def _max4_into(out, a, b, c, d):
     for ch in range(out.size):
         m1 = a[ch] if a[ch] >= b[ch] else b[ch]
@@ -196,7 +197,7 @@ def _max4_into(out, a, b, c, d):
         out[ch] = m1 if m1 >= m2 else m2
 
 
-@_jit
+@jit
 def pool_table4(codes5, table):
     """Max-pool (2x2, stride 1) output of each 5x5 code: max of four rows of the 4x4 ``table``."""
     out = np.empty((codes5.size, table.shape[1]), table.dtype)
@@ -212,7 +213,7 @@ def pool_table4(codes5, table):
     return out
 
 
-@_jit
+@jit
 def gather_max4(table, inverse):
     """``out[i] = max_o table[inverse[i, o]]`` (elementwise) for ``inverse`` of shape (n, 4)."""
     out = np.empty((inverse.shape[0], table.shape[1]), table.dtype)

@@ -131,7 +131,7 @@ def size_column(table: pd.DataFrame, prefer: str = "file_bytes") -> str:
 _SIZE_LABEL = {"file_bytes": "model file size (bytes)", "model_bits": "model size (weight bits)"}
 
 
-_MARKERS = "osD^vPX<>hp*"
+_MARKERS = "osD^vPX<>hp"
 
 
 def _styles(families: Iterable[str]) -> dict[str, dict]:
@@ -144,11 +144,14 @@ def _styles(families: Iterable[str]) -> dict[str, dict]:
     out = {FP32: {"color": "k", "marker": "*"}}
     for i, f in enumerate(order):
         # even tab20 entries first (the saturated half), so few families stay far apart
-        out[f] = {"color": palette[(2 * i) % 20 + (2 * i) // 20 % 2], "marker": _MARKERS[i % 11]}
+        out[f] = {
+            "color": palette[(2 * i) % 20 + (2 * i) // 20 % 2],
+            "marker": _MARKERS[i % len(_MARKERS)],
+        }
     return out
 
 
-def _size_label(value: float, _pos=None, unit: str = "B") -> str:
+def _size_label(value: float, unit: str = "B") -> str:
     """1500 -> "1.5 kB", 20000 -> "20 kB" (bits: "20 kbit")."""
     for scale, prefix in ((1e6, "M"), (1e3, "k"), (1, "")):
         if value >= scale:
@@ -163,7 +166,7 @@ def _size_axis(ax, column: str) -> None:
     unit = "B" if column == "file_bytes" else "bit"
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, p: _size_label(v, p, unit)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _size_label(v, unit)))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
@@ -173,9 +176,8 @@ def _figure_legend(fig, axes) -> None:
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, h)
-    handles = {k: v for k, v in handles.items() if k != "Pareto front"} | {
-        k: v for k, v in handles.items() if k == "Pareto front"
-    }
+    if "Pareto front" in handles:  # last, after the families
+        handles["Pareto front"] = handles.pop("Pareto front")
     fig.legend(
         handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8
     )

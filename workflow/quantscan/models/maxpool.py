@@ -20,17 +20,10 @@ from __future__ import annotations
 import functools
 from concurrent.futures import ThreadPoolExecutor
 
-import numba as nb
 import numpy as np
 import torch
 
-
-def _jit(fn):
-    """``njit(nogil)``, cached on disk where the package directory is writable."""
-    try:
-        return nb.njit(cache=True, nogil=True)(fn)
-    except RuntimeError:  # numba: "cannot cache function ... no locator available"
-        return nb.njit(nogil=True)(fn)
+from ..lutkernels import jit as _jit
 
 
 @_jit
