@@ -89,6 +89,22 @@ def test_seeded_reproducibility_and_convergence():
     assert only["3"] == a["3"]
 
 
+def test_long_estimates_report_progress(monkeypatch, caplog):
+    from quantscan.compress import hessian
+
+    monkeypatch.setattr(hessian, "PROGRESS_SECONDS", 0.0)
+    model = mlp()
+    g = torch.Generator().manual_seed(5)
+    batch = (torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))
+    with caplog.at_level("INFO", logger="quantscan.compress.hessian"):
+        hutchinson_traces(model, nn.CrossEntropyLoss(), [batch], max_iter=4, tol=0.0, seed=1)
+    lines = [r.getMessage() for r in caplog.records]
+    # one line before every sample but the first; both layers sample to the end (tol = 0)
+    assert len(lines) == 3
+    assert lines[0].startswith("Hessian traces: 1 of at most 4 samples, 2 of 2 layers still")
+    assert "at most" in lines[-1] and "s more" in lines[-1]
+
+
 TRACES = {
     "a": {"trace_per_param": 0.5, "n_params": 100},
     "b": {"trace_per_param": 0.1, "n_params": 300},

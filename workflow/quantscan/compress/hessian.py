@@ -14,7 +14,9 @@ so a layer's estimate does not depend on which other layers are traced or when t
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -23,6 +25,10 @@ from torch import nn
 from quantscan.compress.prune import weight_layers
 from quantscan.errors import ConfigError
 from quantscan.seeds import derive_seed
+
+log = logging.getLogger(__name__)
+#: seconds between progress lines of a long estimate
+PROGRESS_SECONDS = 30.0
 
 
 def _rademacher(shape, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -76,10 +82,26 @@ def hutchinson_traces(
         }
         samples: dict[str, list[float]] = {n: [] for n in params}
         converged = dict.fromkeys(params, False)
+        start = last_report = time.perf_counter()
+        products = 0  # Hessian-vector products so far (one per active layer and iteration)
         for it in range(max_iter):
             active = [n for n in params if not converged[n]]
             if not active:
                 break
+            now = time.perf_counter()
+            if products and now - last_report >= PROGRESS_SECONDS:
+                last_report = now
+                left = (now - start) / products * len(active) * (max_iter - it)
+                log.info(
+                    "Hessian traces: %d of at most %d samples, %d of %d layers still sampling, "
+                    "%.0f s so far (at most %.0f s more)",
+                    it,
+                    max_iter,
+                    len(active),
+                    len(params),
+                    now - start,
+                    left,
+                )
             for n in active:
                 w = params[n]
                 v = _rademacher(w.shape, gens[n], w)
@@ -87,6 +109,7 @@ def hutchinson_traces(
                 for size, g in zip(sizes, grads, strict=True):
                     (hv,) = torch.autograd.grad(g[n], w, grad_outputs=v, retain_graph=True)
                     vhv += size / total * float((v * hv).sum())
+                products += 1
                 old = sum(samples[n]) / len(samples[n]) if samples[n] else None
                 samples[n].append(vhv)
                 new = sum(samples[n]) / len(samples[n])
