@@ -83,12 +83,12 @@ def hutchinson_traces(
         samples: dict[str, list[float]] = {n: [] for n in params}
         converged = dict.fromkeys(params, False)
         start = last_report = time.perf_counter()
-        products = 0  # Hessian-vector products so far (one per active layer and iteration)
         for it in range(max_iter):
             active = [n for n in params if not converged[n]]
             if not active:
                 break
             now = time.perf_counter()
+            products = sum(map(len, samples.values()))  # Hessian-vector products so far
             if products and now - last_report >= PROGRESS_SECONDS:
                 last_report = now
                 left = (now - start) / products * len(active) * (max_iter - it)
@@ -109,7 +109,6 @@ def hutchinson_traces(
                 for size, g in zip(sizes, grads, strict=True):
                     (hv,) = torch.autograd.grad(g[n], w, grad_outputs=v, retain_graph=True)
                     vhv += size / total * float((v * hv).sum())
-                products += 1
                 old = sum(samples[n]) / len(samples[n]) if samples[n] else None
                 samples[n].append(vhv)
                 new = sum(samples[n]) / len(samples[n])
