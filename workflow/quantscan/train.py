@@ -25,13 +25,16 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
+from .augment import build_augment
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """``recalibrate_bn``: recompute batch-norm statistics after every epoch (:func:`recalibrate_bn`)."""
+    """``recalibrate_bn``: recompute batch-norm statistics after every epoch (:func:`recalibrate_bn`).
+    ``augment``: random crops and reverse complements of sequence batches
+    (:class:`quantscan.augment.SequenceAugment` settings; None: the inputs as they are)."""
 
     epochs: int = 10
     batch_size: int = 32
@@ -40,6 +43,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     class_weights: list[float] | None = None
     recalibrate_bn: bool = False
+    augment: dict | None = None
 
 
 StepFn = Callable[..., float]
@@ -156,6 +160,7 @@ def fit(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
+    augment = build_augment(cfg.augment)
     cl = x_train.ndim == 4
     if cl:
         model.to(memory_format=torch.channels_last)
@@ -187,7 +192,8 @@ def fit(
         losses = []
         for i in range(0, len(order), cfg.batch_size):
             idx = np.sort(order[i : i + cfg.batch_size])
-            xb, yb = to_tensor(x_train[idx], cl), torch.from_numpy(y_train[idx])
+            xb = x_train[idx] if augment is None else augment(x_train[idx], rng)
+            xb, yb = to_tensor(xb, cl), torch.from_numpy(y_train[idx])
             losses.append(step(model, optimizer, loss_fn, xb, yb, epoch, cfg.epochs) * len(idx))
         train_loss = sum(losses) / max(len(order), 1)  # running mean over the epoch
         if cfg.recalibrate_bn:
@@ -250,12 +256,21 @@ def fit(
     return history
 
 
+def config_key(cfg: TrainConfig) -> dict:
+    """``cfg`` as a dict for checkpoint keys; without augmentation, as before ``augment`` existed,
+    so checkpoints of runs started then still resume."""
+    d = dataclasses.asdict(cfg)
+    if d["augment"] is None:
+        del d["augment"]
+    return d
+
+
 def _fingerprint(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, seed: int) -> str:
     """What a checkpoint must match to be resumed: the configuration, seed, parameter shapes and
     the data (a hash of the arrays: ~0.1 s for the full-scale SweepNet training set)."""
     h = hashlib.blake2b(digest_size=16)
     shapes = [(k, list(v.shape)) for k, v in model.state_dict().items()]
-    h.update(json.dumps([dataclasses.asdict(cfg), int(seed), shapes]).encode())
+    h.update(json.dumps([config_key(cfg), int(seed), shapes]).encode())
     for a in (x_train, y_train, x_val, y_val):
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())

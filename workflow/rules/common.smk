@@ -261,7 +261,11 @@ def viral_train_params(wildcards, input):
     Snakemake then shows the parameter as <TBD>)."""
     with open(input.balance) as fh:
         weights = json.load(fh)["class_weights"]
-    return {**fit_settings(VIRAL["train"]), "class_weights": weights}
+    return {
+        **fit_settings(VIRAL["train"]),
+        "class_weights": weights,
+        "augment": VIRAL["augment"],
+    }
 
 
 def viral_method(wildcards):
@@ -273,7 +277,11 @@ def viral_finetune_params(wildcards, input):
     viral_train_params)."""
     with open(input.balance) as fh:
         weights = json.load(fh)["class_weights"]
-    return {**VIRAL["compress"]["finetune"], "class_weights": weights}
+    return {
+        **VIRAL["compress"]["finetune"],
+        "class_weights": weights,
+        "augment": VIRAL["augment"],
+    }
 
 
 def viral_metrics(wildcards):

@@ -77,7 +77,15 @@ from ..atomic import write_text
 from ..errors import ConfigError
 from ..evaluate import classification_metrics
 from ..seeds import derive_seed
-from ..train import EVAL_BATCH, TrainConfig, fit, predict_proba, to_tensor, weights_digest
+from ..train import (
+    EVAL_BATCH,
+    TrainConfig,
+    config_key,
+    fit,
+    predict_proba,
+    to_tensor,
+    weights_digest,
+)
 from . import figures
 from .cost import (
     FP_BITS,
@@ -471,7 +479,7 @@ class Context:
         a killed job reads it back instead of computing it again (``what``, the fp32 weights, the
         seed and the fine-tuning settings name it). Without a checkpoint folder: ``compute()``."""
         path = self._checkpoint(
-            kind, *what, self._weights_digest, self.seed, dataclasses.asdict(self.finetune)
+            kind, *what, self._weights_digest, self.seed, config_key(self.finetune)
         )
         if path is None:
             return compute()
