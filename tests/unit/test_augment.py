@@ -95,3 +95,12 @@ def test_fit_trains_on_augmented_batches_and_validates_on_the_inputs_as_they_are
     (train_batch,) = seen["train"]
     assert [decode(o) for o in train_batch] == [str(Seq(s).reverse_complement()) for s in seqs]
     assert np.array_equal(np.concatenate(seen["eval"]), x)
+
+
+def test_checkpoint_keys_without_augmentation_are_those_of_earlier_versions():
+    from quantscan.train import config_key
+
+    plain = TrainConfig(epochs=3)
+    assert config_key(plain) == config_key(TrainConfig(epochs=3, augment={}))
+    assert "augment" not in config_key(plain)
+    assert config_key(TrainConfig(epochs=3, augment={"crop": 0.5}))["augment"] == {"crop": 0.5}

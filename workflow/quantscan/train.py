@@ -257,10 +257,10 @@ def fit(
 
 
 def config_key(cfg: TrainConfig) -> dict:
-    """``cfg`` as a dict for checkpoint keys; without augmentation, as before ``augment`` existed,
-    so checkpoints of runs started then still resume."""
+    """``cfg`` as a dict for checkpoint keys; without augmentation (None or empty), as before
+    ``augment`` existed, so checkpoints of runs started then still resume."""
     d = dataclasses.asdict(cfg)
-    if d["augment"] is None:
+    if not d["augment"]:
         del d["augment"]
     return d
 
