@@ -92,15 +92,52 @@ def test_recalibrate_bn_gives_the_statistics_of_the_inputs():
     assert recalibrate_bn(model, x, batch_size=40)
     assert torch.allclose(bn.running_mean, expected_mean, atol=1e-6)
     assert torch.allclose(bn.running_var, feats.transpose(0, 1).reshape(3, -1).var(1), atol=1e-5)
-    # batches average their statistics; the layer's momentum and the model's mode come back
+    # batches merge into the same exact statistics; the layer's momentum and the model's mode come back
     model.eval()
     assert recalibrate_bn(model, x, batch_size=8)
     assert torch.allclose(bn.running_mean, expected_mean, atol=1e-5)
+    assert torch.allclose(bn.running_var, feats.transpose(0, 1).reshape(3, -1).var(1), atol=1e-5)
     assert bn.momentum == 0.1 and not model.training and not model[2].training
     model.train()
     recalibrate_bn(model, x)
     assert model.training and model[2].training
     assert not recalibrate_bn(torch.nn.Linear(3, 2), x)  # no batch norm: nothing to do
+
+
+def two_class_inputs(n=64):
+    """Inputs sorted by class (as split files are), the classes far apart in density."""
+    rng = np.random.default_rng(3)
+    dense = (rng.random((n // 2, 2, 8)) < 0.8).astype(np.uint8)
+    sparse = (rng.random((n // 2, 2, 8)) < 0.1).astype(np.uint8)
+    return np.concatenate([dense, sparse])
+
+
+def test_recalibration_of_class_sorted_inputs_keeps_the_between_class_variance():
+    x = two_class_inputs()
+    model = bn_net()
+    with torch.no_grad():
+        feats = model[0](torch.from_numpy(x).float()).transpose(0, 1).reshape(3, -1)
+    # batches of 8 from inputs sorted by class: each would hold one class only
+    recalibrate_bn(model, x, batch_size=8)
+    assert torch.allclose(model[1].running_var, feats.var(1), rtol=1e-4)
+    assert torch.allclose(model[1].running_mean, feats.mean(1), atol=1e-5)
+
+
+def test_recalibration_below_a_batch_norm_does_not_depend_on_the_order_of_the_inputs():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv1d(2, 3, 3),
+        torch.nn.BatchNorm1d(3),
+        torch.nn.ReLU(),
+        torch.nn.Conv1d(3, 3, 3),
+        torch.nn.BatchNorm1d(3),
+    )
+    x = two_class_inputs(256)
+    recalibrate_bn(model, x, batch_size=8)
+    sorted_var = model[4].running_var.clone()
+    recalibrate_bn(model, x[np.random.default_rng(1).permutation(len(x))], batch_size=8)
+    # batches normalise the first layer's output; mixed batches whichever the order of the file
+    assert torch.allclose(sorted_var, model[4].running_var, rtol=0.1)
 
 
 def test_fit_recalibrates_batch_norm_every_epoch():
