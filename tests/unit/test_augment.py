@@ -102,5 +102,7 @@ def test_checkpoint_keys_without_augmentation_are_those_of_earlier_versions():
 
     plain = TrainConfig(epochs=3)
     assert config_key(plain) == config_key(TrainConfig(epochs=3, augment={}))
+    zeros = {"crop": 0.0, "min_length": 1, "reverse_complement": 0.0}  # the schema's defaults
+    assert config_key(plain) == config_key(TrainConfig(epochs=3, augment=zeros))
     assert "augment" not in config_key(plain)
     assert config_key(TrainConfig(epochs=3, augment={"crop": 0.5}))["augment"] == {"crop": 0.5}

@@ -284,10 +284,11 @@ def fit(
 
 
 def config_key(cfg: TrainConfig) -> dict:
-    """``cfg`` as a dict for checkpoint keys; without augmentation (None or empty), as before
-    ``augment`` existed, so checkpoints of runs started then still resume."""
+    """``cfg`` as a dict for checkpoint keys; without augmentation (None, empty, or the schema's
+    all-zero defaults), as before ``augment`` existed, so checkpoints of runs started then still
+    resume."""
     d = dataclasses.asdict(cfg)
-    if not d["augment"]:
+    if build_augment(d["augment"]) is None:
         del d["augment"]
     return d
 
