@@ -1,9 +1,9 @@
 """Random augmentation of one-hot sequence batches during training (viral inputs).
 
 A CNN that ends in a flattening FC layer (seed 004 Table III) sees where a record ends, so it can
-learn record length, the amount of zero padding, instead of sequence content: in the full-scale
-simulated data it called every long Riboviria record Anelloviridae (the length confound of
-viral.md section 8). Two augmentations, drawn afresh for every mini-batch, take that cue away:
+learn record length, the amount of zero padding, or strand instead of sequence content (the
+confounds of viral.md section 8). Two augmentations, drawn afresh for every mini-batch, take those
+cues away:
 
 - **crop**: with probability ``crop`` a record is replaced by a random window of it, of a length
   uniform in [``min_length``, its length] at a uniform offset, moved to the start (zero padding
@@ -55,9 +55,8 @@ class SequenceAugment:
         # record's draws do not shift another's
         u_crop, u_len, u_off, u_rc = rng.random((4, b))
         crop = (u_crop < self.crop) & (lengths > self.min_length)
-        lo = np.minimum(self.min_length, lengths)
-        win = np.where(crop, lo + np.floor(u_len * (lengths - lo + 1)).astype(np.int64), lengths)
-        win = np.minimum(win, lengths)
+        span = np.floor(u_len * (lengths - self.min_length + 1)).astype(np.int64)  # u_len < 1
+        win = np.where(crop, self.min_length + span, lengths)
         off = np.where(crop, np.floor(u_off * (lengths - win + 1)).astype(np.int64), 0)
         rc = u_rc < self.reverse_complement
         pos = np.arange(n)[None, :]

@@ -2,7 +2,7 @@
 
 Alignment-free classifiers of viral taxa work on k-mer composition, and a CNN that scores no better
 than one has learned little beyond composition; one that scores worse has learned something else
-(record length, in the full-scale run without augmentation: README). Next to the length-only
+(record length, for instance) or is evaluated wrongly. Next to the length-only
 baseline (``dataset.length_only_baseline``) it brackets what the CNN adds.
 
 Features: each record's frequencies of the 4^k k-mers over A, C, G, T (k-mers with any other code
