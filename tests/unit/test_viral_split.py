@@ -126,13 +126,11 @@ def test_connected_components_chain():
     assert len({roots[0], roots[3], roots[5]}) == 3
 
 
-def test_clustering_scales_to_thousands():
-    import time
-
+def test_clustering_thousands_finds_every_family():
+    # 2,000 sequences in 200 families (speed: benchmarks/viral_prep.py)
     rng = np.random.default_rng(0)
     seqs = [random_seq(rng, 1500) for _ in range(200)]
-    seqs = [mutate(rng, s, 0.005) for s in seqs for _ in range(10)]  # 2,000 sequences
-    t = time.perf_counter()
+    seqs = [mutate(rng, s, 0.005) for s in seqs for _ in range(10)]
     clusters = split.cluster_sequences(seqs)
-    assert time.perf_counter() - t < 10
     assert clusters.max() + 1 == 200
+    assert (clusters.reshape(200, 10) == clusters[::10, None]).all()
