@@ -118,6 +118,26 @@ def test_pareto_and_density_plots(table, tmp_path):
     assert png(tmp_path / "pareto2.png")
 
 
+def test_density_lines_join_one_gamma_jobs_of_a_schedule():
+    def row(job, gamma, density, bits=8):
+        return {"scenario": "s1", "family": "q_then_p_iter", "job": job,
+                "method": f"{job}_g{gamma}", "accuracy": 0.9, "density": density,
+                "bits_per_layer": f"conv={bits}/32"}  # fmt: skip
+
+    # gammas split over jobs (one method per gamma): one line, ordered by density
+    split = pd.DataFrame([row("q_then_p_iter_g15", 1.5, 0.1), row("q_then_p_iter_g10", 1.0, 0.3)])
+    lines = compare.schedule_lines(split)
+    assert [(label, len(g)) for label, _, g in lines] == [("q_then_p_iter", 2)]
+    assert lines[0][2].density.tolist() == [0.1, 0.3]
+    # the same schedule at another bit width: its own line, labelled with its jobs
+    four = pd.DataFrame([*split.to_dict("records"), row("qp4", 1.0, 0.3, bits=4)])
+    labels = [label for label, _, _ in compare.schedule_lines(four)]
+    assert labels == ["q_then_p_iter (q_then_p_iter_g15, q_then_p_iter_g10)", "q_then_p_iter (qp4)"]
+    # without bit widths (older rows): one line per job
+    assert len(compare.schedule_lines(split.drop(columns="bits_per_layer"))) == 2
+    assert compare.schedule_lines(split.iloc[:0]) == []
+
+
 def test_plots_without_compressed_methods_still_draw(tmp_path):
     fp32 = tmp_path / "fp32.json"
     fp32.write_text(json.dumps({"scenario": "viral", "method": "fp32", "accuracy": 0.9,

@@ -255,9 +255,30 @@ def pareto(table: pd.DataFrame, path, title: str, size: str = "file_bytes") -> N
     save(fig, path)
 
 
+def schedule_lines(part: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """``(label, family, rows by density)`` per line of the density figure: one line per schedule
+    and bit widths (``bits_per_layer``), so a schedule whose gammas ran as separate jobs (one
+    method per gamma) is still one line; its label is the family, with the jobs when a family has
+    more than one line."""
+    if not len(part):
+        return []
+    bits = part.bits_per_layer.fillna("") if "bits_per_layer" in part else part.job
+    lines = [
+        (fam, g.sort_values("density"))
+        for (fam, _), g in part.groupby([part.family, bits], sort=False)
+    ]
+    per_family = pd.Series([fam for fam, _ in lines]).value_counts()
+    out = []
+    for fam, g in lines:
+        jobs = ", ".join(dict.fromkeys(g.job))
+        label = fam if per_family[fam] == 1 or jobs == fam else f"{fam} ({jobs})"
+        out.append((label, fam, g))
+    return out
+
+
 def density(table: pd.DataFrame, path, title: str) -> None:
     """Test accuracy against density (non-zero weight fraction) for the pruning schedules, one line
-    per schedule, one panel per scenario (seed 004 Fig. 13); fp32 as a dashed line. Without any
+    per schedule and bit widths (:func:`schedule_lines`), one panel per scenario (seed 004 Fig. 13); fp32 as a dashed line. Without any
     schedule rows the figure says so."""
     has = len(table) and "density" in table.columns
     sched = table[table.family.isin(SCHEDULES) & table.density.notna()] if has else table.iloc[:0]
@@ -274,10 +295,7 @@ def density(table: pd.DataFrame, path, title: str) -> None:
     fig, axes = _panels(len(scenarios))
     styles = _styles(SCHEDULES)
     for ax, scenario in zip(axes, scenarios, strict=True):
-        part = sched[sched.scenario == scenario]
-        for (fam, job), g in part.groupby(["family", "job"], sort=False):
-            g = g.sort_values("density")
-            label = fam if job == fam else f"{job} ({fam})"
+        for label, fam, g in schedule_lines(sched[sched.scenario == scenario]):
             ax.plot(g.density, g.accuracy, "-", label=label, ms=4, **styles[fam])
             prim = g[g.primary.astype(bool)] if "primary" in g else g.iloc[:0]
             ax.plot(prim.density, prim.accuracy, ls="", mec="k", ms=9, **styles[fam])
