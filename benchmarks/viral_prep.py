@@ -58,9 +58,17 @@ def encode_per_base(seqs: list[bytes], length: int) -> np.ndarray:
     return x
 
 
+def canonical_kmers(s: str, k: int) -> set[str]:
+    """Each k-mer or its reverse complement, whichever sorts first (as the MinHash sketches)."""
+    rc = s[::-1].translate(str.maketrans("ACGT", "TGCA"))
+    n = len(s) - k + 1
+    return {min(s[i : i + k], rc[n - 1 - i : n - 1 - i + k]) for i in range(n)}
+
+
 def cluster_exact(seqs: list[str], threshold: float, k: int) -> np.ndarray:
-    """Single-linkage clusters by exact k-mer Jaccard (all pairs, Python sets), numbered by first member."""
-    sets = [{s[i : i + k] for i in range(len(s) - k + 1)} for s in seqs]
+    """Single-linkage clusters by exact Jaccard of canonical k-mers (all pairs, Python sets),
+    numbered by first member."""
+    sets = [canonical_kmers(s, k) for s in seqs]
     parent = list(range(len(seqs)))
 
     def root(i):

@@ -278,8 +278,8 @@ def schedule_lines(part: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
 
 def density(table: pd.DataFrame, path, title: str) -> None:
     """Test accuracy against density (non-zero weight fraction) for the pruning schedules, one line
-    per schedule and bit widths (:func:`schedule_lines`), one panel per scenario (seed 004 Fig. 13); fp32 as a dashed line. Without any
-    schedule rows the figure says so."""
+    per schedule and bit widths (:func:`schedule_lines`), one panel per scenario (seed 004 Fig. 13);
+    fp32 as a dashed line. Without any schedule rows the figure says so."""
     has = len(table) and "density" in table.columns
     sched = table[table.family.isin(SCHEDULES) & table.density.notna()] if has else table.iloc[:0]
     if not len(sched):
