@@ -12,6 +12,10 @@ length ranges, with the same FASTA and thread count for every engine:
   calibrated on training-like records) through ``quantscan.compress.int8``;
 * ``--packed PATH`` adds a compressed model file from the workflow (e.g. a pruned 8-bit model).
 
+``--fasta PATH`` times that file instead of the simulated records (e.g. a data set's
+``results/viral/data/<data set>/test.fasta``, so that the agreement with fp32 is measured on records
+like the model's own; the simulated ones come from other class ancestors).
+
 Engines are timed in turn in every repeat (interleaved, so load from other processes hits them
 alike) after one warm-up pass; the median is reported with the machine description and the load
 average before and after. Writes results/benchmarks/viral_classify.json.
@@ -73,6 +77,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--length", type=int, default=3500, help="input N without --model")
     ap.add_argument("--packed", type=Path, action="append", default=[], help="extra model files")
     ap.add_argument("--records", type=int, default=16, help="records per class (4 classes)")
+    ap.add_argument("--fasta", type=Path, help="time this FASTA instead of simulated records")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64, help="windows per inference call")
     ap.add_argument("--repeats", type=int, default=3)
@@ -95,8 +100,9 @@ def main(argv=None) -> dict:
             modelio.save_fp32(model, arch, fp32_path)
         length = int(arch["length"])
         names = [c.name for c in simulate.DEFAULT_CLASSES][: int(arch["n_classes"])]
-        fasta = tmp / "records.fasta"
-        records_fasta(fasta, length, args.records, args.seed)
+        fasta = args.fasta or tmp / "records.fasta"
+        if not args.fasta:
+            records_fasta(fasta, length, args.records, args.seed)
         calib = onehot.encode(
             records_fasta(tmp / "calib.fasta", length, 8, args.seed + 1), length
         ).astype(np.float32)
@@ -157,6 +163,7 @@ def main(argv=None) -> dict:
         "settings": {
             "input_length": length,
             "model": str(args.model) if args.model else "random ViralCNN (seeded)",
+            "fasta": str(args.fasta) if args.fasta else "simulated",
             "records": n_seq,
             "bases": bases,
             "mean_record_length": bases / n_seq,
