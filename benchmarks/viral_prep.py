@@ -66,23 +66,16 @@ def canonical_kmers(s: str, k: int) -> set[str]:
 
 
 def cluster_exact(seqs: list[str], threshold: float, k: int) -> np.ndarray:
-    """Single-linkage clusters by exact Jaccard of canonical k-mers (all pairs, Python sets),
-    numbered by first member."""
+    """Single-linkage clusters by exact Jaccard of canonical k-mers (all pairs, Python sets)."""
     sets = [canonical_kmers(s, k) for s in seqs]
-    parent = list(range(len(seqs)))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(seqs)):
-        for j in range(i):
-            if len(sets[i] & sets[j]) >= threshold * len(sets[i] | sets[j]):
-                parent[root(i)] = root(j)
-    ids: dict[int, int] = {}
-    return np.array([ids.setdefault(root(i), len(ids)) for i in range(len(seqs))])
+    pairs = [
+        (i, j)
+        for i in range(len(seqs))
+        for j in range(i)
+        if len(sets[i] & sets[j]) >= threshold * len(sets[i] | sets[j])
+    ]
+    u, v = np.array(pairs, np.int64).reshape(-1, 2).T
+    return split.cluster_ids(len(seqs), u, v)
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:

@@ -126,6 +126,13 @@ def test_connected_components_chain():
     assert len({roots[0], roots[3], roots[5]}) == 3
 
 
+def test_cluster_ids_numbered_by_first_member():
+    # pairs (4, 1) and (3, 4) join 1, 3, 4; 0 and 2 stand alone; no pairs: every item its own
+    ids = split.cluster_ids(5, np.array([4, 3]), np.array([1, 4]))
+    assert ids.tolist() == [0, 1, 2, 1, 1]
+    assert split.cluster_ids(3, np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == [0, 1, 2]
+
+
 def test_clustering_thousands_finds_every_family():
     # 2,000 sequences in 200 families (speed: benchmarks/viral_prep.py)
     rng = np.random.default_rng(0)

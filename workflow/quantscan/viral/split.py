@@ -281,9 +281,14 @@ def cluster_sequences(
         vs.append(jj[keep] + i0)
     u = np.concatenate(us) if us else np.zeros(0, dtype=np.int64)
     v = np.concatenate(vs) if vs else np.zeros(0, dtype=np.int64)
-    roots = _components(n, u, v)
+    return cluster_ids(n, u, v)
+
+
+def cluster_ids(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Single-linkage cluster ids ``0..C-1`` of ``n`` items joined by the pairs ``(u[i], v[i])``,
+    numbered in order of each cluster's first member."""
+    roots = _components(n, np.asarray(u, np.int64), np.asarray(v, np.int64))
     _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
-    # renumber clusters in order of their first member
     rank = np.empty(first.size, dtype=np.int64)
     rank[np.argsort(first)] = np.arange(first.size)
     return rank[inverse]
@@ -295,6 +300,7 @@ __all__ = [
     "balance",
     "class_counts",
     "class_weights",
+    "cluster_ids",
     "cluster_sequences",
     "downsample",
     "minhash_sketches",
