@@ -14,6 +14,8 @@ from quantscan.sweeps.io import MISSING, HaplotypeData
 from quantscan.sweeps.scan import (
     SCORE_COLUMNS,
     add_pvalues,
+    add_score,
+    bh_qvalues,
     call_peaks,
     empirical_pvalues,
     encode_windows,
@@ -25,7 +27,10 @@ from quantscan.sweeps.scan import (
     read_scores_tsv,
     region_grid,
     region_slice,
+    saturation,
     scan_chromosome,
+    score_ranks,
+    smooth,
     window_bounds,
     write_bedgraph,
     write_peaks_bed,
@@ -176,12 +181,13 @@ def score_table():
             "window_end": pos + 30,
             "n_snps": 16,
             "p_sweep": p,
+            "log_odds": np.log(np.array(p) / (1 - np.array(p))),
         }
     )
 
 
 def test_call_peaks():
-    table = score_table()
+    table = add_score(score_table(), "p_sweep", 0.0)
     peaks = call_peaks(table, 0.5)
     assert peaks[["start", "end", "peak_position", "n_points"]].values.tolist() == [
         [1070, 1230, 1200, 2],
@@ -205,7 +211,8 @@ def test_call_peaks():
 
 def test_writers_and_reader(tmp_path):
     table = score_table()
-    write_scores_tsv(table, tmp_path / "s.tsv")
+    write_scores_tsv(table, tmp_path / "s.tsv", header=["input_haplotypes: 198", "model: x"])
+    assert (tmp_path / "s.tsv").read_text().startswith("# input_haplotypes: 198\n# model: x\n")
     back = read_scores_tsv(tmp_path / "s.tsv")
     pd.testing.assert_frame_equal(back, table, check_dtype=False)
     write_bedgraph(table, tmp_path / "s.bedgraph", base=1)
@@ -258,3 +265,68 @@ def test_plot_scan(tmp_path):
         hotspots=[(1300, 1400)],
     )
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_smooth_averages_the_finite_neighbours_within_reach():
+    pos = np.array([0.0, 100, 200, 300, 1000])
+    v = np.array([1.0, 3.0, np.nan, 5.0, 7.0])
+    np.testing.assert_allclose(smooth(pos, v, 100), [2.0, 2.0, 4.0, 5.0, 7.0])
+    np.testing.assert_array_equal(smooth(pos, v, 0), v)
+    assert np.isnan(smooth(pos, np.full(5, np.nan), 500)).all()
+    # a statistic that is smoothed keeps NaN where the window itself was not scored
+    lo = np.array([0.0, 2.0, np.nan, 4.0, 6.0])
+    from quantscan.sweeps.scan import ranking_score
+
+    out = ranking_score(pos, lo, lo, "log_odds_smoothed", 100)
+    assert np.isnan(out[2]) and out[1] == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="scan statistic must be one of"):
+        ranking_score(pos, lo, lo, "median", 1)
+
+
+def _bh_reference(p):
+    """Benjamini & Hochberg (1995) step-up, written out: q_(i) = min_{j >= i} p_(j) m / j."""
+    p = np.asarray(p, float)
+    m = len(p)
+    order = np.argsort(p)
+    q = np.empty(m)
+    running = 1.0
+    for rank in range(m, 0, -1):
+        i = order[rank - 1]
+        running = min(running, p[i] * m / rank)
+        q[i] = running
+    return q
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bh_qvalues_match_the_step_up_procedure(seed):
+    rng = np.random.default_rng(seed)
+    p = np.concatenate([rng.random(300), rng.random(20) * 1e-4, [1 / 1251] * 30])  # ties
+    np.testing.assert_allclose(bh_qvalues(p), _bh_reference(p), rtol=1e-12)
+    try:  # statsmodels, where installed, is a second reference
+        from statsmodels.stats.multitest import multipletests
+    except ImportError:
+        pass
+    else:
+        np.testing.assert_allclose(bh_qvalues(p), multipletests(p, method="fdr_bh")[1])
+    with_nan = np.concatenate([p[:10], [np.nan]])
+    q = bh_qvalues(with_nan)
+    assert np.isnan(q[-1]) and np.allclose(q[:10], _bh_reference(p[:10]))
+
+
+def test_score_ranks():
+    r = score_ranks(np.array([0.5, 2.0, np.nan, 2.0, -1.0]))
+    np.testing.assert_array_equal(r[[0, 1, 3, 4]], [3, 1, 1, 4])
+    assert np.isnan(r[2])
+
+
+def test_saturation_warning_names_causes():
+    table = score_table().assign(p_value=0.5)
+    assert saturation(table, 1000)["warning"] is None
+    flat = table.assign(p_sweep=0.999, p_value=1 / 1251)
+    sat = saturation(flat, 1250)
+    assert sat["share_p_floor"] == 1.0 and sat["share_p_sweep_099"] == 1.0
+    assert "saturated track" in sat["warning"] and "demography or sample size" in sat["warning"]
+    assert "1/1251" in sat["warning"]
+    # just under the share: no warning
+    some = table.assign(p_value=[1 / 1251] + [0.5] * 7)
+    assert saturation(some, 1250)["warning"] is None

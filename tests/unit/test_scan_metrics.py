@@ -120,9 +120,28 @@ def test_scan_replicates_batches_all_replicates():
         reps.append(Replicate(pos, hap, 650.0 if k < 2 else np.nan))
     reps.append(Replicate(np.zeros(0), np.zeros((0, 8), np.uint8), np.nan))  # no SNPs
     engine = Density()
-    scans = scan_replicates(reps, engine, sequence_length=1000, width=10, n_points=21)
+    tracks = scan_replicates(reps, engine, sequence_length=1000, width=10, n_points=21)
+    scans = tracks.scans("p_sweep")
     assert engine.calls == 1 and len(scans) == 4
+    # log-odds are the model's logit difference, P(sweep) its sigmoid
+    ok = np.isfinite(tracks.log_odds)
+    np.testing.assert_allclose(tracks.p_sweep[ok], 1 / (1 + np.exp(-tracks.log_odds[ok])))
+    assert [s.peak()[0] for s in tracks.scans("log_odds")][:2] == [s.peak()[0] for s in scans[:2]]
     assert np.isnan(scans[3].scores).all() and scans[0].true_position == 650.0
     assert 600 <= scans[0].peak()[0] <= 700
     m = evaluate(scans[:2], scans[2:3], 1000, tolerance=0.06)
     assert m["success_rate"] == 1.0
+    # more haplotypes than the model: K subsets, one engine call per subset index
+    wide = [
+        Replicate(r.positions, np.repeat(r.haplotypes, 3, axis=1), r.sweep_position) for r in reps
+    ]
+    engine = Density()
+    sub = scan_replicates(
+        wide, engine, sequence_length=1000, width=10, n_points=21, model_haplotypes=8, subsets=3
+    )
+    assert engine.calls == 3
+    np.testing.assert_allclose(sub.log_odds, tracks.log_odds)  # rows repeat: same windows
+    with pytest.raises(ConfigError, match="8 haplotypes, fewer than the 12"):
+        scan_replicates(
+            reps, Density(), sequence_length=1000, width=10, n_points=21, model_haplotypes=12
+        )

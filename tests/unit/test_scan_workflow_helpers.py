@@ -82,7 +82,11 @@ def test_default_plan():
     assert sim.chroms == ["chrSim"] and sim.scenario == sim.null_scenario == "constant"
     spec = p.simulated["chrSim"]
     assert spec["n_segments"] * spec["segment_length"] == cfg["scan"]["simulated"]["length"]
-    assert spec["haplotypes"] == cfg["sweeps"]["haplotypes"]
+    # the simulated chromosome has more haplotypes than the models: subsampled, null at its size
+    assert spec["haplotypes"] == cfg["scan"]["simulated"]["haplotypes"] == sim.haplotypes == 80
+    assert p.model_haplotypes == {"constant": 64, "mild_bottleneck": 64}
+    assert sim.sample_size["subsets"] == cfg["scan"]["sample_size"]["subsets"] > 1
+    assert "80 input haplotypes, model 64" in sim.sample_size["action"]
     assert p.models == {
         "constant": ["fp32", "mixed_table6", "uni"],
         "mild_bottleneck": ["fp32", "mixed_table6"],
@@ -93,15 +97,23 @@ def test_default_plan():
     assert ("simulated", "chrSim", "uni", "onnx_int8") not in scans
     # every evaluated triple and the null of every chromosome scan is a replicate scan
     reps = set(p.replicate_scans())
-    assert {(s, m, e, s) for s, m, e in p.evaluate} <= reps
+    assert {(s, m, e, s, 64) for s, m, e in p.evaluate} <= reps
+    assert ("constant", "fp32", "onnx_fp32", "constant", 80) in reps  # the chromosome's null
+    # neutral replicates at both sizes, sweeps (random positions) at the model's only
+    assert p.simulation_sets() == {
+        ("constant", 64): ("neutral", "sweep"),
+        ("constant", 80): ("neutral",),
+    }
     # the default evaluates constant and severe_bottleneck; the latter is not trained here
     assert {s for s, _, _ in p.evaluate} == {"constant"}
-    assert ("mild_bottleneck", "mixed_table6", "packed", "mild_bottleneck") not in reps
+    assert ("mild_bottleneck", "mixed_table6", "packed", "mild_bottleneck", 64) not in reps
     json.dumps(spec)  # plain types: a Snakemake param
     cfg["scan"]["evaluate"]["scenarios"] = []  # every trained scenario
     p = qs.plan(cfg, trained=TRAINED, compress_jobs=JOBS)
     assert {s for s, _, _ in p.evaluate} == set(TRAINED)
-    assert ("mild_bottleneck", "mixed_table6", "packed", "mild_bottleneck") in p.replicate_scans()
+    assert ("mild_bottleneck", "mixed_table6", "packed", "mild_bottleneck", 64) in (
+        p.replicate_scans()
+    )
 
 
 def test_plan_models_filter_and_other_scenarios():
@@ -112,7 +124,7 @@ def test_plan_models_filter_and_other_scenarios():
     assert p.models == {"constant": ["fp32"], "mild_bottleneck": ["fp32"]}
     sim = p.inputs[qs.SIMULATED]
     assert (sim.scenario, sim.null_scenario) == ("constant", "mild_bottleneck")
-    assert ("constant", "fp32", "onnx_fp32", "mild_bottleneck") in p.replicate_scans()
+    assert ("constant", "fp32", "onnx_fp32", "mild_bottleneck", 64) in p.replicate_scans()
     p = qs.plan(default_config(simulated={"names": []}), trained=TRAINED, compress_jobs=JOBS)
     assert p.inputs == {} and p.scans() == []
 
@@ -121,7 +133,8 @@ def test_plan_models_filter_and_other_scenarios():
     "scan_cfg, sweeps_cfg, message",
     [
         ({"window": 128}, {}, "scan.window: 128 SNPs per window"),
-        ({"simulated": {"haplotypes": 128}}, {}, "scan.simulated.haplotypes"),
+        ({"simulated": {"haplotypes": 65}}, {}, "scan.simulated.haplotypes"),
+        ({"simulated": {"haplotypes": 32}}, {}, "32 haplotypes, fewer than the 64"),
         ({"simulated": {"length": 1_234_567}}, {}, "whole number of segments"),
         ({"simulated": {"sweep_segments": [99]}}, {}, "sweep_segments [99] outside"),
         ({"simulated": {"scenario": "hotspot_high"}}, {}, "not a trained sweep scenario"),
@@ -197,31 +210,35 @@ def test_user_inputs_chromosomes_from_files(tmp_path):
         {"name": "m", "path": str(ms), "length": 1e4},
         {"name": "t", "path": str(tmp_path / "chrT.trees"), "scenario": "mild_bottleneck"},
     ]
-    p = qs.plan(default_config(inputs=items), trained=TRAINED, compress_jobs=[])
+    cfg = default_config(inputs=items, simulated={"names": []})
+    cfg["sweeps"]["haplotypes"] = 4  # the inputs' size: models of 4 rows
+    p = qs.plan(cfg, trained=TRAINED, compress_jobs=[])
     got = {
-        k: (i.format, i.chroms, i.scenario, i.base)
+        k: (i.format, i.chroms, i.scenario, i.base, i.haplotypes)
         for k, i in p.inputs.items()
         if k != qs.SIMULATED
     }
+    # only contigs with records are planned (the header lists chr1 and chr2)
     assert got == {
-        "v": ("vcf", ["chr1", "chr2"], "constant", 1),
-        "b": ("bcf", ["chr1", "chr2"], "constant", 1),
-        "vr": ("vcf", ["chr2"], "constant", 1),
-        "m": ("ms", ["rep1", "rep2"], "constant", 0),
-        "t": ("trees", ["chrT"], "mild_bottleneck", 0),
+        "v": ("vcf", ["chr1"], "constant", 1, 4),
+        "b": ("bcf", ["chr1"], "constant", 1, 4),
+        "vr": ("vcf", ["chr2"], "constant", 1, 4),
+        "m": ("ms", ["rep1", "rep2"], "constant", 0, 4),
+        "t": ("trees", ["chrT"], "mild_bottleneck", 0, 4),
     }
+    assert all(i.sample_size["subsets"] == 1 for i in p.inputs.values())
     nohead = tmp_path / "b.vcf"
     nohead.write_text(
         v.read_text()
         .replace("##contig=<ID=chr1,length=1000>\n", "")
         .replace("##contig=<ID=chr2,length=1000>\n", "")
     )
-    with pytest.raises(ConfigError, match="no ##contig lines; list the chromosomes"):
-        qs.plan(
-            default_config(inputs=[{"name": "b", "path": str(nohead)}]),
-            trained=TRAINED,
-            compress_jobs=[],
-        )
+    cfg["scan"]["inputs"] = [{"name": "b", "path": str(nohead)}]
+    assert qs.plan(cfg, trained=TRAINED, compress_jobs=[]).inputs["b"].chroms == ["chr1"]
+    # more models rows than the input has haplotypes: an error naming both numbers
+    cfg["sweeps"]["haplotypes"] = 8
+    with pytest.raises(ConfigError, match=r"4 haplotypes, fewer than the 8"):
+        qs.plan(cfg, trained=TRAINED, compress_jobs=[])
     with pytest.raises(ConfigError, match="does not exist"):
         qs.plan(
             default_config(inputs=[{"name": "b", "path": str(tmp_path / "no.vcf")}]),
@@ -358,21 +375,44 @@ def test_open_engine_runs_or_says_why_not(models):
 
 def test_replicate_scans_round_trip_and_null(tmp_path):
     grid = np.linspace(0, 100, 5)
-    sweeps = [scan_metrics.ReplicateScan(grid, np.array([0.1, 0.2, 0.9, 0.3, np.nan]), 50.0)]
-    neutrals = [
-        scan_metrics.ReplicateScan(grid, np.array([0.1, 0.2, 0.3, 0.4, 0.5]), np.nan),
-        scan_metrics.ReplicateScan(grid, np.array([np.nan, 0.6, 0.1, 0.1, 0.1]), np.nan),
-    ]
-    qs.save_replicate_scans(tmp_path / "r.npz", sweeps, neutrals, 100.0, {"engine": "x"})
-    s, n, length, info = qs.load_replicate_scans(tmp_path / "r.npz")
-    assert (len(s), len(n), length, info) == (1, 2, 100.0, {"engine": "x"})
-    np.testing.assert_array_equal(s[0].scores, sweeps[0].scores)
-    assert s[0].true_position == 50.0 and np.isnan(n[0].true_position)
-    assert sorted(qs.neutral_null(tmp_path / "r.npz")) == pytest.approx(
+
+    def tracks(p, true):
+        p = np.asarray(p, np.float64)
+        with np.errstate(divide="ignore"):
+            lo = np.log(p) - np.log1p(-p)
+        return scan_metrics.ReplicateTracks(grid, p, lo, np.asarray(true, np.float64))
+
+    sweeps = tracks([[0.1, 0.2, 0.9, 0.3, np.nan]], [50.0])
+    neutrals = tracks([[0.1, 0.2, 0.3, 0.4, 0.5], [np.nan, 0.6, 0.1, 0.1, 0.1]], [np.nan] * 2)
+    info = {"engine": "x", "sample_size": {"input_haplotypes": 10}}
+    qs.save_replicate_scans(tmp_path / "r.npz", sweeps, neutrals, 100.0, info)
+    s, n, length, back = qs.load_replicate_scans(tmp_path / "r.npz")
+    assert (len(s.p_sweep), len(n.p_sweep), length, back) == (1, 2, 100.0, info)
+    np.testing.assert_array_equal(s.p_sweep, sweeps.p_sweep)
+    assert s.true_position[0] == 50.0 and np.isnan(n.true_position).all()
+    assert sorted(qs.neutral_null(tmp_path / "r.npz", "p_sweep")) == pytest.approx(
         [0.1, 0.1, 0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
     )
-    m = scan_metrics.evaluate(s, n, length)
+    # the null of log-odds is the logit of the same numbers, in the same order
+    null_lo = sorted(qs.neutral_null(tmp_path / "r.npz", "log_odds"))
+    assert null_lo == pytest.approx(
+        np.log(
+            np.array(sorted([0.1] * 4 + [0.2, 0.3, 0.4, 0.5, 0.6]))
+            / (1 - np.array(sorted([0.1] * 4 + [0.2, 0.3, 0.4, 0.5, 0.6])))
+        )
+    )
+    for statistic in scan.STATISTICS:
+        m = scan_metrics.evaluate(s.scans(statistic, 10.0), n.scans(statistic, 10.0), length)
+        assert m["n_sweep"] == 1 and m["n_neutral"] == 2
+    m = scan_metrics.evaluate(s.scans("p_sweep"), n.scans("p_sweep"), length)
     assert m["success_rate"] == 1.0 and m["distance_error_pct"] == 0.0
+    # a neutral-only file (the null of an input at another size) and a corrupt one
+    qs.save_replicate_scans(tmp_path / "n.npz", None, neutrals, 100.0, {})
+    s, n, _, _ = qs.load_replicate_scans(tmp_path / "n.npz")
+    assert len(s.p_sweep) == 0 and len(n.p_sweep) == 2
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(InputFormatError, match="bad.npz: unreadable replicate scan file"):
+        qs.load_replicate_scans(tmp_path / "bad.npz")
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -413,10 +453,28 @@ def test_merge_chromosome_outputs(tmp_path):
     )
     out = {k: tmp_path / f"c.{k}" for k in ("tsv", "bedgraph", "bed", "png")}
     peaks = {"column": "p_value", "threshold": 0.05, "max_gap": 1, "min_points": 1}
-    counts = qs.merge_chromosome(tables, null, peaks=peaks, base=1, out=out, truth=truth)
-    table = pd.read_csv(out["tsv"], sep="\t")
-    assert list(table.columns) == [*scan.SCORE_COLUMNS, "p_value"] and len(table) == 120
+    counts = qs.merge_chromosome(
+        tables,
+        null,
+        peaks=peaks,
+        base=1,
+        out=out,
+        statistic="p_sweep",
+        header=["input_haplotypes: 10", "model_haplotypes: 10"],
+        truth=truth,
+    )
+    head = out["tsv"].read_text().splitlines()[:3]
+    assert head[:2] == ["# input_haplotypes: 10", "# model_haplotypes: 10"]
+    table = pd.read_csv(out["tsv"], sep="\t", comment="#")
+    extra = ["score", "p_value", "q_value", "rank"]
+    assert list(table.columns) == [*scan.SCORE_COLUMNS, *extra] and len(table) == 120
     assert counts["peaks"] >= 1 and counts["null_windows"] == null.size
+    q = scan.bh_qvalues(table["p_value"].to_numpy())
+    np.testing.assert_allclose(table["q_value"], q, rtol=1e-5)
+    assert table.loc[table["score"].idxmax(), "rank"] == 1
+    assert (table["q_value"] >= table["p_value"] - 1e-12).all()
+    back = scan.read_scores_tsv(out["tsv"])  # the comment lines are skipped
+    assert len(back) == 120
     bed = pd.read_csv(out["bed"], sep="\t")
     top = bed.iloc[bed["score"].argmax()]
     assert top["start"] <= hd.positions[305] <= top["end"]
@@ -424,7 +482,8 @@ def test_merge_chromosome_outputs(tmp_path):
     assert out["bedgraph"].read_text().startswith("track type=bedGraph")
     # no null: p-values NA, no p-value peaks, files still written
     counts = qs.merge_chromosome(tables, np.zeros(0), peaks=peaks, base=0, out=out)
-    assert counts["peaks"] == 0 and pd.read_csv(out["tsv"], sep="\t")["p_value"].isna().all()
+    assert counts["peaks"] == 0
+    assert pd.read_csv(out["tsv"], sep="\t", comment="#")["p_value"].isna().all()
 
 
 def test_summary_rows(tmp_path):

@@ -60,9 +60,10 @@ BASIC = [
     rec("chr1", 20, "A", "T,C", "0|2", "1|1"),  # multi-allelic
     rec("chr1", 30, "AT", "T", "0|1", "1|1"),  # indel
     rec("chr1", 40, "C", "<DEL>", "0|1", "1|1"),  # symbolic
-    rec("chr1", 50, "G", "A", "0|1", "0|0"),
-    rec("chr1", 50, "G", "C", "1|0", "0|0"),  # same POS again (split multi-allelic): kept too
+    rec("chr1", 50, "G", "A", "0|1", "0|0"),  # same POS, other ALT: a split multi-allelic site,
+    rec("chr1", 50, "G", "C", "1|0", "0|0"),  # dropped like the unsplit G -> A,C record
     rec("chr1", 55, "G", "A", "0|0", "0|0"),  # monomorphic
+    rec("chr1", 58, "T", "C", "1|0", "0|0"),
     rec("chr1", 60, "C", ".", "0|0", "0|0"),  # invariant site of an all-sites VCF
     rec("chr2", 5, "g", "c", "1|1", "0|1"),  # lower-case bases are still SNPs
 ]
@@ -85,21 +86,24 @@ def test_vcf_values_and_counts(tmp_path):
     assert [h.chrom for h in out] == ["chr1", "chr2"]
     c1, c2 = out
     assert c1.positions.dtype == np.float64 and c1.haplotypes.dtype == np.uint8
-    np.testing.assert_array_equal(c1.positions, [10, 50, 50])
-    np.testing.assert_array_equal(c1.haplotypes, [[0, 1, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0]])
+    np.testing.assert_array_equal(c1.positions, [10, 58])
+    np.testing.assert_array_equal(c1.haplotypes, [[0, 1, 1, 0], [1, 0, 0, 0]])
     assert c1.sample_names == ["s1", "s2"] and c1.ploidy == 2
     assert c1.haplotype_names == ["s1_h1", "s1_h2", "s2_h1", "s2_h2"]
     assert c1.length == 1000 and c2.length == 500 and c1.region is None
     assert c1.source == str(path)
     assert c1.stats == dict(
-        input_sites=8,
-        kept=3,
-        multiallelic=1,
+        input_sites=9,
+        kept=2,
+        duplicate_records=0,
+        multiallelic=3,
         non_snp=2,
+        uncalled=0,
         monomorphic=2,
         missing_calls=0,
         unphased_records=0,
     )
+    assert c1.notes == [] and c1.contig_span == (10, 60)
     np.testing.assert_array_equal(c2.haplotypes, [[1, 1, 0, 1]])
 
 
@@ -165,9 +169,9 @@ def test_vcf_unphased_modes(tmp_path, caplog):
 
 def test_vcf_region_and_chroms(tmp_path):
     path = write(tmp_path / "r.vcf", vcf_text(BASIC))
-    (h,) = read_vcf(path, region="chr1:20-50")
-    np.testing.assert_array_equal(h.positions, [50, 50])
-    assert h.region == (20, 50) and h.stats["input_sites"] == 5
+    (h,) = read_vcf(path, region="chr1:20-58")
+    np.testing.assert_array_equal(h.positions, [58])
+    assert h.region == (20, 58) and h.stats["input_sites"] == 7
     (h,) = read_vcf(path, region="chr1:1,000-2,000")  # commas allowed; nothing there
     assert h.n_sites == 0 and h.haplotypes.shape == (0, 4)
     (h,) = read_vcf(path, region="chr2")
@@ -267,12 +271,14 @@ def test_vcf_region_via_tabix_index(tmp_path, caplog):
     path = write(tmp_path / "ix.vcf.gz", vcf_text(BASIC), "bgzf")
     pysam.tabix_index(str(path), preset="vcf")
     with caplog.at_level(logging.INFO, logger="quantscan.sweeps.io"):
-        (h,) = read_vcf(path, region="chr1:20-50")
+        (h,) = read_vcf(path, region="chr1:20-58")
     assert "scanning the whole file" not in caplog.text  # the index was used
-    np.testing.assert_array_equal(h.positions, [50, 50])
-    assert h.stats["input_sites"] == 5 and h.stats["kept"] == 2
+    np.testing.assert_array_equal(h.positions, [58])
+    assert h.stats["input_sites"] == 7 and h.stats["kept"] == 1
+    assert h.stats["multiallelic"] == 3  # the split site at 50 spans the tabix slice too
     (h,) = read_vcf(path, region="chr2:100-200")  # indexed chromosome, empty region
-    assert h.n_sites == 0
+    assert h.n_sites == 0 and h.n_haplotypes == 4  # ploidy from the file's first call
+    assert h.contig_span == (5, 5)  # through the index, for the error message
     with pytest.raises(ConfigError) as e:
         read_vcf(path, region="chrX:1-5")
     assert "chrX" in str(e.value)

@@ -76,6 +76,40 @@ def test_default_dag_runs_end_to_end(workdir):
     assert list((workdir / "results/benchmarks/rules/sweeps/train").rglob("*.tsv"))
 
 
+def test_scan_outputs_name_the_sample_size_and_carry_q_values(workdir):
+    """The simulated chromosome (20 haplotypes) is scanned by 16-row models through subsets; every
+    engine runs (int8 included), outputs say so, and the evaluation uses random sweep positions."""
+    res = workdir / "results" / "sweeps"
+    summary = pd.read_csv(res / "scan_summary.tsv", sep="\t")
+    for col in ("statistic", "input_haplotypes", "model_haplotypes", "sample_size", "null_windows"):
+        assert col in summary.columns
+    reps = summary[summary["data"] == "replicates"]
+    assert set(reps["statistic"]) == {"log_odds_smoothed", "log_odds", "p_sweep"}
+    assert (reps["model_haplotypes"] == 16).all() and (reps["input_haplotypes"] == 16).all()
+    assert reps["success_rate"].between(0, 1).all()  # no engine skipped: every row scored
+    chrom = summary[summary["data"] == "chromosome:chrSim"]
+    assert set(chrom["engine"]) >= {"onnx_fp32", "onnx_int8", "packed"}
+    assert (chrom["input_haplotypes"] == 20).all() and (chrom["model_haplotypes"] == 16).all()
+    assert chrom["sample_size"].str.contains("mean log-odds over 2 random subsets of 16").all()
+    assert chrom["note"].str.contains("small p-value null").all()
+    for engine in ("onnx_fp32", "onnx_int8"):
+        tsv = res / "scan" / "simulated" / "fp32" / engine / "chrSim.scores.tsv"
+        head = [ln for ln in tsv.read_text().splitlines() if ln.startswith("#")]
+        assert "# input_haplotypes: 20" in head and "# model_haplotypes: 16" in head
+        table = pd.read_csv(tsv, sep="\t", comment="#")
+        assert {"score", "p_value", "q_value", "rank"} <= set(table.columns)
+        assert table["q_value"].between(0, 1).all() and table["rank"].min() == 1
+    # the scan's own simulations: neutral at both sizes, sweeps at random positions at 16
+    sims = res / "scan" / "sims" / "constant"
+    assert (sims / "h20" / "neutral" / "batch0.npz").exists()
+    assert not (sims / "h20" / "sweep").exists()
+    from quantscan.sweeps.simulate import load_replicates
+
+    sweeps, length = load_replicates(sims / "h16" / "sweep" / "batch0.npz")
+    where = [r.sweep_position / length for r in sweeps]
+    assert all(0.1 <= w <= 0.9 for w in where) and len(set(where)) == len(where)
+
+
 def test_int8_method_and_comparison_plots(workdir):
     res = workdir / "results" / "sweeps"
     table = pd.read_csv(res / "summary.tsv", sep="\t")

@@ -123,6 +123,8 @@ def _check_sweeps(sw: dict) -> None:
             raise ConfigError(
                 f"config key sweeps.scenarios.{name}.bottleneck: end must exceed start"
             )
+        if name in active_scenarios(sw) and ("demography" in spec or "bottleneck" in spec):
+            _check_demography(sw, name)
         h = spec.get("hotspot")
         length = spec.get("sequence_length", sw["sequence_length"])
         # only scenarios that run must fit the region (a preset may define more than it runs)
@@ -130,9 +132,32 @@ def _check_sweeps(sw: dict) -> None:
             raise ConfigError(
                 f"config key sweeps.scenarios.{name}.hotspot: need 0 <= left < right <= {length}"
             )
-    trainable = [n for n in active_scenarios(sw) if "island" not in (sw["scenarios"][n] or {})]
+    trainable = sweep_scenarios(sw)
     if not trainable:
         raise ConfigError("config key sweeps.scenarios: no scenario with a sweep class to train on")
+
+
+def _check_demography(sw: dict, name: str) -> None:
+    """Read the scenario's demography (file, stdpopsim model) and check msprime can run its sweeps, so
+    a bad model or an event inside the sweep stops the run before any job."""
+    from .sweeps.simulate import SimParams
+
+    params = SimParams.from_config(sw, name)
+    if not params.neutral_only:
+        params.check_sweep(name)
+
+
+def is_neutral_only(sw: dict, name: str) -> bool:
+    """Several populations at the time of sampling ('island', or such a 'demography'): msprime has no
+    sweeps there, so the scenario is simulated neutral only."""
+    spec = sw["scenarios"][name] or {}
+    if "island" in spec:
+        return True
+    if "demography" not in spec:
+        return False
+    from .sweeps.simulate import SimParams
+
+    return SimParams.from_config(sw, name).neutral_only
 
 
 def active_scenarios(sw: dict) -> list[str]:
@@ -141,12 +166,12 @@ def active_scenarios(sw: dict) -> list[str]:
 
 def sweep_scenarios(sw: dict) -> list[str]:
     """Scenarios with both classes (models are trained on these)."""
-    return [n for n in active_scenarios(sw) if "island" not in (sw["scenarios"][n] or {})]
+    return [n for n in active_scenarios(sw) if not is_neutral_only(sw, n)]
 
 
 def neutral_scenarios(sw: dict) -> list[str]:
     """Neutral-only scenarios (structured populations): false-positive measurement."""
-    return [n for n in active_scenarios(sw) if "island" in (sw["scenarios"][n] or {})]
+    return [n for n in active_scenarios(sw) if is_neutral_only(sw, n)]
 
 
 def compress_jobs(config: dict) -> list[tuple[str, str]]:
@@ -172,7 +197,7 @@ def compress_jobs(config: dict) -> list[tuple[str, str]]:
                     f"config key {where}: unknown scenario {scenario!r}; defined: "
                     f"{', '.join(sw['scenarios'])}"
                 )
-            if "island" in (sw["scenarios"][scenario] or {}):
+            if is_neutral_only(sw, scenario):
                 raise ConfigError(
                     f"config key {where}: {scenario!r} is neutral-only (no model to compress)"
                 )

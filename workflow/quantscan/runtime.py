@@ -1,7 +1,14 @@
 """Inference engines behind one interface, for scanning genomes with fp32 and compressed models.
 
 Every engine takes binary images ``x`` (uint8, ``(B, 1, H, W)``, 0/1) and returns class probabilities
-``(B, n_classes)`` from ``predict_proba``; ``name``, ``batch_size`` and ``threads`` describe it.
+``(B, n_classes)`` from ``predict_proba`` and the log-odds of one class from ``predict_log_odds``
+(from the logits, so it does not saturate where the probability rounds to 1); ``name``,
+``batch_size`` and ``threads`` describe it. ``input_shape`` is the image (H, W) the engine takes:
+an ONNX graph with fixed dimensions declares it, the other engines are given the model's training
+shape (``make_engine(example_shape=...)``). An image of another shape is refused with a
+``ConfigError`` naming both shapes: no engine crashes on a shape, and none silently scores an
+image of another size than its model was trained on (the scan subsamples or matches haplotypes
+first: ``sweeps.sample_size``).
 
 ========================  ======================================================================
 kind                      what runs
@@ -118,29 +125,65 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def log_odds(z: np.ndarray, cls: int = 1) -> np.ndarray:
+    """``log P(cls) - log(1 - P(cls))`` of softmax logits ``z`` (B, C), computed stably."""
+    z = np.asarray(z, np.float64)
+    if z.ndim != 2 or not 0 <= cls < z.shape[1] or z.shape[1] < 2:
+        raise ConfigError(
+            f"log-odds of class {cls} need (batch, classes >= 2) logits, got {z.shape}"
+        )
+    rest = np.delete(z, cls, axis=1)
+    m = rest.max(axis=1, keepdims=True)
+    return z[:, cls] - (m[:, 0] + np.log(np.exp(rest - m).sum(axis=1)))
+
+
 class Engine:
     """Batched class probabilities for binary images. Subclasses implement ``_logits``."""
 
     kind = ""
 
-    def __init__(self, name: str, batch_size: int, threads: int, n_classes: int):
+    def __init__(
+        self,
+        name: str,
+        batch_size: int,
+        threads: int,
+        n_classes: int,
+        input_shape: tuple[int, int] | None = None,
+    ):
         if batch_size < 1 or threads < 1:
             raise ConfigError(f"batch_size and threads must be >= 1 (got {batch_size}, {threads})")
         self.name = name
         self.batch_size = int(batch_size)
         self.threads = int(threads)
         self.n_classes = int(n_classes)
+        #: (H, W) of the images the engine takes; None: not declared (any shape)
+        self.input_shape = tuple(int(v) for v in input_shape) if input_shape else None
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """``(B, n_classes)`` float64 logits for uint8 images ``(B, 1, H, W)`` of ``input_shape``."""
+        x = check_images(x)
+        if self.input_shape is not None and tuple(x.shape[2:]) != self.input_shape:
+            h, w = self.input_shape
+            raise ConfigError(
+                f"engine {self.name} takes {h} x {w} images (haplotypes x SNPs), got "
+                f"{x.shape[2]} x {x.shape[3]}; subsample or match the haplotypes to the model's "
+                "size (scan.sample_size)"
+            )
+        if len(x) == 0:
+            return np.zeros((0, self.n_classes), np.float64)
+        out = [self._logits(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        return np.concatenate(out).astype(np.float64)
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """``(B, n_classes)`` float32 probabilities for uint8 images ``(B, 1, H, W)``."""
-        x = check_images(x)
-        if len(x) == 0:
-            return np.zeros((0, self.n_classes), np.float32)
-        out = [self._logits(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
-        return _softmax(np.concatenate(out).astype(np.float64)).astype(np.float32)
+        return _softmax(self.logits(x)).astype(np.float32)
+
+    def predict_log_odds(self, x: np.ndarray, cls: int = 1) -> np.ndarray:
+        """``log P(cls) - log P(not cls)`` per image, float64, from the logits (no saturation)."""
+        return log_odds(self.logits(x), cls)
 
     def describe(self) -> dict:
         return {
@@ -148,6 +191,7 @@ class Engine:
             "kind": self.kind,
             "batch_size": self.batch_size,
             "threads": self.threads,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
         }
 
     def __repr__(self) -> str:
@@ -205,7 +249,11 @@ class OnnxEngine(Engine):
             raise InputFormatError(f"{path}: not a loadable ONNX model: {err}") from err
         shape = self.session.session.get_outputs()[0].shape
         n_classes = shape[-1] if isinstance(shape[-1], int) else 2
-        super().__init__(name or self.kind, batch_size, threads, n_classes)
+        dims = self.session.session.get_inputs()[0].shape
+        fixed = len(dims) == 4 and all(isinstance(d, int) for d in dims[2:])
+        super().__init__(
+            name or self.kind, batch_size, threads, n_classes, tuple(dims[2:]) if fixed else None
+        )
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(x.astype(np.float32))
@@ -683,6 +731,8 @@ def make_engine(
     ``torch_*`` and ``lut_fp32`` take an fp32 file (a packed file also works for ``torch_*``);
     ``packed``/``packed_torch`` a packed file; ``onnx_int8`` an int8 ``.onnx``; ``onnx_fp32`` an
     ``.onnx`` or an fp32 file, exported to a temporary ONNX file with ``example_shape`` (H, W).
+    ``example_shape`` is also the ``input_shape`` the torch and lookup engines declare (an ONNX
+    graph declares its own fixed dimensions).
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown engine kind {kind!r}; known: {', '.join(KINDS)}")
@@ -725,6 +775,8 @@ def make_engine(
             model, batch_size=batch_size, threads=threads, chunk=chunk, kernels=kernels, name=name
         )
     engine.kind = kind
+    if example_shape is not None:  # the model's training shape: other images are refused
+        engine.input_shape = tuple(int(v) for v in example_shape)
     return engine
 
 
@@ -736,6 +788,7 @@ __all__ = [
     "TorchEngine",
     "check_images",
     "load_model",
+    "log_odds",
     "make_engine",
     "model_format",
     "numba_available",

@@ -19,6 +19,13 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 config.clear()
 config.update(_validated)
+try:
+    # scan.sample_size.policy 'match': scenarios at the inputs' haplotype counts join the run
+    from quantscan.sweeps.scan_workflow import matched_scenarios
+
+    config.update(matched_scenarios(config))
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 SW = config["sweeps"]
 SWEEP_SCENARIOS = qconfig.sweep_scenarios(SW)
@@ -388,42 +395,43 @@ def scan_source(wildcards):
     return inp.path
 
 
-def scan_test_batches(sims, cls):
-    neutral_only = sims in NEUTRAL_SCENARIOS
-    reps = SW["replicates"]
-    return qscan.test_batches(
-        reps["train"], reps["test"], SW["batch_size"], neutral_only
+def scan_sim_params(wildcards):
+    """The scenario's simulation parameters at the haplotype count of the wildcard."""
+    params = SimParams.from_config(SW, wildcards.sims)
+    return dataclasses.asdict(
+        dataclasses.replace(params, haplotypes=int(wildcards.haps))
     )
 
 
-def scan_test_shards(cls):
+def scan_sim_replicates(cls):
+    ev = SC["evaluate"]
+    return ev["sweep_replicates"] if cls == "sweep" else SC["neutral"]["replicates"]
+
+
+def scan_sim_batch_size(wildcards):
+    sizes = batch_sizes(scan_sim_replicates(wildcards.cls), SW["batch_size"])
+    return sizes[int(wildcards.batch)]
+
+
+def scan_sim_shards(cls):
     def shards(wildcards):
-        if cls not in sweep_classes(wildcards.sims):
+        classes = SCAN.simulation_sets().get((wildcards.sims, int(wildcards.haps)), ())
+        if cls not in classes:
             return []
+        n = len(batch_sizes(scan_sim_replicates(cls), SW["batch_size"]))
         return [
-            f"results/sweeps/sim/{wildcards.sims}/{cls}/batch{b}.npz"
-            for b in scan_test_batches(wildcards.sims, cls)
+            f"results/sweeps/scan/sims/{wildcards.sims}/h{wildcards.haps}/{cls}/batch{b}.npz"
+            for b in range(n)
         ]
 
     return shards
-
-
-def scan_replicate_params(wildcards):
-    sims = wildcards.sims
-    return {
-        cls: {
-            "batches": scan_test_batches(sims, cls),
-            "first_test": 0 if sims in NEUTRAL_SCENARIOS else SW["replicates"]["train"],
-        }
-        for cls in sweep_classes(sims)
-    }
 
 
 def scan_null_file(wildcards):
     inp = SCAN.inputs[wildcards.scan_input]
     return (
         f"results/sweeps/scan/replicates/{inp.scenario}/{wildcards.scan_model}/"
-        f"{wildcards.engine}/{inp.null_scenario}.npz"
+        f"{wildcards.engine}/{inp.null_scenario}.h{inp.haplotypes}.npz"
     )
 
 
@@ -442,7 +450,14 @@ def scan_mem(base_mb, per_input_mb):
     return mem
 
 
-SCAN_EVALUATE = [dict(scenario=s, model=m, engine=e) for s, m, e in SCAN.evaluate]
+SCAN_EVALUATE = [
+    dict(scenario=s, model=m, engine=e, haps=SCAN.model_haplotypes[s])
+    for s, m, e in SCAN.evaluate
+]
+#: scenarios whose evaluation replicates the classic statistics score (scan.evaluate.classic)
+SCAN_CLASSIC = (
+    sorted({s for s, _, _ in SCAN.evaluate}) if SC["evaluate"]["classic"] else []
+)
 SCAN_CHROMOSOME_EVALUATE = [
     dict(scenario=SCAN.inputs[i].null_scenario, model=m, engine=e, chrom=c)
     for i, c, m, e in SCAN.scans()

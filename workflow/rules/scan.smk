@@ -2,7 +2,8 @@
 
 simulated chromosome / user input -> prepare (compact npz per chromosome)
   -> scan_region (grid regions x models x engines) -> scan_merge (p-values, peaks, tracks)
-test replicates of a scenario -> scan_replicates (per model x engine) -> p-value null + metrics
+scan_sims (neutral replicates at each input's haplotype count, sweeps at random positions at the
+  model's) -> scan_replicates (per model x engine, sample-size policy) -> p-value null + metrics
   -> scan_evaluate (results/sweeps/scan_summary.tsv)
 """
 
@@ -52,7 +53,7 @@ rule scan_prepare:
         runtime=120,
     params:
         inp=lambda wildcards: dataclasses.asdict(SCAN.inputs[wildcards.scan_input]),
-        haplotypes=SW["haplotypes"],
+        window=SCAN.window,
     script:
         "../scripts/scan_prepare.py"
 
@@ -81,6 +82,31 @@ rule scan_int8:
         "../scripts/scan_int8.py"
 
 
+rule scan_sims:
+    output:
+        npz="results/sweeps/scan/sims/{sims}/h{haps}/{cls}/batch{batch}.npz",
+    log:
+        "logs/sweeps/scan/sims/{sims}/h{haps}/{cls}/batch{batch}.log",
+    benchmark:
+        "results/benchmarks/rules/sweeps/scan/sims/{sims}/h{haps}/{cls}/batch{batch}.tsv"
+    wildcard_constraints:
+        sims="|".join(ALL_SCENARIOS),
+        haps=r"\d+",
+    conda:
+        "../../envs/simulate.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_by_attempt(2000),
+        runtime=120,
+    params:
+        sim=scan_sim_params,
+        size=scan_sim_batch_size,
+        positions=SC["evaluate"]["positions"],
+        seed=config["seed"],
+    script:
+        "../scripts/scan_sims.py"
+
+
 rule scan_replicates:
     input:
         model=lambda wildcards: scan_model_file(
@@ -89,18 +115,19 @@ rule scan_replicates:
         int8=lambda wildcards: scan_int8_file(
             wildcards.scenario, wildcards.scan_model, wildcards.engine
         ),
-        sweep=scan_test_shards("sweep"),
-        neutral=scan_test_shards("neutral"),
+        sweep=scan_sim_shards("sweep"),
+        neutral=scan_sim_shards("neutral"),
     output:
-        npz="results/sweeps/scan/replicates/{scenario}/{scan_model}/{engine}/{sims}.npz",
+        npz="results/sweeps/scan/replicates/{scenario}/{scan_model}/{engine}/{sims}.h{haps}.npz",
     log:
-        "logs/sweeps/scan/replicates/{scenario}/{scan_model}/{engine}/{sims}.log",
+        "logs/sweeps/scan/replicates/{scenario}/{scan_model}/{engine}/{sims}.h{haps}.log",
     benchmark:
-        "results/benchmarks/rules/sweeps/scan/replicates/{scenario}/{scan_model}/{engine}/{sims}.tsv"
+        "results/benchmarks/rules/sweeps/scan/replicates/{scenario}/{scan_model}/{engine}/{sims}.h{haps}.tsv"
     wildcard_constraints:
         scan_model=SCAN_MODELS,
         engine=SCAN_ENGINES,
         sims="|".join(ALL_SCENARIOS),
+        haps=r"\d+",
     conda:
         "../../envs/torch.yaml"
     threads: SC["threads"]
@@ -108,13 +135,40 @@ rule scan_replicates:
         mem_mb=mem_by_attempt(3000),
         runtime=120,
     params:
-        shards=scan_replicate_params,
-        batch_size=SW["batch_size"],
         evaluate=SC["evaluate"],
         image=SW["image"],
         engine_batch=SC["batch_size"],
+        sample_size=SC["sample_size"],
+        model_haplotypes=lambda wildcards: SCAN.model_haplotypes[wildcards.scenario],
+        seed=config["seed"],
     script:
         "../scripts/scan_replicates.py"
+
+
+rule scan_classic:
+    input:
+        sweep=scan_sim_shards("sweep"),
+        neutral=scan_sim_shards("neutral"),
+    output:
+        npz="results/sweeps/scan/classic/{sims}.h{haps}.npz",
+    log:
+        "logs/sweeps/scan/classic/{sims}.h{haps}.log",
+    benchmark:
+        "results/benchmarks/rules/sweeps/scan/classic/{sims}.h{haps}.tsv"
+    wildcard_constraints:
+        sims="|".join(ALL_SCENARIOS),
+        haps=r"\d+",
+    conda:
+        "../../envs/simulate.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_by_attempt(2000),
+        runtime=60,
+    params:
+        statistics=SC["evaluate"]["classic"],
+        grid_points=SC["evaluate"]["grid_points"],
+    script:
+        "../scripts/scan_classic.py"
 
 
 rule scan_region:
@@ -149,6 +203,8 @@ rule scan_region:
         scan=SC,
         window=SCAN.window,
         image=SW["image"],
+        sample_size=lambda wildcards: SCAN.inputs[wildcards.scan_input].sample_size,
+        seed=config["seed"],
     script:
         "../scripts/scan_region.py"
 
@@ -199,6 +255,12 @@ rule scan_merge:
     params:
         peaks=SC["peaks"],
         base=lambda wildcards: SCAN.inputs[wildcards.scan_input].base,
+        sample_size=lambda wildcards: SCAN.inputs[wildcards.scan_input].sample_size,
+        scenario=scan_input_scenario,
+        null_scenario=lambda wildcards: SCAN.inputs[wildcards.scan_input].null_scenario,
+        statistic=SC["statistic"],
+        smooth_bp=SC["smooth_bp"],
+        min_null_windows=SC["neutral"]["min_windows"],
     script:
         "../scripts/scan_merge.py"
 
@@ -206,7 +268,7 @@ rule scan_merge:
 rule scan_evaluate:
     input:
         replicates=[
-            "results/sweeps/scan/replicates/{scenario}/{model}/{engine}/{scenario}.npz".format(
+            "results/sweeps/scan/replicates/{scenario}/{model}/{engine}/{scenario}.h{haps}.npz".format(
                 **job
             )
             for job in SCAN_EVALUATE
@@ -222,6 +284,10 @@ rule scan_evaluate:
         truths=[
             f"results/sweeps/scan/sim/{job['chrom']}.truth.tsv"
             for job in SCAN_CHROMOSOME_EVALUATE
+        ],
+        classic=[
+            f"results/sweeps/scan/classic/{s}.h{SCAN.model_haplotypes[s]}.npz"
+            for s in SCAN_CLASSIC
         ],
     output:
         tsv=report(
@@ -244,5 +310,7 @@ rule scan_evaluate:
         chromosome_jobs=SCAN_CHROMOSOME_EVALUATE,
         fpr=SC["evaluate"]["fpr"],
         tolerance=SC["evaluate"]["tolerance"],
+        smooth_bp=SC["smooth_bp"],
+        classic_scenarios=SCAN_CLASSIC,
     script:
         "../scripts/scan_evaluate.py"

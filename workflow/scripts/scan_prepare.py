@@ -1,9 +1,11 @@
-"""Read one chromosome of a scan input (VCF, ms, tree sequence) into a compact npz."""
+"""Read one chromosome of a scan input (VCF, ms, tree sequence) into a compact npz; check that it
+can be scanned (SNPs, calls) and keep the warnings for the scan's outputs."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 from quantscan.scripting import run
+from quantscan.sweeps import io
 from quantscan.sweeps import scan_workflow as qscan
 
 
@@ -12,15 +14,15 @@ def main(smk, log):
     if inp["path"] is None:  # the simulated chromosome: its .trees file
         inp["path"] = smk.input.source
     hd = qscan.read_chromosome(inp, smk.wildcards.chrom)
-    if hd.n_haplotypes != smk.params.haplotypes:
-        log.warning(
-            "%s: %d haplotypes, but the models were trained on images of %d rows "
-            "(sweeps.haplotypes); scores may be miscalibrated",
-            hd.chrom,
-            hd.n_haplotypes,
-            smk.params.haplotypes,
-        )
-    qscan.save_chromosome(hd, smk.output.npz, base=1 if inp["format"] == "vcf" else 0)
+    warnings = io.check_usable(hd, window=smk.params.window, source=str(inp["path"]))
+    for line in [*hd.notes, *warnings]:
+        log.warning("%s", line)
+    qscan.save_chromosome(
+        hd,
+        smk.output.npz,
+        base=1 if inp["format"] in ("vcf", "bcf") else 0,
+        warnings=[*hd.notes, *warnings],
+    )
     log.info(
         "%s: %d SNPs x %d haplotypes kept (%s)",
         hd.chrom,

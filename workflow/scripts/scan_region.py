@@ -7,19 +7,37 @@ import json
 import time
 
 from quantscan.atomic import write_text
+from quantscan.errors import InputFormatError
 from quantscan.scripting import run
+from quantscan.seeds import derive_seed
 from quantscan.sweeps import scan
 from quantscan.sweeps import scan_workflow as qscan
+from quantscan.sweeps.sample_size import draw_subsets
 
 
 def main(smk, log):
     w, sc, image = smk.wildcards, smk.params.scan, smk.params.image
     hd, info = qscan.load_chromosome(smk.input.npz, lazy=True)
+    size = smk.params.sample_size
+    if hd.n_haplotypes != size["input_haplotypes"]:
+        raise InputFormatError(
+            f"{smk.input.npz}: chromosome {hd.chrom} has {hd.n_haplotypes} haplotypes, but the "
+            f"workflow planned {size['input_haplotypes']} from the input's header (its p-value "
+            "null is simulated at that size); scan this chromosome as a separate input with its "
+            "own 'haplotypes'"
+        )
+    model_haps = size["model_haplotypes"]
+    subsets = draw_subsets(
+        hd.n_haplotypes,
+        model_haps,
+        size["subsets"],
+        derive_seed(smk.params.seed, "scan_subsets", w.scan_input, w.chrom),
+    )
     engine, skipped = qscan.open_engine(
         w.engine,
         smk.input.model,
         model=w.scan_model,
-        shape=(hd.n_haplotypes, smk.params.window),
+        shape=(model_haps, smk.params.window),
         batch_size=sc["batch_size"],
         threads=smk.threads,
         int8_path=smk.input.int8[0] if smk.input.int8 else None,
@@ -41,10 +59,11 @@ def main(smk, log):
         batch_size=sc["batch_size"],
         # a skipped engine scores nothing: every window is below an impossible SNP count
         min_snps=sc["min_snps"] if engine else smk.params.window + 1,
+        subsets=subsets,
         timings=timings,
     )
     seconds = time.perf_counter() - t0
-    windows = int(table["p_sweep"].notna().sum())
+    windows = int(table["p_sweep"].notna().sum()) * len(subsets)
     scan.write_scores_tsv(table, smk.output.tsv)
     out = {
         "chrom": hd.chrom,
@@ -58,10 +77,12 @@ def main(smk, log):
         "skipped": skipped,
         "n_sites": hd.n_sites,
         "n_haplotypes": hd.n_haplotypes,
+        "sample_size": size,
+        "warnings": info.get("warnings", []),
     }
     write_text(smk.output.info, json.dumps(out, indent=1) + "\n")
     log.info(
-        "%s region %s/%d: %d grid points, %d windows in %.2f s (%s)",
+        "%s region %s/%d: %d grid points, %d windows in %.2f s (%s); %s",
         hd.chrom,
         w.region,
         sc["regions"],
@@ -69,13 +90,14 @@ def main(smk, log):
         windows,
         seconds,
         ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()),
+        size["action"],
     )
 
 
 class _NoEngine:
     """Stands in for an engine that cannot run the model; never called (see min_snps)."""
 
-    def predict_proba(self, x):
+    def predict_log_odds(self, x, cls=1):
         raise AssertionError("a skipped engine was asked to score windows")
 
 

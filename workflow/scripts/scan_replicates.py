@@ -1,4 +1,5 @@
-"""Scan a scenario's simulated test replicates with one model through one engine (ASDEC's grid)."""
+"""Scan the scan's simulated replicates (sweeps at random positions, neutral ones for the p-value
+null) with one model through one engine, with the sample-size policy of the inputs they stand for."""
 
 import sys
 
@@ -8,32 +9,32 @@ import time
 import numpy as np
 
 from quantscan.scripting import run
-from quantscan.sweeps import scan_metrics
+from quantscan.seeds import derive_seed
+from quantscan.sweeps import sample_size, scan_metrics
 from quantscan.sweeps import scan_workflow as qscan
 
 
 def main(smk, log):
     w = smk.wildcards
-    ev, image = smk.params.evaluate, smk.params.image
+    ev, image, size_cfg = smk.params.evaluate, smk.params.image, smk.params.sample_size
+    haps, model_haps = int(w.haps), int(smk.params.model_haplotypes)
+    size = sample_size.resolve(
+        haps,
+        model_haps,
+        policy=size_cfg["policy"],
+        subsets=size_cfg["subsets"],
+        source=f"replicates of {w.sims}",
+    )
     reps, length = {}, None
     for cls in ("sweep", "neutral"):
-        spec = smk.params.shards.get(cls)
-        if spec is None:
-            reps[cls] = []
-            continue
-        shards = dict(zip(spec["batches"], smk.input[cls], strict=True))
-        reps[cls], length = qscan.load_test_replicates(
-            shards,
-            first_test=spec["first_test"],
-            batch_size=smk.params.batch_size,
-            max_replicates=ev["max_replicates"],
-        )
-    n_haps = next(r.haplotypes.shape[1] for rs in reps.values() for r in rs)
+        paths = list(smk.input[cls])
+        reps[cls], length_cls = qscan.load_scan_replicates(paths) if paths else ([], None)
+        length = length_cls if length_cls is not None else length
     engine, skipped = qscan.open_engine(
         w.engine,
         smk.input.model,
         model=w.scan_model,
-        shape=(n_haps, image["snps"]),
+        shape=(model_haps, image["snps"]),
         batch_size=smk.params.engine_batch,
         threads=smk.threads,
         int8_path=smk.input.int8[0] if smk.input.int8 else None,
@@ -45,18 +46,21 @@ def main(smk, log):
         "sims": w.sims,
         "grid_points": ev["grid_points"],
         "skipped": skipped,
+        "sample_size": size.as_dict(),
     }
-    scans = {}
+    tracks = {}
     t0 = time.perf_counter()
     for cls, rs in reps.items():
+        if not rs:
+            tracks[cls] = None
+            continue
         if engine is None:
             grid = np.linspace(0.0, length, ev["grid_points"])
-            scans[cls] = [
-                scan_metrics.ReplicateScan(grid, np.full(len(grid), np.nan), r.sweep_position)
-                for r in rs
-            ]
+            nan = np.full((len(rs), len(grid)), np.nan)
+            true = np.array([r.sweep_position for r in rs])
+            tracks[cls] = scan_metrics.ReplicateTracks(grid, nan, nan.copy(), true)
             continue
-        scans[cls] = scan_metrics.scan_replicates(
+        tracks[cls] = scan_metrics.scan_replicates(
             rs,
             engine,
             sequence_length=length,
@@ -64,19 +68,25 @@ def main(smk, log):
             n_points=ev["grid_points"],
             encoding=image["encoding"],
             column_order=image["column_order"],
+            model_haplotypes=model_haps,
+            subsets=size.subsets,
+            seed=derive_seed(smk.params.seed, "scan_subsets", w.sims, w.haps, cls),
         )
     seconds = time.perf_counter() - t0
-    windows = sum(int(np.isfinite(s.scores).sum()) for ss in scans.values() for s in ss)
+    windows = sum(
+        int(np.isfinite(t.log_odds).sum()) * size.subsets for t in tracks.values() if t is not None
+    )
     info |= {"seconds": seconds, "windows": windows, "engine_info": engine and engine.describe()}
-    qscan.save_replicate_scans(smk.output.npz, scans["sweep"], scans["neutral"], length, info)
+    qscan.save_replicate_scans(smk.output.npz, tracks["sweep"], tracks["neutral"], length, info)
     if skipped:
         log.warning("skipped: %s", skipped)
     log.info(
-        "%d sweep + %d neutral test replicates of %s (L = %g), %d windows in %.1f s (%.0f/s)",
-        len(scans["sweep"]),
-        len(scans["neutral"]),
+        "%d sweep + %d neutral replicates of %s (L = %g; %s): %d windows in %.1f s (%.0f/s)",
+        len(reps["sweep"]),
+        len(reps["neutral"]),
         w.sims,
         length,
+        size.action,
         windows,
         seconds,
         windows / seconds if seconds > 0 else float("nan"),

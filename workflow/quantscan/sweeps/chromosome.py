@@ -115,8 +115,8 @@ class ChromosomeSpec:
         p = dataclasses.replace(p, sequence_length=float(self.segment_length))
         if self.haplotypes is not None:
             p = dataclasses.replace(p, haplotypes=int(self.haplotypes))
-        if p.island is not None:
-            raise ConfigError(f"chromosome {self.name!r}: island scenarios have no sweeps")
+        if p.neutral_only:
+            raise ConfigError(f"chromosome {self.name!r}: neutral-only scenarios have no sweeps")
         return p
 
 

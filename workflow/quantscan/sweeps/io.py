@@ -2,23 +2,62 @@
 
 Every reader returns ``HaplotypeData`` objects with one shared contract:
 
-* ``positions``: float64, sorted (non-decreasing), duplicates kept. VCF: 1-based bp as written.
-  ms: the [0, 1] fraction times ``length``. Tree sequences: tskit coordinates unchanged (0-based,
-  continuous), so a simulated sweep at ``L / 2`` is at ``L / 2`` here too; the offset of at most
-  1 bp from VCF coordinates is far below any window size.
+* ``positions``: float64, sorted (non-decreasing). VCF: 1-based bp as written. ms: the [0, 1]
+  fraction times ``length``. Tree sequences: tskit coordinates unchanged (0-based, continuous), so
+  a simulated sweep at ``L / 2`` is at ``L / 2`` here too; the offset of at most 1 bp from VCF
+  coordinates is far below any window size.
 * ``haplotypes``: uint8, shape (n_sites, n_haplotypes); 0 = ancestral/REF, 1 = derived/ALT,
   ``MISSING`` (255) = no call. Readers never impute: the image encoder decides what missing means
   (``HaplotypeData.filled`` gives the usual "missing as ancestral" 0/1 matrix).
 * Only biallelic SNPs that are polymorphic among the returned haplotypes (at least one 0 and one
-  1; missing calls ignored). Dropped sites are counted per chromosome in ``stats`` and logged.
-  Duplicate positions are never merged (ms output at 4 digits has thousands per 100 kb).
-* Diploid (or polyploid) VCF samples give ``ploidy`` haplotypes each, sample-major:
-  ``s1_h1, s1_h2, s2_h1, ...``.
+  1; missing calls ignored). Diploid (or polyploid) VCF samples give ``ploidy`` haplotypes each,
+  sample-major: ``s1_h1, s1_h2, s2_h1, ...``.
+
+What is dropped, and counted in ``stats`` (VCF counts are records; each dropped record is counted
+once, under the first reason that applies, in this order; ``kept`` + the four drop counts =
+``input_sites``):
+
+1. ``multiallelic``: records with two or more ALT alleles (dropped whatever the selected samples
+   carry, as ``bcftools view -m2 -M2`` would), and every record of a position that has records
+   with different alleles: ``bcftools norm -m-`` splits a multi-allelic site into biallelic
+   records at one POS (a carrier of the second ALT reads as REF in the first record), so they are
+   not independent SNPs and keeping them would count one site twice. A site gives the same
+   result whether or not it was split; a SNP next to an indel at the same POS is such a site too
+   (unsplit it is REF A, ALT T,AT). ALT '.' records (all-sites VCFs) do not make a site
+   multi-allelic. Tree sequences: sites where a sample carries a second derived state; the
+   ancestral/derived states of the returned samples decide, not the site's mutation list.
+2. ``non_snp``: indels, MNPs, symbolic alleles (``<DEL>``), '*', 'N'.
+3. ``uncalled``: no genotype call among the selected haplotypes (every call missing).
+4. ``monomorphic``: every call the same allele (including ALT '.' invariant sites), among the
+   selected haplotypes: a sample subset can make a SNP monomorphic.
+
+``missing_calls`` counts the MISSING entries in kept sites (a '.' allele, a whole-call '.', or the
+absent second allele of a haploid call in a diploid file; tree sequences: isolated samples);
+``unphased_records`` (VCF) the selected records (kept or not) with an unphased heterozygous call.
+
+Duplicate positions that remain are kept: positions are never deduplicated (sweeps.md 3.1).
+Simulators repeat positions for distinct mutations: ms prints a few digits (``tskit.write_ms``
+rounds to 4, giving thousands of collisions per 100 kb), and VCFs of simulations floor positions
+to integer bp (two mutations on one branch then give two identical lines). Tree sequences cannot
+repeat a site position. In a VCF, records with the same POS, REF and ALT are all kept;
+``duplicate_records`` counts those whose genotype calls (GT) also repeat an earlier record's,
+and the log warns: in real data that is a repeated line (overlapping files concatenated), which
+``bcftools norm --rm-dup exact`` removes. Records at one POS with different alleles are rule 1.
+
+Chromosome names: a requested chromosome or region that differs from the file's contig only by a
+'chr' prefix ('chr2' vs '2', 'chrM' vs 'MT') is read under the file's name; the result keeps the
+requested name and says so in ``notes`` and the log. A chromosome without records in the file is
+a ``ConfigError`` listing the contigs that have records. Contig lists come from the records (or
+the tabix/CSI index), never from ``##contig`` header lines, which reference-wide headers fill with
+every contig of the assembly.
 
 Malformed input raises ``InputFormatError`` naming the file, the record (line and CHROM:POS, or
 ms replicate and line) and the field. scikit-allel silently mis-parses some broken VCFs (``0-1``
 becomes ``0/.``, a short record becomes missing calls, POS beyond int32 wraps), so ``read_vcf``
-validates every line in a cheap streaming pass before allel parses the genotypes.
+validates every line in a cheap streaming pass before allel parses the genotypes. An input with
+no usable SNP is not an error for the readers (a region may legitimately be empty), but
+``check_usable`` (and ``scan_workflow.read_chromosome``) turns it into one that names the likely
+cause.
 """
 
 from __future__ import annotations
@@ -26,6 +65,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import itertools
 import logging
 import os
 import re
@@ -68,8 +108,14 @@ class HaplotypeData:
     region: tuple[int, int] | None = None
     """Inclusive 1-based (start, end) when the reader was asked for a region, else None."""
     stats: dict[str, int] = field(default_factory=dict)
-    """Site counts: ``input_sites``, ``kept``, ``multiallelic``, ``non_snp``, ``monomorphic``,
-    ``missing_calls`` (in kept sites) and, for VCF, ``unphased_records``."""
+    """Site counts: ``input_sites``, ``kept``, ``multiallelic``, ``non_snp``, ``uncalled``,
+    ``monomorphic``, ``missing_calls`` (in kept sites), ``duplicate_records`` (kept, not dropped)
+    and, for VCF, ``unphased_records``; see the module doc."""
+    notes: list[str] = field(default_factory=list)
+    """What the reader did that the user may not expect (a 'chr' prefix mapped), one line each."""
+    contig_span: tuple[int, int] | None = None
+    """VCF: first and last POS of the file's records on this contig (all of them, not only the
+    region's) when known cheaply; error messages use it."""
 
     def __post_init__(self):
         self.positions = np.asarray(self.positions, dtype=np.float64)
@@ -210,11 +256,35 @@ def _bcf_error(path: Path) -> InputFormatError:
     )
 
 
+def _bcf_record_contigs(path: Path, bcf) -> list[str]:
+    """Contigs with at least one record of an open pysam ``VariantFile``: one index lookup per
+    contig of the index (a BCF's CSI lists every header contig, with or without records), else
+    one pass over the records."""
+    if bcf.index is not None:
+        out = []
+        for c in bcf.index:
+            try:
+                if next(bcf.fetch(c), None) is not None:
+                    out.append(c)
+            except ValueError:
+                continue
+        return out
+    seen: dict[str, None] = {}
+    n = 0
+    try:
+        for n, record in enumerate(bcf, 1):  # noqa: B007 - n names the failing record
+            seen.setdefault(record.chrom, None)
+    except (OSError, ValueError) as e:
+        raise InputFormatError(f"{path}: corrupt BCF at record {n + 1}: {e}") from e
+    return list(seen)
+
+
 def _decode_bcf(path: Path, dest: Path, region: str | None = None) -> None:
     """Write BCF ``path`` as plain VCF text to ``dest``: htslib (through pysam) decodes the binary
     records, then the VCF path validates and parses them like any text VCF (scikit-allel reads text
     only). Costs one temporary text copy: with a .csi/.tbi index only ``region`` ('chrom' or
-    'chrom:start-end') is decoded, else the whole file (``read_vcf`` filters it)."""
+    'chrom:start-end', its contig resolved as in ``read_vcf``: records only, 'chr' prefix mapped)
+    is decoded, else the whole file (``read_vcf`` filters it)."""
     try:
         import pysam
     except ImportError:
@@ -224,6 +294,10 @@ def _decode_bcf(path: Path, dest: Path, region: str | None = None) -> None:
         with pysam.VariantFile(str(path)) as bcf, open(dest, "w") as out:
             out.write(str(bcf.header))
             indexed = region is not None and bcf.index is not None
+            if indexed:
+                chrom, start, end = _parse_region(region)
+                fc = _resolve_contig(path, chrom, _bcf_record_contigs(path, bcf))
+                region = fc if start is None else f"{fc}:{start}-{end}"
             try:
                 records = bcf.fetch(region=region) if indexed else bcf
             except ValueError as e:  # a chromosome the index does not know
@@ -253,6 +327,37 @@ def _parse_region(region: str) -> tuple[str, int | None, int | None]:
     return m.group(1), start, end
 
 
+def _chrom_aliases(name: str) -> list[str]:
+    """Other spellings of a chromosome name across a 'chr' prefix: UCSC 'chr2' and Ensembl/NCBI
+    '2' (GRCh37/38 as 1000 Genomes and gnomAD write them differ exactly so), 'chrM' and 'MT'."""
+    if name[:3].lower() == "chr" and len(name) > 3:
+        bare = name[3:]
+        return ["MT", bare] if bare == "M" else [bare]
+    return ["chrM", f"chr{name}"] if name == "MT" else [f"chr{name}"]
+
+
+def _resolve_contig(path: Path, name: str, available: Sequence[str]) -> str:
+    """The file's name for requested chromosome ``name``: itself when it has records, else a 'chr'
+    alias with records; else ``ConfigError`` naming the file and the contigs with records."""
+    if name in available:
+        return name
+    for alias in _chrom_aliases(name):
+        if alias in available:
+            return alias
+    raise _no_contig_error(path, [name], available)
+
+
+def _no_contig_error(path, names: Sequence[str], available: Sequence[str]) -> ConfigError:
+    shown = ", ".join(available[:10]) or "none"
+    if len(available) > 10:
+        shown += f", ... ({len(available)} contigs)"
+    tried = sorted({a for n in names for a in _chrom_aliases(n)} - set(names))
+    return ConfigError(
+        f"{path}: chromosome(s) not in the file: {', '.join(names)} (no records; also tried "
+        f"{', '.join(tried)}); contigs with records (present: {shown})"
+    )
+
+
 @dataclass
 class _VcfScan:
     """What the validating pass learned about a VCF (or the tabix slice of one)."""
@@ -260,8 +365,10 @@ class _VcfScan:
     samples: list[str]
     contig_lengths: dict[str, int]
     chroms: list[str]  # in file order
-    ploidy: int
+    ploidy: int | None  # None: no record has a genotype call
     unphased: dict[str, int]  # selected records with an unphased heterozygous call, per chromosome
+    spans: dict[str, tuple[int, int]]  # first and last POS per chromosome
+    stacked: dict[str, dict[int, list[int]]]  # chrom -> POS -> verdict per record (_stack_verdicts)
 
 
 _ALLELE = r"(?:\d+|\.)"
@@ -386,7 +493,9 @@ def _scan_vcf(path: Path, stream, *, label: str, select, phased: str) -> _VcfSca
         chroms: list[str] = []
         seen: set[str] = set()
         unphased: dict[str, int] = {}
-        cur, last = None, -1
+        spans: dict[str, tuple[int, int]] = {}
+        groups: dict[tuple[str, int], list[tuple]] = {}  # (REF, ALT, genotypes) sharing a POS
+        cur, first, last, alleles = None, -1, -1, ("", "", "GT", "")
         for line in text:
             lineno += 1
             rec = ""
@@ -413,12 +522,16 @@ def _scan_vcf(path: Path, stream, *, label: str, select, phased: str) -> _VcfSca
             if chrom != cur:
                 if chrom in seen:
                     fail(f"records of {chrom!r} are not contiguous (file not sorted by CHROM, POS)")
+                if cur is not None:
+                    spans[cur] = (first, last)
                 seen.add(chrom)
                 chroms.append(chrom)
-                cur, last = chrom, -1
+                cur, first, last = chrom, pos, -1
             elif pos < last:
                 fail(f"POS {pos} is smaller than the previous POS {last} (file not sorted)")
-            last = pos
+            elif pos == last:
+                groups.setdefault((chrom, pos), [alleles]).append((f[3], f[4], f[8], f[9]))
+            last, alleles = pos, (f[3], f[4], f[8], f[9])
             fmt = f[8]
             if not (fmt == "GT" or fmt.startswith("GT:")):
                 fail(f"FORMAT field must start with GT, got {fmt!r}")
@@ -445,7 +558,47 @@ def _scan_vcf(path: Path, stream, *, label: str, select, phased: str) -> _VcfSca
                         f"GT field of sample {who!r} is unphased ('/'); phased='require' needs "
                         "phased genotypes (phased='pseudo' accepts them in arbitrary order)"
                     )
-    return _VcfScan(samples, contig_lengths, chroms, ploidy or 1, unphased)
+    if cur is not None:
+        spans[cur] = (first, last)
+    stacked: dict[str, dict[int, list[int]]] = {}
+    for (chrom, pos), group in groups.items():
+        stacked.setdefault(chrom, {})[pos] = _stack_verdicts(
+            [(r, a, hash(_gt_only(fmt, g))) for r, a, fmt, g in group]
+        )
+    return _VcfScan(samples, contig_lengths, chroms, ploidy, unphased, spans, stacked)
+
+
+_KEEP, _DUP, _MULTI = 0, 1, 2
+
+
+def _gt_only(fmt: str, part: str) -> str:
+    """The GT subfields of a record's sample columns (FORMAT starts with GT: checked)."""
+    if fmt == "GT":
+        return part
+    return "\t".join(x.split(":", 1)[0] for x in part.split("\t"))
+
+
+def _stack_verdicts(records: list[tuple[str, str, int]]) -> list[int]:
+    """Per record at one POS, in file order, from (REF, ALT, hash of the GT columns): _MULTI
+    (records with different alleles: a multi-allelic site, split or not), _DUP (the same REF, ALT
+    and genotype calls as an earlier record: counted, not dropped) or _KEEP. ALT '.' (an
+    invariant record) carries no allele and is always _KEEP."""
+    lines: set[tuple[str, str, int]] = set()
+    alleles: set[tuple[str, str]] = set()
+    out = []
+    for ref, alt, gts in records:
+        key = (ref.upper(), alt.upper())
+        if alt == ".":
+            out.append(_KEEP)
+        elif (*key, gts) in lines:
+            out.append(_DUP)
+        else:
+            lines.add((*key, gts))
+            alleles.add(key)
+            out.append(_KEEP)
+    if len(alleles) > 1:
+        out = [_KEEP if r[1] == "." else _MULTI for r in records]
+    return out
 
 
 def _explain_gt(part: str, samples: list[str], ploidy: int | None) -> str:
@@ -483,6 +636,34 @@ def _tabix_contigs(path: Path) -> list[str] | None:
             return list(tbx.contigs)
     except (OSError, ValueError) as e:
         log.info("%s: cannot read the tabix index (%s)", path, e)
+        return None
+
+
+def _tabix_span(path: Path, contig: str) -> tuple[int, int] | None:
+    """(first POS, last position covered) of a contig's records through the index, without
+    reading the contig: the first record, then a binary search over region queries (~31 index
+    lookups) for the last base any record overlaps."""
+    import pysam
+
+    try:
+        with pysam.TabixFile(str(path)) as tbx:
+
+            def covered(start: int) -> list[str]:  # a record overlapping 0-based start or later
+                try:
+                    return list(itertools.islice(tbx.fetch(contig, start), 1))
+                except ValueError:  # beyond what the index can address
+                    return []
+
+            head = covered(0)
+            if not head:
+                return None
+            first = int(head[0].split("\t", 2)[1])
+            lo, hi = first - 1, 2**31 - 2  # a record overlaps lo; assume none overlaps hi
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if covered(mid) else (lo, mid)
+            return first, lo + 1
+    except (OSError, ValueError):
         return None
 
 
@@ -563,13 +744,16 @@ def read_vcf(
     """Read biallelic SNP haplotypes from a VCF (plain, gzip or bgzip), one object per chromosome.
 
     chroms: keep only these chromosomes (returned in file order). region: 'chrom' or
-    'chrom:start-end' (1-based, inclusive, by POS). A bgzipped file with a .tbi/.csi index is
-    sliced with ``tabix`` when that program is on PATH; otherwise the whole file is scanned and
-    filtered. samples: subset, returned in the given order. phased: 'require' fails on any unphased
-    heterozygous call; 'pseudo' takes unphased calls as if phased (the order of an individual's
-    haplotypes is then arbitrary, which images with sorted rows tolerate); 'auto' (default) does
-    the same as 'pseudo' and logs a warning. Missing calls are kept as MISSING. BCF (bgzipped or
-    not) is decoded by pysam into a temporary text VCF first (allel cannot read it).
+    'chrom:start-end' (1-based, inclusive, by POS). A name that differs from the file's only by
+    a 'chr' prefix is read under the file's name (see the module doc); a name without records is a
+    ``ConfigError``. A bgzipped file with a .tbi/.csi index is sliced through the index (htslib's
+    tabix, via pysam); otherwise the whole file is scanned and filtered. samples: subset, returned
+    in the given order. phased: 'require' fails on any unphased heterozygous call; 'pseudo' takes
+    unphased calls as if phased (the order of an individual's haplotypes is then arbitrary, which
+    images with sorted rows tolerate); 'auto' (default) does the same as 'pseudo' and logs a
+    warning. Missing calls are kept as MISSING. BCF (bgzipped or not) is decoded by pysam into a
+    temporary text VCF first (allel cannot read it). A region without SNPs gives an empty object
+    (``check_usable`` makes that an error).
     """
     path = Path(path)
     if phased not in PHASED_MODES:
@@ -577,6 +761,14 @@ def read_vcf(
     head, _ = _head(path, 4096)  # a few kB: 64 compressed bytes may inflate to almost nothing
     if head.startswith(b"BCF"):
         return _read_bcf(path, chroms=chroms, region=region, samples=samples, phased=phased)
+    return _read_vcf_text(
+        path, chroms=chroms, region=region, samples=samples, phased=phased, ploidy_source=path
+    )
+
+
+def _read_vcf_text(path, *, chroms, region, samples, phased, ploidy_source):
+    """``read_vcf`` of a text VCF; ``ploidy_source``: the file whose first call gives the ploidy
+    when the records read have none (an empty region must still have the right haplotype count)."""
     _warn_bgzf_eof(path)
     if isinstance(chroms, str):
         chroms = [chroms]
@@ -587,37 +779,47 @@ def read_vcf(
             raise ConfigError(f"region {region!r} is on a chromosome not in chroms={want}")
         want = [reg_chrom]
     lo, hi = start or 0, end or _INT32_MAX
-    want_set = None if want is None else set(want)
+    # Before the file's names are known, accept the requested names and their 'chr' aliases.
+    accept = None if want is None else {a for c in want for a in (c, *_chrom_aliases(c))}
 
     def select(chrom, pos):
-        return (want_set is None or chrom in want_set) and lo <= pos <= hi
+        return (accept is None or chrom in accept) and lo <= pos <= hi
 
+    file_name: dict[str, str] = {}  # requested name -> the file's name
     tabix_region = None
     if reg_chrom is not None and _tabix_ok(path):
         names = _tabix_contigs(path)
         if names is not None:
-            if reg_chrom not in names:
-                raise ConfigError(
-                    f"{path}: chromosome {reg_chrom!r} not in the file (indexed: "
-                    f"{', '.join(names) or 'none'})"
-                )
-            tabix_region = reg_chrom if start is None else f"{reg_chrom}:{start}-{end}"
+            fc = _resolve_contig(path, reg_chrom, names)
+            file_name[reg_chrom] = fc
+            tabix_region = fc if start is None else f"{fc}:{start}-{end}"
     if reg_chrom is not None and tabix_region is None:
         log.info("%s: no usable tabix index (or no pysam): scanning the whole file", path)
     label = "line of the tabix output" if tabix_region else "line"
     with _vcf_source(path, tabix_region) as stream:
         scan = _scan_vcf(path, stream, label=label, select=select, phased=phased)
 
-    if want is not None and tabix_region is None:
-        absent = [c for c in want if c not in scan.chroms]
-        if absent:
+    if want is None:
+        out = [(c, c) for c in scan.chroms]
+    else:
+        if tabix_region is None:
+            absent = []
+            for c in want:
+                try:
+                    file_name[c] = _resolve_contig(path, c, scan.chroms)
+                except ConfigError:
+                    absent.append(c)
+            if absent:
+                raise _no_contig_error(path, absent, scan.chroms)
+        twice = {f for f in file_name.values() if list(file_name.values()).count(f) > 1}
+        if twice:
             raise ConfigError(
-                f"{path}: chromosome(s) not in the file: {', '.join(absent)} "
-                f"(present: {', '.join(scan.chroms) or 'none'})"
+                f"{path}: chromosomes {sorted(c for c in want if file_name[c] in twice)} are all "
+                f"contig {sorted(twice)[0]!r} of the file (a 'chr' prefix apart): request it once"
             )
-    out_chroms = [c for c in scan.chroms if want_set is None or c in want_set]
-    if tabix_region and reg_chrom not in out_chroms:
-        out_chroms.append(reg_chrom)  # in the index but no record in the region: empty result
+        order = {c: i for i, c in enumerate(scan.chroms)}
+        # in file order; a tabix-indexed contig without records in the region goes last (empty)
+        out = sorted(((c, file_name[c]) for c in want), key=lambda x: order.get(x[1], len(order)))
 
     if samples is not None:
         samples = list(samples)
@@ -628,7 +830,7 @@ def read_vcf(
         if dup or not samples:
             raise ConfigError(f"samples must be distinct and non-empty; repeated: {dup}")
 
-    n_unphased = sum(scan.unphased.get(c, 0) for c in out_chroms)
+    n_unphased = sum(scan.unphased.get(f, 0) for _, f in out)
     if n_unphased and phased == "auto":
         log.warning(
             "%s: %d records have unphased heterozygous calls; treating them as phased "
@@ -638,15 +840,23 @@ def read_vcf(
             n_unphased,
         )
 
-    with _vcf_source(path, tabix_region) as stream:
-        blocks = _read_vcf_genotypes(path, stream, scan, samples, set(out_chroms), lo, hi)
     ploidy = scan.ploidy
+    if ploidy is None:  # no call in what was read (an empty region): ask the file's first call
+        ploidies = _first_call(ploidy_source, samples).ploidies
+        ploidy = max(ploidies.values(), default=1)
+    with _vcf_source(path, tabix_region) as stream:
+        blocks = _read_vcf_genotypes(
+            path, stream, scan, ploidy, samples, {f for _, f in out}, lo, hi
+        )
     names = samples if samples is not None else scan.samples
     result = []
-    for chrom in out_chroms:
-        pos_parts, hap_parts, st = blocks.get(chrom, ([], [], {}))
+    for chrom, fc in out:
+        pos_parts, hap_parts, st = blocks.get(fc, ([], [], {}))
         stats = {k: st.get(k, 0) for k in _STAT_KEYS}
-        stats["unphased_records"] = scan.unphased.get(chrom, 0)
+        stats["unphased_records"] = scan.unphased.get(fc, 0)
+        span = scan.spans.get(fc) if tabix_region is None else None
+        if tabix_region is not None and stats["input_sites"] == 0:
+            span = _tabix_span(path, fc)  # only for the error message: ~30 index lookups
         hd = HaplotypeData(
             chrom=chrom,
             positions=np.concatenate(pos_parts) if pos_parts else np.zeros(0),
@@ -657,11 +867,22 @@ def read_vcf(
             ),
             sample_names=list(names),
             ploidy=ploidy,
-            length=scan.contig_lengths.get(chrom),
+            length=scan.contig_lengths.get(fc, scan.contig_lengths.get(chrom)),
             source=str(path),
             region=(start, end) if start is not None else None,
             stats=stats,
+            contig_span=span,
         )
+        if fc != chrom:
+            hd.notes.append(f"chromosome {chrom!r} read as the file's contig {fc!r} ('chr' prefix)")
+            log.info("%s: %s", path, hd.notes[-1])
+        if stats["duplicate_records"]:
+            hd.notes.append(
+                f"{stats['duplicate_records']} records repeat an earlier record's POS, REF, ALT and "
+                "genotypes; all are kept (distinct mutations at one rounded position in simulated "
+                "data; in real data repeated lines: bcftools norm --rm-dup exact removes them)"
+            )
+            log.warning("%s: %s: %s", path, _where(hd), hd.notes[-1])
         _log_stats(path, hd)
         result.append(hd)
     return result
@@ -675,7 +896,7 @@ def _read_bcf(path: Path, **kw) -> list[HaplotypeData]:
         text = Path(tmp) / f"{path.stem}.vcf"
         _decode_bcf(path, text, kw.get("region"))
         try:
-            result = read_vcf(text, **kw)
+            result = _read_vcf_text(text, ploidy_source=path, **kw)
         except (InputFormatError, ConfigError) as e:
             raise type(e)(str(e).replace(str(text), f"{path} (decoded from BCF)")) from None
     for hd in result:
@@ -683,10 +904,19 @@ def _read_bcf(path: Path, **kw) -> list[HaplotypeData]:
     return result
 
 
-_STAT_KEYS = ("input_sites", "kept", "multiallelic", "non_snp", "monomorphic", "missing_calls")
+_STAT_KEYS = (
+    "input_sites",
+    "kept",
+    "multiallelic",
+    "non_snp",
+    "uncalled",
+    "monomorphic",
+    "missing_calls",
+    "duplicate_records",
+)
 
 
-def _read_vcf_genotypes(path, stream, scan, samples, want, lo, hi):
+def _read_vcf_genotypes(path, stream, scan, ploidy, samples, want, lo, hi):
     """Second pass: allel parses CHROM/POS/REF/ALT/GT in chunks; keep biallelic polymorphic SNPs.
 
     Chromosome and region filtering is done here on the parsed chunks rather than by allel's
@@ -694,7 +924,6 @@ def _read_vcf_genotypes(path, stream, scan, samples, want, lo, hi):
     """
     import allel
 
-    ploidy = scan.ploidy
     cols = None
     if samples is not None:
         # allel returns the selected samples in file order; reorder to the caller's order.
@@ -702,6 +931,9 @@ def _read_vcf_genotypes(path, stream, scan, samples, want, lo, hi):
         perm = np.array([rank[s] for s in samples], dtype=np.intp)
         cols = (perm[:, None] * ploidy + np.arange(ploidy)).ravel()
     blocks: dict[str, tuple[list, list, dict]] = {}
+    stacked = {c: (np.array(sorted(v), dtype=np.int64), v) for c, v in scan.stacked.items()}
+    # records of each stacked POS met so far: a chunk boundary can split a stack
+    seen_at: dict[tuple[str, int], int] = {}
     with warnings.catch_warnings():
         # allel warns about absent FORMAT/INFO header lines; the first pass checked what matters.
         warnings.simplefilter("ignore")
@@ -723,7 +955,7 @@ def _read_vcf_genotypes(path, stream, scan, samples, want, lo, hi):
                 chunk_length=_CHUNK,
             )
             for chunk, *_ in chunks:
-                _process_chunk(path, chunk, cols, want, lo, hi, blocks)
+                _process_chunk(path, chunk, cols, want, lo, hi, blocks, stacked, seen_at)
         except InputFormatError:
             raise
         except Exception as e:  # the first pass should have caught it; never show a bare traceback
@@ -741,7 +973,7 @@ def _single_base(a: np.ndarray) -> np.ndarray:
     return (b[:, 0] != 0) & ~np.isin(b[:, 0], _NOT_SNP) & (b[:, 1] == 0)
 
 
-def _process_chunk(path, chunk, cols, want, lo, hi, blocks):
+def _process_chunk(path, chunk, cols, want, lo, hi, blocks, stacked, seen_at):
     chrom = chunk["variants/CHROM"]
     pos = chunk["variants/POS"]
     gt = chunk["calldata/GT"]
@@ -764,17 +996,32 @@ def _process_chunk(path, chunk, cols, want, lo, hi, blocks):
                 f"{path}: record {c}:{int(p[i])}: GT field has allele index {int(top[i])} but "
                 f"ALT lists {int(n_alt[i])} allele(s)"
             )
+        # Records sharing a POS (see the module doc): split multi-allelic sites, repeated lines.
+        dup = np.zeros(len(idx), dtype=bool)
+        if c in stacked:
+            at, verdicts = stacked[c]
+            for i in np.flatnonzero(np.isin(p, at)):
+                k = (c, int(p[i]))
+                j = seen_at.get(k, 0)
+                seen_at[k] = j + 1
+                dup[i] = verdicts[k[1]][j] == _DUP
+                multi[i] |= verdicts[k[1]][j] == _MULTI
         # ALT '.' (n_alt 0) is an invariant site of an all-sites VCF: monomorphic, not a non-SNP.
         snp = (n_alt == 1) & _single_base(r) & _single_base(a[:, 0])
+        non_snp = ~multi & (n_alt == 1) & ~snp
+        rest = ~multi & ~non_snp
+        called = (h != MISSING).any(axis=1)
         poly = (h == 0).any(axis=1) & (h == 1).any(axis=1)
-        keep = ~multi & snp & poly
+        keep = rest & snp & poly
         kept = np.ascontiguousarray(h[keep])
         pos_parts, hap_parts, st = blocks.setdefault(c, ([], [], {}))
         for key, n in (
             ("input_sites", len(idx)),
+            ("duplicate_records", dup.sum()),
             ("multiallelic", multi.sum()),
-            ("non_snp", ((n_alt == 1) & ~snp).sum()),
-            ("monomorphic", ((n_alt == 0) | (snp & ~poly)).sum()),
+            ("non_snp", non_snp.sum()),
+            ("uncalled", (rest & ~called).sum()),
+            ("monomorphic", (rest & called & ~poly).sum()),
             ("kept", keep.sum()),
             ("missing_calls", (kept == MISSING).sum()),
         ):
@@ -784,18 +1031,32 @@ def _process_chunk(path, chunk, cols, want, lo, hi, blocks):
 
 
 def _log_stats(path, hd: HaplotypeData) -> None:
+    """One line per chromosome: where, what was kept and dropped, the SNPs' range (never a made-up
+    position when there is none) and the haplotype count as samples x ploidy."""
     s = hd.stats
+    dropped = ", ".join(
+        f"{s[k]} {label}"
+        for k, label in (
+            ("multiallelic", "multi-allelic"),
+            ("non_snp", "non-SNP"),
+            ("uncalled", "without calls"),
+            ("monomorphic", "monomorphic"),
+        )
+        if s.get(k)
+    )
+    at = f"SNPs at {hd.positions[0]:,.0f}-{hd.positions[-1]:,.0f}" if hd.n_sites else "no SNPs"
     log.info(
-        "%s: %s: kept %d of %d sites (dropped: %d multi-allelic, %d non-SNP, %d monomorphic); "
-        "%d haplotypes, %d missing calls",
+        "%s: %s: kept %d of %d sites (dropped: %s); %s; %d haplotypes (%d samples x ploidy %d), "
+        "%d missing calls",
         path,
-        hd.chrom,
+        _where(hd),
         s.get("kept", 0),
         s.get("input_sites", 0),
-        s.get("multiallelic", 0),
-        s.get("non_snp", 0),
-        s.get("monomorphic", 0),
+        dropped or "none",
+        at,
         hd.n_haplotypes,
+        len(hd.sample_names),
+        hd.ploidy,
         s.get("missing_calls", 0),
     )
 
@@ -1041,12 +1302,15 @@ def read_trees(path, *, chrom: str | None = None) -> list[HaplotypeData]:
     poly = ~multi & (g8 == 0).any(axis=1) & (g8 == 1).any(axis=1)
     hap = g8[poly].view(np.uint8)  # -1 (missing) reads as 255 = MISSING
     hap[hap == 255] = MISSING
+    called = (g8 >= 0).any(axis=1)
     stats = dict(
         input_sites=int(ts.num_sites),
         kept=int(poly.sum()),
+        duplicate_records=0,  # tskit site positions are unique
         multiallelic=int(multi.sum()),
         non_snp=0,
-        monomorphic=int((~multi & ~poly).sum()),
+        uncalled=int((~multi & ~called).sum()),
+        monomorphic=int((~multi & called & ~poly).sum()),
         missing_calls=int((hap == MISSING).sum()),
     )
     hd = HaplotypeData(
@@ -1061,3 +1325,402 @@ def read_trees(path, *, chrom: str | None = None) -> list[HaplotypeData]:
     )
     _log_stats(src, hd)
     return [hd]
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning (cheap reads when the workflow is parsed) and usability checks
+
+
+_CHROM_RE = re.compile(rb"^([^\t\r\n#][^\t\r\n]*)\t", re.MULTILINE)
+
+
+def record_contigs(path: str | os.PathLike, fmt: str = "auto") -> list[str]:
+    """Contigs of a VCF/BCF that have at least one record, in file order (``##contig`` lines are
+    not trusted: reference-wide headers list every contig of the assembly).
+
+    VCF: the tabix/CSI index when there is one (one lookup per indexed contig), else the CHROM
+    column of a streaming pass (1 MiB at a time; the file is never held in memory). BCF (through
+    pysam): its index, else one pass over the records. No record at all: ``InputFormatError``.
+    """
+    path = Path(path)
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt == "bcf" or _head(path, 4096)[0].startswith(b"BCF"):
+        try:
+            import pysam
+        except ImportError:
+            raise _bcf_error(path) from None
+        verbosity = pysam.set_verbosity(0)
+        try:
+            with pysam.VariantFile(str(path)) as bcf:
+                names = _bcf_record_contigs(path, bcf)
+        except (OSError, ValueError) as e:
+            raise InputFormatError(f"{path}: not a readable BCF: {e}") from e
+        finally:
+            pysam.set_verbosity(verbosity)
+    elif fmt == "vcf":
+        names = _indexed_record_contigs(path) if _tabix_ok(path) else None
+        if names is None:
+            names = _stream_contigs(path)
+    else:
+        raise ConfigError(f"{path}: record_contigs reads VCF or BCF, not {fmt!r}")
+    if not names:
+        raise InputFormatError(f"{path}: no variant records (the file has a header only)")
+    return names
+
+
+def _indexed_record_contigs(path: Path) -> list[str] | None:
+    import pysam
+
+    names = _tabix_contigs(path)
+    if names is None:
+        return None
+    out = []
+    with pysam.TabixFile(str(path)) as tbx:
+        for c in names:
+            try:
+                if next(iter(tbx.fetch(c)), None) is not None:
+                    out.append(c)
+            except ValueError:
+                continue
+    return out
+
+
+def _stream_contigs(path: Path) -> list[str]:
+    """Distinct CHROM values in order of first appearance, reading the file once in 1 MiB blocks;
+    a block that starts and ends on the contig of the previous block's last record is skipped
+    (decompression, not the search, then sets the speed)."""
+    seen: dict[bytes, None] = {}
+    at = {"line": 0, "bytes": 0}
+
+    def where():
+        if at["bytes"]:
+            return f"{at['bytes']:,} bytes of records"
+        return f"line {at['line']}"
+
+    with _open_binary(path) as fh, _read_errors(path, where):
+        while True:  # the header, line by line
+            line = fh.readline()
+            at["line"] += 1
+            if not line:
+                raise InputFormatError(f"{path}: not a VCF: no '#CHROM' header line")
+            if line.startswith(b"#CHROM"):
+                break
+            if not line.startswith(b"#"):
+                raise InputFormatError(
+                    f"{path}: line {at['line']}: not a VCF: data before the '#CHROM' header line"
+                )
+        tail, cur = b"", None
+        while block := fh.read(1 << 20):
+            at["bytes"] += len(block)
+            buf = tail + block
+            cut = buf.rfind(b"\n") + 1
+            if cut:
+                # Records of a contig are contiguous (read_vcf rejects a file where they are
+                # not), so a block that starts and ends on the current contig holds no other.
+                last = buf.rfind(b"\n", 0, cut - 1) + 1
+                c0, c1 = buf[: buf.find(b"\t", 0, cut)], buf[last : buf.find(b"\t", last, cut)]
+                if not (c0 == c1 == cur and b"\n" not in c0):
+                    seen.update(dict.fromkeys(_CHROM_RE.findall(buf, 0, cut)))
+                    m = _CHROM_RE.search(buf, last, cut)
+                    cur = m.group(1) if m else None
+            tail = buf[cut:]
+        seen.update(dict.fromkeys(_CHROM_RE.findall(tail + b"\n")))
+    return [c.decode("utf-8", errors="replace") for c in seen]
+
+
+_FIRST_CALL_RECORDS = 10_000
+
+
+@dataclass
+class _FirstCall:
+    samples: list[str]  # of the header
+    ploidies: dict[str, int]  # selected sample -> alleles in its call, first record with a call
+    where: str  # that record: "line 12 (chr1:10583)" or "record 3 (chr1:10583)"
+    records: int  # records looked at
+
+
+def _select(path: Path, header: list[str], samples: Sequence[str] | None) -> list[int]:
+    if samples is None:
+        return list(range(len(header)))
+    samples = list(samples)
+    missing = [s for s in samples if s not in set(header)]
+    if missing:
+        raise ConfigError(f"{path}: sample(s) not in the VCF header: {', '.join(missing)}")
+    dup = sorted({s for s in samples if samples.count(s) > 1})
+    if dup or not samples:
+        raise ConfigError(f"samples must be distinct and non-empty; repeated: {dup}")
+    return [header.index(s) for s in samples]
+
+
+def _first_call(path: Path, samples: Sequence[str] | None = None) -> _FirstCall:
+    """Header samples and the ploidy of each selected sample's call in the first record where one
+    of them has a call (a bare '.' says nothing about ploidy; './.' says 2). Reads the header and
+    at most ``_FIRST_CALL_RECORDS`` records."""
+    path = Path(path)
+    if _head(path, 4096)[0].startswith(b"BCF"):
+        return _first_call_bcf(path, samples)
+    lineno = 0
+
+    def where():
+        return f"line {lineno}"
+
+    header: list[str] | None = None
+    sel: list[int] = []
+    records = 0
+    with (
+        io.TextIOWrapper(_open_binary(path), encoding="utf-8", newline=None) as fh,
+        _read_errors(path, where),
+    ):
+        for line in fh:
+            lineno += 1
+            if line.startswith("##"):
+                continue
+            if line.startswith("#CHROM"):
+                header = line.rstrip("\r\n").split("\t")[9:]
+                sel = _select(path, header, samples)
+                continue
+            if header is None:
+                raise InputFormatError(f"{path}: line {lineno}: not a VCF: no '#CHROM' header line")
+            f = line.rstrip("\r\n").split("\t")
+            if len(f) < 2:
+                continue
+            records += 1
+            rec = f"line {lineno} ({f[0]}:{f[1]})"
+            if len(f) != 9 + len(header):
+                raise InputFormatError(
+                    f"{path}: {rec}: expected {9 + len(header)} tab-separated columns, "
+                    f"found {len(f)}"
+                )
+            keys = f[8].split(":")
+            if "GT" not in keys:
+                raise InputFormatError(f"{path}: {rec}: FORMAT has no GT field: {f[8]!r}")
+            gi = keys.index("GT")
+            ploidies = {}
+            for i in sel:
+                parts = f[9 + i].split(":")
+                gt = parts[gi] if gi < len(parts) else "."
+                if gt != ".":
+                    ploidies[header[i]] = gt.count("|") + gt.count("/") + 1
+            if ploidies:
+                return _FirstCall(header, ploidies, rec, records)
+            if records >= _FIRST_CALL_RECORDS:
+                break
+    if header is None:
+        what = "empty file" if lineno == 0 else "no '#CHROM' header line"
+        raise InputFormatError(f"{path}: not a VCF: {what}")
+    return _FirstCall(header, {}, "", records)
+
+
+def _first_call_bcf(path: Path, samples) -> _FirstCall:
+    try:
+        import pysam
+    except ImportError:
+        raise _bcf_error(path) from None
+    verbosity = pysam.set_verbosity(0)
+    records = 0
+    try:
+        with pysam.VariantFile(str(path)) as bcf:
+            header = list(bcf.header.samples)
+            names = [header[i] for i in _select(path, header, samples)]
+            for record in bcf:
+                records += 1
+                ploidies = {}
+                if "GT" in record.format:
+                    for s in names:
+                        gt = record.samples[s]["GT"]
+                        if gt and gt != (None,):
+                            ploidies[s] = len(gt)
+                if ploidies:
+                    return _FirstCall(
+                        header, ploidies, f"record {records} ({record.chrom}:{record.pos})", records
+                    )
+                if records >= _FIRST_CALL_RECORDS:
+                    break
+    except (OSError, ValueError) as e:
+        raise InputFormatError(f"{path}: corrupt BCF at record {records + 1}: {e}") from e
+    finally:
+        pysam.set_verbosity(verbosity)
+    return _FirstCall(header, {}, "", records)
+
+
+def count_haplotypes(
+    path: str | os.PathLike,
+    fmt: str = "auto",
+    *,
+    samples: Sequence[str] | None = None,
+    length: float | None = None,
+) -> int:
+    """The input's haplotype count, read cheaply (bounded work on a multi-GB file).
+
+    VCF/BCF: selected samples (``samples``, else all of the ``#CHROM`` line) x the ploidy of the
+    first record where one of them has a genotype call (haploid and diploid files both occur; a
+    record mixing ploidies, as chrX of males and females does, is an ``InputFormatError`` naming
+    it). BCF through pysam. ms: ``nsam`` from the command line ('ms 20 10 -t ...', discoal,
+    scrm, msHOT, mssel), else the haplotype lines of the first replicate with sites. Tree
+    sequences: tskit's ``num_samples``. ``length`` is accepted for ms (its value does not matter).
+    """
+    path = Path(path)
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt in ("vcf", "bcf"):
+        fc = _first_call(path, samples)
+        n = len(fc.samples) if samples is None else len(samples)
+        if not fc.ploidies:
+            if fc.records == 0:
+                raise InputFormatError(f"{path}: no variant records (the file has a header only)")
+            raise InputFormatError(
+                f"{path}: no genotype call of the selected samples in the first "
+                f"{fc.records:,} records: cannot tell their ploidy"
+            )
+        by: dict[int, list[str]] = {}
+        for s, k in fc.ploidies.items():
+            by.setdefault(k, []).append(s)
+        if len(by) > 1:
+            detail = "; ".join(
+                f"{k} allele(s) for {', '.join(map(repr, v[:3]))}{' ...' if len(v) > 3 else ''}"
+                for k, v in sorted(by.items())
+            )
+            raise InputFormatError(
+                f"{path}: {fc.where}: mixed ploidy ({detail}): the haplotype count is ambiguous; "
+                "select samples of one ploidy with the input's 'samples'"
+            )
+        return n * next(iter(by))
+    if fmt == "ms":
+        header = []
+        with (
+            io.TextIOWrapper(_open_binary(path), encoding="utf-8", newline=None) as fh,
+            _read_errors(path, lambda: "the header"),
+        ):
+            for line in fh:
+                if line.startswith("//"):
+                    break
+                header.append(line.strip())
+        nsam = _ms_header_nsam(header)
+        if nsam is not None:
+            return nsam
+        with contextlib.closing(iter_ms(path, length=length or 1.0)) as reps:
+            first = next(reps, None)
+        if first is None or first.n_haplotypes == 0:
+            raise InputFormatError(
+                f"{path}: no command line and no replicate with segregating sites: cannot tell "
+                "the number of haplotypes"
+            )
+        return first.n_haplotypes
+    if fmt == "trees":
+        import tskit
+
+        try:
+            return int(tskit.load(path).num_samples)
+        except OSError as e:
+            raise InputFormatError(f"{path}: cannot read: {e.strerror or e}") from e
+        except Exception as e:  # tskit's exception types vary by version
+            raise InputFormatError(f"{path}: not a readable tskit tree sequence: {e}") from e
+    raise ConfigError(f"unknown input format {fmt!r}; expected 'auto' or one of {FORMATS}")
+
+
+def _where(hd) -> str:
+    """'2:135,000,000-136,000,000' for a region, else the chromosome (replicate) name."""
+    if hd.region is not None:
+        return f"{hd.chrom}:{hd.region[0]:,}-{hd.region[1]:,}"
+    return hd.chrom
+
+
+def _missing_per_haplotype(hd, rows: int = 1 << 16) -> np.ndarray:
+    """Missing calls per haplotype column, in row blocks (a whole-matrix mask can be GBs)."""
+    out = np.zeros(hd.n_haplotypes, dtype=np.int64)
+    for i in range(0, hd.n_sites, rows):
+        out += (hd.haplotypes[i : i + rows] == MISSING).sum(axis=0)
+    return out
+
+
+def _check_snps(hd, source: str, per_hap: np.ndarray | None = None) -> None:
+    """Raise ``InputFormatError`` when ``hd`` has no SNP or only missing genotype calls
+    (``per_hap``: ``_missing_per_haplotype(hd)`` when the caller has it)."""
+    s, where = hd.stats, _where(hd)
+    n = s.get("input_sites", 0)
+    candidates = n - s.get("multiallelic", 0) - s.get("non_snp", 0)
+    n_samples = len(hd.sample_names)
+    if (hd.n_sites == 0 and candidates > 0 and s.get("uncalled", 0) == candidates) or (
+        hd.n_sites > 0
+        and (_missing_per_haplotype(hd) if per_hap is None else per_hap).sum()
+        == hd.n_sites * hd.n_haplotypes
+    ):
+        raise InputFormatError(
+            f"{source}: {where}: all genotype calls are missing ({max(candidates, hd.n_sites):,} "
+            f"SNP records, no called genotype among the {n_samples} selected samples): check the "
+            "sample selection and the file's GT fields"
+        )
+    if hd.n_sites:
+        return
+    vcf = "unphased_records" in s  # only read_vcf sets it
+    if n == 0:
+        what = "no variant records" + (" in this range" if hd.region else "")
+        if hd.contig_span:
+            a, b = hd.contig_span
+            what += f"; the file's records on this contig span {a:,}-{b:,}"
+    else:
+        unit = "records" if vcf else "sites"
+        counts = [
+            f"{s.get(k, 0):,} {label}"
+            for k, label in (
+                ("multiallelic", "multi-allelic"),
+                ("non_snp", "non-SNP (indel, symbolic)"),
+                ("uncalled", "without calls"),
+                ("monomorphic", f"monomorphic among the {hd.n_haplotypes} haplotypes"),
+            )
+            if s.get(k, 0)
+        ]
+        what = f"{n:,} {unit}, none kept; dropped: {', '.join(counts)}"
+    if vcf:
+        causes = (
+            "likely causes: the region's coordinates are from another genome build than the file "
+            "(GRCh37 and GRCh38 positions differ by up to megabases), the sample selection (a SNP "
+            "polymorphic only outside the selected samples is dropped as monomorphic), or the "
+            "filters (only biallelic SNPs are kept: multi-allelic sites, indels and monomorphic "
+            "sites are dropped)"
+        )
+    else:
+        causes = (
+            "a simulated replicate without segregating sites ('segsites: 0', or a tree sequence "
+            "without mutations) cannot be scanned: check the mutation rate or leave it out of "
+            "the input's 'chroms'"
+        )
+    raise InputFormatError(f"{source}: {where}: no usable SNPs ({what}); {causes}")
+
+
+def check_usable(hd, *, window: int, source: str) -> list[str]:
+    """Check that ``hd`` can be scanned with windows of ``window`` SNPs; return warnings to log.
+
+    Raises ``InputFormatError`` on zero SNPs (naming the contig, the range, the drop counts and
+    the likely causes) and on an all-missing genotype matrix ("all genotype calls are missing").
+    Warns about fewer SNPs than one window, haplotypes without any call, and more than 10 % of
+    missing calls (the images read a missing call as ancestral, which looks like a sweep's lost
+    diversity).
+    """
+    per_hap = _missing_per_haplotype(hd)
+    _check_snps(hd, source, per_hap)
+    where = _where(hd)
+    out = []
+    if hd.n_sites < window:
+        out.append(
+            f"{source}: {where}: only {hd.n_sites} SNPs, fewer than one window of {window}: every "
+            f"grid point scores the same window of all {hd.n_sites} SNPs, zero-padded"
+        )
+    empty = np.flatnonzero(per_hap == hd.n_sites)
+    if empty.size:
+        names = [hd.haplotype_names[i] for i in empty[:5]]
+        more = ", ..." if empty.size > 5 else ""
+        out.append(
+            f"{source}: {where}: {empty.size} of {hd.n_haplotypes} haplotypes have no genotype "
+            f"call ({', '.join(names)}{more}): the images read them as all-ancestral rows; leave "
+            "those samples out with the input's 'samples'"
+        )
+    frac = per_hap.sum() / max(hd.n_sites * hd.n_haplotypes, 1)
+    if frac > 0.1:
+        out.append(
+            f"{source}: {where}: {frac:.1%} of the genotype calls are missing; the images read "
+            "them as ancestral, which looks like lost diversity (a false sweep signal): filter "
+            "sites or samples with many missing calls"
+        )
+    return out

@@ -131,6 +131,29 @@ def evaluate(
     return out
 
 
+@dataclass
+class ReplicateTracks:
+    """Raw grid scores of scanned replicates: ``p_sweep`` and ``log_odds`` are ``(R, G)``."""
+
+    positions: np.ndarray
+    p_sweep: np.ndarray
+    log_odds: np.ndarray
+    true_position: np.ndarray  # (R,), NaN for neutral replicates
+
+    def scans(self, statistic: str = "log_odds_smoothed", smooth_bp: float = 0.0) -> list:
+        """One ``ReplicateScan`` per replicate, scored by ``statistic`` (``scan.STATISTICS``)."""
+        from .scan import ranking_score
+
+        return [
+            ReplicateScan(
+                self.positions,
+                ranking_score(self.positions, p, lo, statistic, smooth_bp),
+                float(t),
+            )
+            for p, lo, t in zip(self.p_sweep, self.log_odds, self.true_position, strict=True)
+        ]
+
+
 def scan_replicates(
     replicates,
     engine,
@@ -140,32 +163,59 @@ def scan_replicates(
     n_points: int,
     encoding: str = "sweepnet",
     column_order: str = "descending",
-) -> list[ReplicateScan]:
+    model_haplotypes: int | None = None,
+    subsets: int = 1,
+    seed: int = 0,
+) -> ReplicateTracks:
     """Scan simulated replicates (``simulate.Replicate``) on a grid over [0, L], as ASDEC does.
 
-    Windows of all replicates go through the engine together (one ``predict_proba`` call), so
-    short replicates still make full batches. Windows without SNPs score NaN.
+    Replicates with more haplotypes than ``model_haplotypes`` are scored on ``subsets`` random
+    subsets of the model's size (``sample_size``; each replicate's own subsets, from ``seed`` and
+    its index), exactly as a chromosome of that sample size is. Windows without SNPs score NaN.
     """
+    from ..seeds import derive_seed
+    from . import CLASSES
+    from .sample_size import draw_subsets, resolve
     from .scan import encode_windows, make_grid, window_bounds
 
     grid = make_grid(0.0, sequence_length, n_points)
-    images, owners, scans = [], [], []
+    p_sweep = np.full((len(replicates), len(grid)), np.nan)
+    lodds = np.full((len(replicates), len(grid)), np.nan)
+    owners, k_subsets = [], 1
     for k, rep in enumerate(replicates):
+        n = rep.haplotypes.shape[1]
+        m = n if model_haplotypes is None else int(model_haplotypes)
+        size = resolve(n, m, subsets=subsets, source=f"replicate {k}")
+        rows = draw_subsets(n, m, size.subsets, derive_seed(seed, "subsets", k))
+        k_subsets = max(k_subsets, len(rows))
         starts, stops = window_bounds(rep.positions, grid, width)
         ok = np.flatnonzero(stops > starts)
         if len(ok):
-            images.append(
-                encode_windows(rep.haplotypes, starts[ok], stops[ok], width, encoding, column_order)
-            )
-            owners.append((k, ok))
-        scans.append(ReplicateScan(grid.copy(), np.full(len(grid), np.nan), rep.sweep_position))
-    if images:
-        p = engine.predict_proba(np.concatenate(images))[:, 1]
+            owners.append((k, ok, starts[ok], stops[ok], rows))
+    # one engine call per subset index over every replicate's windows (full batches)
+    sweep = CLASSES.index("sweep")
+    total = {k: np.zeros(len(ok)) for k, ok, *_ in owners}
+    prob = {k: np.zeros(len(ok)) for k, ok, *_ in owners}
+    for j in range(k_subsets):
+        images, used = [], []
+        for k, ok, a, b, rows in owners:
+            if j < len(rows):
+                hap = replicates[k].haplotypes[:, rows[j]]
+                images.append(encode_windows(hap, a, b, width, encoding, column_order))
+                used.append((k, len(ok)))
+        if not images:
+            continue
+        lo = engine.predict_log_odds(np.concatenate(images), sweep)
         at = 0
-        for k, ok in owners:
-            scans[k].scores[ok] = p[at : at + len(ok)]
-            at += len(ok)
-    return scans
+        for k, n_ok in used:
+            total[k] += lo[at : at + n_ok]
+            prob[k] += 1.0 / (1.0 + np.exp(-lo[at : at + n_ok]))
+            at += n_ok
+    for k, ok, _, _, rows in owners:
+        lodds[k, ok] = total[k] / len(rows)
+        p_sweep[k, ok] = prob[k] / len(rows)
+    true = np.array([r.sweep_position for r in replicates], np.float64)
+    return ReplicateTracks(grid, p_sweep, lodds, true)
 
 
 def chromosome_replicates(
@@ -180,7 +230,7 @@ def chromosome_replicates(
     chrom = str(truth["chrom"].iat[0])
     sc = scores[scores["chrom"].astype(str) == chrom]
     pos = sc["position"].to_numpy(np.float64)
-    val = sc["p_sweep"].to_numpy(np.float64)
+    val = sc["score" if "score" in sc else "p_sweep"].to_numpy(np.float64)
     lengths = (truth["end"] - truth["start"]).to_numpy(np.float64)
     if not np.allclose(lengths, lengths[0]):
         raise ConfigError("chromosome segments must have one length to be evaluated as replicates")
@@ -204,6 +254,7 @@ def evaluate_chromosome(
 __all__ = [
     "METRIC_COLUMNS",
     "ReplicateScan",
+    "ReplicateTracks",
     "chromosome_replicates",
     "distance_error",
     "evaluate",

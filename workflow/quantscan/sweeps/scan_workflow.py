@@ -63,6 +63,8 @@ class ScanInput:
     null_scenario: str  # whose neutral test replicates give the p-value null
     options: dict = dataclasses.field(default_factory=dict)  # reader options
     truth: bool = False  # simulated: truth tables exist
+    haplotypes: int = 0  # the input's haplotype count (read when the workflow is parsed)
+    sample_size: dict = dataclasses.field(default_factory=dict)  # sample_size.SampleSize.as_dict
 
     @property
     def base(self) -> int:
@@ -78,6 +80,7 @@ class ScanPlan:
     engines: dict[str, list[str]]  # "fp32" / "compressed" -> engine kinds
     evaluate: list[tuple[str, str, str]]  # (scenario, model, engine)
     simulated: dict  # chromosome name -> ChromosomeSpec keyword arguments
+    model_haplotypes: dict[str, int] = dataclasses.field(default_factory=dict)  # scenario -> rows
 
     def engines_for(self, model: str) -> list[str]:
         return list(self.engines[FP32 if model == FP32 else "compressed"])
@@ -91,14 +94,26 @@ class ScanPlan:
                     out.extend((inp.name, chrom, model, engine) for chrom in inp.chroms)
         return out
 
-    def replicate_scans(self) -> list[tuple[str, str, str, str]]:
-        """(model scenario, model, engine, simulated scenario) of every replicate scan needed."""
-        need = {(s, m, e, s) for s, m, e in self.evaluate}
+    def replicate_scans(self) -> list[tuple[str, str, str, str, int]]:
+        """(model scenario, model, engine, simulated scenario, haplotypes) of every replicate
+        scan needed: the evaluations (the model's own size) and every input's p-value null
+        (the input's size, under its null scenario)."""
+        need = {(s, m, e, s, self.model_haplotypes[s]) for s, m, e in self.evaluate}
         for inp in self.inputs.values():
             for model in self.models[inp.scenario]:
                 for engine in self.engines_for(model):
-                    need.add((inp.scenario, model, engine, inp.null_scenario))
+                    need.add((inp.scenario, model, engine, inp.null_scenario, inp.haplotypes))
         return sorted(need)
+
+    def simulation_sets(self) -> dict[tuple[str, int], tuple[str, ...]]:
+        """``{(scenario, haplotypes): classes}`` of the replicates the scan simulates: neutral
+        ones for every null, sweeps (at random positions) where a scenario is evaluated."""
+        sets: dict[tuple[str, int], set] = {}
+        for _, _, _, sims, haps in self.replicate_scans():
+            sets.setdefault((sims, haps), {"neutral"})
+        for s, _, _ in self.evaluate:
+            sets[(s, self.model_haplotypes[s])].add("sweep")
+        return {k: tuple(c for c in ("neutral", "sweep") if c in v) for k, v in sets.items()}
 
 
 def plan(
@@ -107,7 +122,7 @@ def plan(
     trained: list[str],
     compress_jobs: list[tuple[str, str]],
     read_headers: bool = True,
-) -> ScanPlan:
+) -> ScanPlan:  # noqa: C901 - one check after another
     """Check ``config["scan"]`` against the rest of the config; say what the scan rules run.
 
     ``trained``: scenarios with an fp32 model; ``compress_jobs``: (scenario, method) pairs of the
@@ -179,7 +194,9 @@ def plan(
 
     ev = sc["evaluate"]
     # scenarios with a sweep class (island scenarios are neutral only: never trained)
-    defined = {n for n, v in sw.get("scenarios", {}).items() if not (v or {}).get("island")}
+    from ..config import is_neutral_only
+
+    defined = {n for n in sw.get("scenarios", {}) if not is_neutral_only(sw, n)}
     defined |= set(trained)
     unknown = [n for n in ev["scenarios"] if n not in defined]
     if unknown:
@@ -202,6 +219,7 @@ def plan(
         for name in sim["names"]:
             check_name("scan.simulated.names", name)
             simulated[name] = chromosome_kwargs(sim, sw, name, demography)
+        sim_haps = int(next(iter(simulated.values()))["haplotypes"])
         if len(set(sim["names"])) != len(sim["names"]):
             raise ConfigError("config key scan.simulated.names: names must be distinct")
         inputs[SIMULATED] = ScanInput(
@@ -212,6 +230,7 @@ def plan(
             scenario=model_scenario,
             null_scenario=demography,
             truth=True,
+            haplotypes=sim_haps,
         )
     for k, item in enumerate(sc["inputs"]):
         key = f"scan.inputs[{k}]"
@@ -226,7 +245,102 @@ def plan(
         scenario = check_scenario(f"{key}.scenario", item.get("scenario"))
         inp = user_input(item, key, scenario, read_headers=read_headers)
         inputs[name] = inp
-    return ScanPlan(window, inputs, models, engines, evaluate, simulated)
+    from .sample_size import resolve
+    from .simulate import SimParams
+
+    model_haps = {s: SimParams.from_config(sw, s).haplotypes for s in trained}
+    size_cfg = sc["sample_size"]
+    for name, inp in inputs.items():
+        where = "scan.simulated" if name == SIMULATED else f"scan.inputs {name!r}"
+        size = resolve(
+            inp.haplotypes,
+            model_haps[inp.scenario],
+            policy=size_cfg["policy"],
+            subsets=size_cfg["subsets"],
+            source=f"{where} ({inp.path or 'simulated'})",
+        )
+        inp.sample_size = size.as_dict()
+    return ScanPlan(window, inputs, models, engines, evaluate, simulated, model_haps)
+
+
+def matched_scenarios(config: dict, *, read_headers: bool = True) -> dict:
+    """The config with the scenarios that ``scan.sample_size.policy: match`` needs.
+
+    For each scan input whose haplotype count ``n`` differs from its scenario's model size, a
+    scenario ``<scenario>_h<m>`` (a copy of the scenario with ``haplotypes: m``) joins
+    ``sweeps.scenarios`` and ``sweeps.run``, and the input is scanned by its models; ``m`` is ``n``,
+    or the largest of ``scan.sample_size.sizes`` not above ``n`` (the input is then subsampled to
+    it). The new scenario is simulated, trained, compressed (by the methods that run on every
+    scenario) and calibrated like any other. Other policies return the config unchanged.
+    """
+    import copy
+
+    sc, sw = config["scan"], config["sweeps"]
+    size_cfg = sc["sample_size"]
+    if size_cfg["policy"] != "match":
+        return config
+    from ..config import active_scenarios
+    from .simulate import SimParams
+
+    out = copy.deepcopy(config)
+    osw, osc = out["sweeps"], out["scan"]
+    trained = [n for n in active_scenarios(sw) if n in sw["scenarios"]]
+
+    def target(n: int, key: str) -> int:
+        sizes = sorted(size_cfg["sizes"])
+        if not sizes:
+            return n
+        fit = [s for s in sizes if s <= n]
+        if not fit:
+            raise ConfigError(
+                f"{key}: {n} haplotypes, fewer than every size of scan.sample_size.sizes "
+                f"({', '.join(map(str, sizes))})"
+            )
+        return fit[-1]
+
+    def matched(scenario: str, n: int, key: str) -> str:
+        m = target(n, key)
+        if m % 2:
+            raise ConfigError(f"{key}: a matched model needs an even haplotype count, got {m}")
+        if SimParams.from_config(sw, scenario).haplotypes == m:
+            return scenario
+        name = f"{scenario}_h{m}"
+        if name not in osw["scenarios"]:
+            spec = copy.deepcopy(sw["scenarios"][scenario] or {})
+            spec["haplotypes"] = m
+            osw["scenarios"][name] = spec
+            if osw["run"]:
+                osw["run"] = [*osw["run"], name]
+        return name
+
+    sim = sc["simulated"]
+    if sim["names"] and sim["haplotypes"] is not None:
+        model = sim["model"] or sim["scenario"] or (trained[0] if trained else None)
+        if model is not None and model in sw["scenarios"]:
+            osc["simulated"]["model"] = matched(
+                model, int(sim["haplotypes"]), "scan.simulated.haplotypes"
+            )
+    for k, item in enumerate(sc["inputs"]):
+        key = f"scan.inputs[{k}]"
+        n = item.get("haplotypes")
+        if n is None:
+            if not read_headers:
+                raise ConfigError(f"config key {key}.haplotypes: give the haplotype count")
+            from .io import count_haplotypes, detect_format
+
+            fmt = item.get("format") or "auto"
+            if fmt == "auto":
+                if not Path(item["path"]).exists():
+                    raise ConfigError(f"config key {key}.path: {item['path']} does not exist")
+                fmt = detect_format(item["path"])
+            n = count_haplotypes(
+                item["path"], fmt, samples=item.get("samples"), length=item.get("length")
+            )
+            osc["inputs"][k]["haplotypes"] = int(n)
+        scenario = item.get("scenario") or (trained[0] if trained else None)
+        if scenario is not None and scenario in sw["scenarios"]:
+            osc["inputs"][k]["scenario"] = matched(scenario, int(n), key)
+    return out
 
 
 def engines_for_model(engines: dict, model: str) -> list[str]:
@@ -246,11 +360,9 @@ def chromosome_kwargs(sim: dict, sweeps_cfg: dict, name: str, scenario: str) -> 
     from .chromosome import ChromosomeSpec
     from .simulate import SimParams
 
-    if sim["haplotypes"] is not None and sim["haplotypes"] != sweeps_cfg["haplotypes"]:
+    if sim["haplotypes"] is not None and sim["haplotypes"] % 2:
         raise ConfigError(
-            f"config key scan.simulated.haplotypes: {sim['haplotypes']} haplotypes, but the "
-            f"models are trained on sweeps.haplotypes = {sweeps_cfg['haplotypes']} image rows "
-            "(set it to null)"
+            f"config key scan.simulated.haplotypes: {sim['haplotypes']} is odd (diploid samples)"
         )
     seg = sim["segment_length"]
     if seg is None:
@@ -270,7 +382,11 @@ def chromosome_kwargs(sim: dict, sweeps_cfg: dict, name: str, scenario: str) -> 
         "hotspot": dict(sim["hotspot"]),
         "sweep_fraction": float(sim["sweep_fraction"]),
         "scenario": scenario,
-        "haplotypes": int(sweeps_cfg["haplotypes"]),
+        "haplotypes": int(
+            sim["haplotypes"]
+            if sim["haplotypes"] is not None
+            else SimParams.from_config(sweeps_cfg, scenario).haplotypes
+        ),
     }
     try:
         ChromosomeSpec(**kwargs)
@@ -323,55 +439,34 @@ def user_input(item: dict, key: str, scenario: str, *, read_headers: bool = True
         "region": item.get("region"),
         "phased": item.get("phased") or "auto",
     }
-    return ScanInput(item["name"], fmt, str(path), chroms, scenario, scenario, options)
+    haplotypes = item.get("haplotypes")
+    if haplotypes is None:
+        if not read_headers:
+            raise ConfigError(f"config key {key}.haplotypes: give the haplotype count")
+        from .io import count_haplotypes
+
+        haplotypes = count_haplotypes(
+            path, fmt, samples=item.get("samples"), length=item.get("length")
+        )
+    inp = ScanInput(item["name"], fmt, str(path), chroms, scenario, scenario, options)
+    inp.haplotypes = int(haplotypes)
+    return inp
 
 
 def input_chroms(path: str | os.PathLike, fmt: str) -> list[str]:
     """Chromosome names of an input file, read cheaply when the workflow is parsed.
 
-    VCF: the ``##contig`` lines of the header (no records are read; BCF through pysam); ms: ``rep1..repN`` from the
-    number of ``//`` lines; tree sequence: its metadata name or file stem (``io.read_trees``).
+    VCF/BCF: the contigs that have records (``io.record_contigs``: the tabix/CSI index when there
+    is one, else the CHROM column of one streaming pass; ``##contig`` header lines are not
+    trusted, as reference-wide headers list every contig of the assembly); no record at all is an
+    ``InputFormatError``. ms: ``rep1..repN`` from the number of ``//`` lines; tree sequence: its
+    metadata name or file stem (``io.read_trees``).
     """
     from . import io
 
     path = Path(path)
-    if fmt == "vcf":
-        contigs = []
-        fh = io._open_binary(path)
-        with fh:
-            for raw in fh:
-                line = raw.decode("utf-8", errors="replace").strip()
-                if line.startswith("##contig=<"):
-                    m = re.search(r"[<,]ID=([^,>]+)", line)
-                    if m:
-                        contigs.append(m.group(1))
-                elif not line.startswith("##"):
-                    break
-        if not contigs:
-            raise ConfigError(
-                f"{path}: the VCF header has no ##contig lines; list the chromosomes to scan in "
-                "the input's 'chroms'"
-            )
-        return contigs
-    if fmt == "bcf":
-        try:
-            import pysam
-        except ImportError:
-            raise io._bcf_error(path) from None
-        verbosity = pysam.set_verbosity(0)
-        try:
-            with pysam.VariantFile(str(path)) as bcf:
-                contigs = list(bcf.header.contigs)
-        except (OSError, ValueError) as e:
-            raise InputFormatError(f"{path}: not a readable BCF header: {e}") from e
-        finally:
-            pysam.set_verbosity(verbosity)
-        if not contigs:
-            raise ConfigError(
-                f"{path}: the BCF header has no contig lines; list the chromosomes to scan in "
-                "the input's 'chroms'"
-            )
-        return contigs
+    if fmt in ("vcf", "bcf"):
+        return io.record_contigs(path, fmt)
     if fmt == "ms":
         n = 0
         with io._open_binary(path) as fh:
@@ -396,7 +491,13 @@ def input_chroms(path: str | os.PathLike, fmt: str) -> list[str]:
 
 
 def read_chromosome(inp: dict, chrom: str):
-    """``HaplotypeData`` of one chromosome of an input (``ScanInput`` fields as a dict)."""
+    """``HaplotypeData`` of one chromosome of an input (``ScanInput`` fields as a dict).
+
+    A chromosome (or region) with no usable SNP, or whose genotype calls are all missing, is an
+    ``InputFormatError`` naming the file, the range and the likely cause (``io.check_usable``
+    without the window check, which needs the window). A 'chr' prefix that differs between the
+    config and a VCF is mapped (``hd.notes`` says so).
+    """
     from . import io
 
     fmt, path, opt = inp["format"], inp["path"], inp.get("options", {})
@@ -405,21 +506,31 @@ def read_chromosome(inp: dict, chrom: str):
         (hd,) = io.read_vcf(
             path, region=region, samples=opt.get("samples"), phased=opt.get("phased", "auto")
         )
-        return hd
-    if fmt == "ms":
-        for hd in io.iter_ms(path, length=float(opt["length"])):
-            if hd.chrom == chrom:
-                return hd
-        raise InputFormatError(f"{path}: no replicate {chrom!r}")
-    if fmt == "trees":
+    elif fmt == "ms":
+        reps = io.iter_ms(path, length=float(opt["length"]))
+        try:
+            for hd in reps:
+                if hd.chrom == chrom:
+                    break
+            else:
+                raise InputFormatError(f"{path}: no replicate {chrom!r}")
+        finally:
+            reps.close()
+    elif fmt == "trees":
         (hd,) = io.read_trees(path, chrom=chrom)
-        return hd
-    raise ConfigError(f"unknown input format {fmt!r}")
+    else:
+        raise ConfigError(f"unknown input format {fmt!r}")
+    io._check_snps(hd, str(path))
+    return hd
 
 
-def save_chromosome(hd, path: str | os.PathLike, *, base: int = 0) -> None:
-    """One chromosome as npz: positions, 0/1 haplotypes bit-packed (missing calls as 0), info."""
+def save_chromosome(
+    hd, path: str | os.PathLike, *, base: int = 0, warnings: list[str] | None = None
+) -> None:
+    """One chromosome as npz: positions, 0/1 haplotypes bit-packed (missing calls as 0), info
+    (with the reader's ``warnings``, which the scan's outputs repeat)."""
     info = {
+        "warnings": list(warnings or []),
         "chrom": hd.chrom,
         "length": hd.length,
         "source": hd.source,
@@ -520,6 +631,81 @@ def load_chromosome(path: str | os.PathLike, *, lazy: bool = False):
 
 
 # --------------------------------------------------------------------------------------------------
+# replicates simulated for the scan: the p-value null and the localisation evaluation
+
+
+def simulate_scan_batch(
+    params,
+    scenario: str,
+    cls: str,
+    batch: int,
+    size: int,
+    master_seed: int,
+    *,
+    positions: tuple[float, float] = (0.1, 0.9),
+    log=None,
+) -> list:
+    """``size`` replicates (``simulate.Replicate``) of the scan's own simulations.
+
+    Neutral replicates are the p-value null of inputs with ``params.haplotypes`` haplotypes; sweep
+    replicates have their sweep at a uniform random position in ``positions`` x L (not the centre
+    the training replicates use), so the localisation metrics measure what a scan of real data
+    needs. Seeds and positions derive from the master seed, the scenario, the haplotype count,
+    the class, the batch and the replicate index.
+    """
+    import time
+
+    from ..seeds import derive_seed
+    from .simulate import Replicate, simulate_tree_sequence
+
+    lo, hi = float(positions[0]), float(positions[1])
+    if not 0 <= lo <= hi <= 1:
+        raise ConfigError(f"config key scan.evaluate.positions: {positions} is not in [0, 1]")
+    length, haps = params.sequence_length, params.haplotypes
+    reps, start = [], time.perf_counter()
+    for i in range(size):
+        seed = derive_seed(master_seed, "scan_sims", scenario, haps, cls, batch, i)
+        where = None
+        if cls == "sweep":
+            u = np.random.default_rng(derive_seed(seed, "position")).uniform(lo, hi)
+            where = float(u * length)
+        ts = simulate_tree_sequence(params, cls, seed, scenario, sweep_position=where)
+        reps.append(
+            Replicate(
+                positions=ts.tables.sites.position.copy(),
+                haplotypes=ts.genotype_matrix().astype(np.uint8),
+                sweep_position=where if where is not None else float("nan"),
+            )
+        )
+        if log is not None and (i + 1) % max(1, size // 5) == 0:
+            log.info(
+                "%s/%s at %d haplotypes, batch %d: %d/%d replicates (%.1f s)",
+                scenario,
+                cls,
+                haps,
+                batch,
+                i + 1,
+                size,
+                time.perf_counter() - start,
+            )
+    return reps
+
+
+def load_scan_replicates(paths) -> tuple[list, float]:
+    """(replicates in batch order, sequence length) of ``simulate_scan_batch`` shards."""
+    from .simulate import load_replicates
+
+    reps, lengths = [], set()
+    for path in paths:
+        batch, length = load_replicates(path)
+        reps.extend(batch)
+        lengths.add(length)
+    if len(lengths) > 1:
+        raise InputFormatError(f"simulation shards disagree on the sequence length: {lengths}")
+    return reps, (lengths.pop() if lengths else float("nan"))
+
+
+# --------------------------------------------------------------------------------------------------
 # test replicates of a scenario
 
 
@@ -603,52 +789,108 @@ def open_engine(
 # replicate scans
 
 
-def save_replicate_scans(path, sweeps: list, neutrals: list, length: float, info: dict) -> None:
-    """Grid scores of scanned test replicates (``scan_metrics.ReplicateScan``) as one npz."""
-    scans = list(sweeps) + list(neutrals)
-    grid = scans[0].positions if scans else np.zeros(0)
-    scores = (
-        np.stack([s.scores for s in scans]).astype(np.float64)
-        if scans
-        else np.zeros((0, len(grid)), np.float64)
-    )
+def save_replicate_scans(path, sweeps, neutrals, length: float, info: dict) -> None:
+    """Raw grid scores of scanned test replicates (``scan_metrics.ReplicateTracks`` of the sweep
+    and the neutral replicates; either may be None) as one npz."""
+    tracks = [t for t in (sweeps, neutrals) if t is not None]
+    grid = tracks[0].positions if tracks else np.zeros(0)
+    cat = {
+        k: np.concatenate([getattr(t, k) for t in tracks]) if tracks else np.zeros((0, 0))
+        for k in ("p_sweep", "log_odds", "true_position")
+    }
+    n_sweep = len(sweeps.true_position) if sweeps is not None else 0
+    n_neutral = len(neutrals.true_position) if neutrals is not None else 0
     with atomic_path(path) as tmp:
         np.savez_compressed(
             tmp,
             positions=np.asarray(grid, np.float64),
-            scores=scores,
-            true_position=np.array([s.true_position for s in scans], np.float64),
-            label=np.array([1] * len(sweeps) + [0] * len(neutrals), np.int8),
+            p_sweep=cat["p_sweep"].reshape(n_sweep + n_neutral, len(grid)),
+            log_odds=cat["log_odds"].reshape(n_sweep + n_neutral, len(grid)),
+            true_position=cat["true_position"].reshape(-1).astype(np.float64),
+            label=np.array([1] * n_sweep + [0] * n_neutral, np.int8),
             sequence_length=np.float64(length),
             info=np.array(json.dumps(info)),
         )
 
 
 def load_replicate_scans(path):
-    """(sweep scans, neutral scans, sequence length, info) of a ``save_replicate_scans`` file."""
-    from .scan_metrics import ReplicateScan
+    """(sweep tracks, neutral tracks, sequence length, info) of a ``save_replicate_scans`` file;
+    the tracks are ``scan_metrics.ReplicateTracks`` (``.scans(statistic, smooth_bp)`` gives the
+    ``ReplicateScan`` list that ``scan_metrics.evaluate`` takes)."""
+    from .scan_metrics import ReplicateTracks
 
-    keys = ("positions", "scores", "true_position", "label", "sequence_length", "info")
+    keys = ("positions", "p_sweep", "log_odds", "true_position", "label", "sequence_length", "info")
     try:
         with np.load(path, allow_pickle=False) as z:
             d = {k: z[k] for k in keys}
     except Exception as err:
         raise InputFormatError(f"{path}: unreadable replicate scan file ({err})") from err
-    if d["scores"].shape != (len(d["label"]), len(d["positions"])):
-        raise InputFormatError(f"{path}: field 'scores' has shape {d['scores'].shape}")
-    sweeps, neutrals = [], []
-    for row, t, lab in zip(d["scores"], d["true_position"], d["label"], strict=True):
-        rs = ReplicateScan(d["positions"], row.astype(np.float64), float(t))
-        (sweeps if lab == 1 else neutrals).append(rs)
-    return sweeps, neutrals, float(d["sequence_length"]), json.loads(str(d["info"]))
+    shape = (len(d["label"]), len(d["positions"]))
+    for k in ("p_sweep", "log_odds"):
+        if d[k].shape != shape:
+            raise InputFormatError(f"{path}: field {k!r} has shape {d[k].shape}, not {shape}")
+    out = []
+    for lab in (1, 0):
+        rows = d["label"] == lab
+        out.append(
+            ReplicateTracks(
+                d["positions"], d["p_sweep"][rows], d["log_odds"][rows], d["true_position"][rows]
+            )
+        )
+    return out[0], out[1], float(d["sequence_length"]), json.loads(str(d["info"]))
 
 
-def neutral_null(path) -> np.ndarray:
-    """Per-window finite P(sweep) of the neutral replicates of a replicate scan file."""
+def load_classic_scores(path) -> dict:
+    """Classic statistics of a ``scan_classic.py`` file: ``{"scans": {statistic: (sweep scans,
+    neutral scans)}, "positions", "length", "info"}`` (``scan_metrics.ReplicateScan`` lists)."""
+    from .scan_metrics import ReplicateScan
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+        info = json.loads(str(d["info"]))
+        stats = list(info["statistics"])
+        grid, label, true = d["positions"], d["label"], d["true_position"]
+        arrays = {s: d[f"score_{s}"] for s in stats}
+    except Exception as err:
+        raise InputFormatError(f"{path}: unreadable classic score file ({err})") from err
+    scans = {}
+    for s, a in arrays.items():
+        if a.shape != (len(label), len(grid)):
+            raise InputFormatError(f"{path}: field 'score_{s}' has shape {a.shape}")
+        reps = [ReplicateScan(grid, row, float(t)) for row, t in zip(a, true, strict=True)]
+        scans[s] = (
+            [r for r, lab in zip(reps, label, strict=True) if lab == 1],
+            [r for r, lab in zip(reps, label, strict=True) if lab == 0],
+        )
+    return {"scans": scans, "positions": grid, "length": float(d["sequence_length"]), "info": info}
+
+
+def combine_scans(classic_scans: list, cnn_scans: list) -> list:
+    """Replicate-wise product of a classic statistic and the CNN's P(sweep) on the same grid
+    (RAiSD-AI reports mu x P(sweep)); the replicates must be the same, in the same order."""
+    from .scan_metrics import ReplicateScan
+
+    if len(classic_scans) != len(cnn_scans):
+        raise InputFormatError(
+            f"classic and CNN scans hold {len(classic_scans)} and {len(cnn_scans)} replicates"
+        )
+    out = []
+    for a, b in zip(classic_scans, cnn_scans, strict=True):
+        same = np.array_equal(a.positions, b.positions)
+        if not same or not (a.true_position == b.true_position or np.isnan(a.true_position)):
+            raise InputFormatError("classic and CNN scans are not of the same replicates and grid")
+        out.append(ReplicateScan(b.positions, a.scores * b.scores, b.true_position))
+    return out
+
+
+def neutral_null(path, statistic: str = "log_odds_smoothed", smooth_bp: float = 0.0):
+    """Per-window finite ``statistic`` of the neutral replicates of a replicate scan file."""
     _, neutrals, _, _ = load_replicate_scans(path)
-    if not neutrals:
+    scans = neutrals.scans(statistic, smooth_bp)
+    if not scans:
         return np.zeros(0)
-    s = np.concatenate([n.scores for n in neutrals])
+    s = np.concatenate([n.scores for n in scans])
     return s[np.isfinite(s)]
 
 
@@ -679,29 +921,40 @@ def merge_chromosome(
     peaks: dict,
     base: int,
     out: dict,
+    statistic: str = "log_odds_smoothed",
+    smooth_bp: float = 0.0,
+    header: list[str] | None = None,
     truth=None,
     title: str = "",
 ) -> dict:
-    """Merge region tables, add p-values, call peaks; write ``out`` (tsv, bedgraph, bed, png).
+    """Merge region tables, add the ranking score, p- and q-values and ranks, call peaks; write
+    ``out`` (tsv, bedgraph, bed, png).
 
-    ``peaks``: the ``scan.peaks`` config; ``truth``: a truth table (``chromosome.read_truth``)
-    whose sweeps and hotspots are marked on the PNG. Returns counts for the job's log and JSON.
+    ``null``: per-window neutral scores of the same ``statistic``; ``peaks``: the ``scan.peaks``
+    config; ``header``: comment lines of the TSV; ``truth``: a truth table
+    (``chromosome.read_truth``) whose sweeps and hotspots are marked on the PNG. Returns counts
+    and the saturation check for the job's log and JSON.
     """
     from . import scan
 
-    table = scan.merge_scores(tables)
+    table = scan.add_score(scan.merge_scores(tables), statistic, smooth_bp)
     null = np.asarray(null, np.float64)
     if null.size and np.isfinite(null).any():
         table = scan.add_pvalues(table, null)
     else:
-        table = table.assign(p_value=np.nan)
+        table = table.assign(p_value=np.nan, q_value=np.nan)
+    table["rank"] = scan.score_ranks(table["score"].to_numpy(np.float64))
+    table["rank"] = table["rank"].astype("Int64")
     column, thr = peaks["column"], float(peaks["threshold"])
     called = scan.call_peaks(table, thr, column=column, max_gap=int(peaks["max_gap"]))
     called = called[called["n_points"] >= int(peaks["min_points"])].reset_index(drop=True)
-    scan.write_scores_tsv(table, out["tsv"])
+    sat = scan.saturation(table, int(null.size))
+    lines = list(header or [])
+    if sat["warning"]:
+        lines.append(f"warning: {sat['warning']}")
+    scan.write_scores_tsv(table, out["tsv"], header=lines)
     scan.write_bedgraph(table, out["bedgraph"], base=base)
     scan.write_peaks_bed(called, out["bed"], base=base)
-    line = thr if column == "p_sweep" else score_threshold(null, thr)
     sweeps, hotspots = None, None
     if truth is not None:
         sweeps = truth.loc[truth["class"] == "sweep", "sweep_position"].to_numpy(np.float64)
@@ -712,18 +965,19 @@ def merge_chromosome(
         out["png"],
         truth=sweeps,
         peaks=called,
-        threshold=line if math.isfinite(line) and 0 <= line <= 1 else None,
+        threshold=thr if column == "p_sweep" else None,
+        p_threshold=thr if column == "p_value" else None,
         hotspots=hotspots,
         title=title or None,
     )
-    scored = int(np.isfinite(table["p_sweep"].to_numpy(np.float64)).sum())
+    scored = int(np.isfinite(table["score"].to_numpy(np.float64)).sum())
     return {
         "grid_points": len(table),
         "scored_points": scored,
         "peaks": len(called),
         "null_windows": int(null.size),
-        "score_threshold": line if math.isfinite(line) else None,
         "min_p_value": float(np.nanmin(table["p_value"])) if scored and null.size else None,
+        "saturation": sat,
     }
 
 
@@ -735,6 +989,10 @@ SUMMARY_COLUMNS = (
     "method",
     "engine",
     "data",
+    "statistic",
+    "input_haplotypes",
+    "model_haplotypes",
+    "sample_size",
     "success_rate",
     "distance_error_pct",
     "sensitivity_at_fpr",
@@ -744,6 +1002,7 @@ SUMMARY_COLUMNS = (
     "n_sweep",
     "n_neutral",
     "grid_points",
+    "null_windows",
     "windows",
     "seconds",
     "windows_per_s",
@@ -752,21 +1011,40 @@ SUMMARY_COLUMNS = (
 
 
 def summary_row(
-    scenario: str, method: str, engine: str, data: str, metrics: dict | None, info: dict
+    scenario: str,
+    method: str,
+    engine: str,
+    data: str,
+    metrics: dict | None,
+    info: dict,
+    *,
+    statistic: str = "",
 ) -> dict:
-    """One row of scan_summary.tsv (NaN metrics and the reason when the engine was skipped)."""
+    """One row of scan_summary.tsv (NaN metrics and the reason when the engine was skipped).
+
+    ``info``: the scan's JSON (replicate scans: ``scan_replicates.py``; chromosomes:
+    ``scan_merge.py``); its ``sample_size``, ``null_windows``, ``skipped`` and ``warnings`` fill
+    the sample-size and note columns.
+    """
     row = dict.fromkeys(SUMMARY_COLUMNS, float("nan"))
-    row.update(scenario=scenario, method=method, engine=engine, data=data, note="")
+    row.update(scenario=scenario, method=method, engine=engine, data=data, statistic=statistic)
     if metrics:
         row.update({k: v for k, v in metrics.items() if k in SUMMARY_COLUMNS})
     seconds = info.get("seconds")
     windows = info.get("windows")
+    size = info.get("sample_size") or {}
+    notes = [info["skipped"]] if info.get("skipped") else []
+    notes += list(info.get("warnings") or [])
     row.update(
+        input_haplotypes=size.get("input_haplotypes", float("nan")),
+        model_haplotypes=size.get("model_haplotypes", float("nan")),
+        sample_size=size.get("action", ""),
         grid_points=info.get("grid_points", float("nan")),
+        null_windows=info.get("null_windows", float("nan")),
         windows=windows if windows is not None else float("nan"),
         seconds=seconds if seconds is not None else float("nan"),
         windows_per_s=(windows / seconds) if windows and seconds else float("nan"),
-        note=info.get("skipped") or "",
+        note="; ".join(notes),
     )
     return row
 
@@ -791,10 +1069,14 @@ __all__ = [
     "ScanInput",
     "ScanPlan",
     "chromosome_kwargs",
+    "combine_scans",
     "input_chroms",
     "load_chromosome",
+    "load_classic_scores",
     "load_replicate_scans",
+    "load_scan_replicates",
     "load_test_replicates",
+    "matched_scenarios",
     "merge_chromosome",
     "neutral_null",
     "open_engine",
@@ -802,6 +1084,7 @@ __all__ = [
     "read_chromosome",
     "save_chromosome",
     "save_replicate_scans",
+    "simulate_scan_batch",
     "score_threshold",
     "summary_row",
     "test_batches",

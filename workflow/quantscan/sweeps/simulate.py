@@ -1,15 +1,20 @@
 """msprime simulations of neutral and hard-sweep regions under confounding demography.
 
-A scenario is a dict from the config (see ``config/schema.yaml``): optional ``bottleneck`` (times in units of
-4N generations and a relative size, as in ms ``-eN``), ``hotspot`` (a recombination hotspot as a ``RateMap``),
-``island`` (a structured population; neutral only, because msprime cannot simulate a sweep with several
-populations) and overrides of the global parameters. Replicates are stored compactly per batch: one npz with
-all variable sites of all replicates, genotypes bit-packed along the haplotype axis.
+A scenario is a dict from the config (see ``config/schema.yaml``): optional ``demography`` (a demes YAML
+file or a stdpopsim catalogue model, see ``demography.py``), ``hotspot`` (a recombination hotspot as a
+``RateMap``) and overrides of the global parameters. Two shorthands build the same msprime models by hand:
+``bottleneck`` (times in units of 4N generations and a relative size, as in ms ``-eN``; the shipped
+``resources/demes/*_bottleneck.yaml`` are their demes form) and ``island`` (a structured population,
+``resources/demes/island_migration.yaml``). A scenario whose demography has several populations at the
+time of sampling is neutral only, because msprime cannot simulate a sweep with several populations.
+Replicates are stored compactly per batch: one npz with all variable sites of all replicates, genotypes
+bit-packed along the haplotype axis.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from pathlib import Path
@@ -22,6 +27,7 @@ from ..atomic import atomic_path
 from ..errors import ConfigError, InputFormatError
 from ..seeds import derive_seed
 from . import CLASSES
+from . import demography as dg
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +46,12 @@ GLOBAL_KEYS = (
 
 @dataclasses.dataclass(frozen=True)
 class SimParams:
-    """Parameters of one scenario, globals merged with the scenario's overrides."""
+    """Parameters of one scenario, globals merged with the scenario's overrides.
+
+    ``demography`` is the resolved form of the scenario's ``demography`` entry (``demography.resolve``:
+    source, sampled population and the demes graph); with it, ``population_size`` is the sampled deme's
+    size at time 0, read from the model.
+    """
 
     population_size: float = 10_000
     sequence_length: float = 100_000
@@ -52,6 +63,7 @@ class SimParams:
     bottleneck: dict | None = None
     hotspot: dict | None = None
     island: dict | None = None
+    demography: dict | None = None
 
     @classmethod
     def from_config(cls, sweeps_cfg: dict, scenario: str) -> SimParams:
@@ -63,6 +75,25 @@ class SimParams:
         values.update({k: v for k, v in spec.items() if k in GLOBAL_KEYS})
         for key in ("bottleneck", "hotspot", "island"):
             values[key] = spec.get(key)
+        if spec.get("demography") is not None:
+            shorthands = [k for k in ("bottleneck", "island") if spec.get(k) is not None]
+            if shorthands:
+                raise ConfigError(
+                    f"scenario {scenario!r}: 'demography' cannot be combined with "
+                    f"{' or '.join(repr(k) for k in shorthands)} (a shorthand for a demography): "
+                    "put the size history into the demes model"
+                )
+            dem = dg.resolve(spec["demography"], scenario)
+            n0 = dg.size_at_zero(dg.graph_of(dem), dem["population"])
+            if "population_size" in spec and not np.isclose(spec["population_size"], n0, rtol=1e-9):
+                raise ConfigError(
+                    f"scenario {scenario!r}: population_size {spec['population_size']:g} conflicts "
+                    f"with the demography ({dem['source']}), whose population "
+                    f"{dem['population']!r} has size {n0:g} at time 0; with a demography N is read "
+                    "from the model: drop population_size from the scenario or change the model"
+                )
+            values["population_size"] = n0
+            values["demography"] = dem
         params = cls(**values)
         if params.haplotypes % 2:
             raise ConfigError(
@@ -70,12 +101,43 @@ class SimParams:
             )
         return params
 
+    def present_at_sampling(self) -> list[str]:
+        """Populations present at time 0 (the sampling time)."""
+        return list(self._present)
+
+    # derived from the fields once per instance (a frozen dataclass keeps them in __dict__)
+    @functools.cached_property
+    def _present(self) -> tuple[str, ...]:
+        if self.island is not None:
+            return ("continent", "island")
+        if self.demography is not None:
+            return tuple(dg.present_at_zero(dg.graph_of(self.demography)))
+        return ("pop_0",)
+
+    @functools.cached_property
+    def _model(self) -> tuple[msprime.Demography, str | None]:
+        return _demography(self)
+
+    @functools.cached_property
+    def _epochs(self) -> list:
+        return self._model[0].debug().epochs
+
     @property
     def neutral_only(self) -> bool:
-        return self.island is not None
+        """Several populations at the time of sampling: msprime has no sweeps there (a forward
+        simulator could; none is wired in)."""
+        return len(self.present_at_sampling()) > 1
 
     def classes(self) -> tuple[str, ...]:
         return ("neutral",) if self.neutral_only else CLASSES
+
+    def check_sweep(self, scenario: str = "?") -> float:
+        """Check that msprime can simulate this scenario's sweep; return N during the sweep.
+
+        Raises ``ConfigError`` naming the scenario and the obstacle: several populations (at the time of
+        sampling, during the sweep or older), a demographic event or a size change inside the sweep.
+        """
+        return _sweep_size(self, scenario)
 
 
 @dataclasses.dataclass
@@ -87,7 +149,10 @@ class Replicate:
     sweep_position: float  # NaN for neutral replicates
 
 
-def _demography(p: SimParams) -> msprime.Demography:
+def _demography(p: SimParams) -> tuple[msprime.Demography, str | None]:
+    """(msprime model, sampled population name; ``None``: the only population)."""
+    if p.demography is not None:
+        return dg.msprime_demography(p.demography)
     n = p.population_size
     if p.island is not None:
         isl = p.island
@@ -100,13 +165,84 @@ def _demography(p: SimParams) -> msprime.Demography:
         dem.add_population_split(
             time=isl["split_time"] * 4 * n, derived=["island"], ancestral="continent"
         )
-        return dem
+        return dem, "island"
     dem = msprime.Demography.isolated_model([n])
     if p.bottleneck is not None:
         b = p.bottleneck
         dem.add_population_parameters_change(time=b["start"] * 4 * n, initial_size=n * b["size"])
         dem.add_population_parameters_change(time=b["end"] * 4 * n, initial_size=n)
-    return dem
+    return dem, None
+
+
+def sweep_duration(n: float, s: float) -> float:
+    """Expected length in generations of a hard sweep from 1/2N to 1 - 1/2N, (4/s) ln(2N): an upper
+    estimate of msprime's (events at 0.9 of it were never hit in 40 trials at N = 1e4, s = 0.05)."""
+    return 4 / s * np.log(2 * n)
+
+
+def _several_populations(p: SimParams, scenario: str) -> str:
+    present = p.present_at_sampling()
+    return (
+        f"scenario {scenario!r} cannot simulate class 'sweep': its demography has {len(present)} "
+        f"populations present at the time of sampling ({', '.join(present)}), and msprime's sweep "
+        "model needs a single population; the scenario is neutral-only (its neutral replicates "
+        "measure false positives). Sweeps under such a model need a forward simulator (e.g. "
+        "fwdpy11), which quantscan does not wire in"
+    )
+
+
+def _sweep_size(p: SimParams, scenario: str) -> float:
+    """N during the sweep, after checking msprime can simulate it (see ``SimParams.check_sweep``)."""
+    dem = p._model[0]
+    if p.neutral_only:
+        raise ConfigError(_several_populations(p, scenario))
+    t0, s = float(p.sweep_end_time), p.selection_coefficient
+    if dem.num_populations > 1:
+        graph = dg.graph_of(p.demography)
+        name, t2 = dg.second_population(graph, p.demography["population"])
+        n0 = p.population_size
+        when = (
+            "during the sweep"
+            if t2 < t0 + sweep_duration(n0, s)
+            else "before the sweep (older than it); msprime refuses any model with several "
+            "populations in a sweep simulation"
+        )
+        raise ConfigError(
+            f"scenario {scenario!r} cannot simulate class 'sweep': its demography "
+            f"({p.demography['source']}) has several populations {when}: {name!r} exists from "
+            f"{t2:g} generations ago, alongside the sampled {p.demography['population']!r}. "
+            "msprime's sweep model needs one population throughout: give a demes model with the "
+            "sampled population's size history only (one deme, or a chain of demes each "
+            "founded by the previous one), or use a forward simulator (e.g. fwdpy11, not wired in)"
+        )
+    epochs = p._epochs
+    now = next(e for e in epochs if e.start_time <= t0 < e.end_time)
+    pop = now.populations[0]
+    n = pop.start_size * np.exp(-pop.growth_rate * (t0 - now.start_time))
+    t1 = t0 + sweep_duration(n, s)
+    inside = sorted({ev.time for ev in dem.events if t0 <= ev.time <= t1})
+    if inside:
+        later = max(ev.time for ev in dem.events if ev.time <= t1)
+        raise ConfigError(
+            f"scenario {scenario!r}: a demographic event at {inside[0]:g} generations ago falls "
+            f"inside the sweep (which ends sweep_end_time = {t0:g} generations ago and lasts about "
+            f"(4/s) ln(2N) = {t1 - t0:.0f} generations for s = {s:g}, N = {n:g}), and msprime allows "
+            f"no event during a sweep: set sweep_end_time past the events (above {later:g}), raise "
+            "selection_coefficient (a shorter sweep) or move the event"
+        )
+    growing = [
+        e for e in epochs if e.start_time < t1 and e.end_time > t0 and e.populations[0].growth_rate
+    ]
+    if growing:
+        e = growing[0]
+        raise ConfigError(
+            f"scenario {scenario!r}: the population size changes continuously (exponential growth "
+            f"rate {e.populations[0].growth_rate:g} per generation between {e.start_time:g} and "
+            f"{e.end_time:g} generations ago) inside the sweep ({t0:g} to about {t1:.0f} "
+            "generations ago), and msprime's sweep model needs a constant size during the sweep: "
+            "use constant-size epochs around the sweep or set sweep_end_time past the growth"
+        )
+    return float(n)
 
 
 def _recombination_map(p: SimParams) -> msprime.RateMap | float:
@@ -125,11 +261,16 @@ def simulate_tree_sequence(
 ):
     """One region as a tree sequence with binary mutations; a sweep replicate has a hard sweep at
     ``sweep_position`` (default: the centre) ending ``sweep_end_time`` generations ago."""
-    if cls not in p.classes():
+    if cls not in CLASSES:
         raise ConfigError(f"scenario {scenario!r} cannot simulate class {cls!r}")
-    n, length = p.population_size, p.sequence_length
+    if cls not in p.classes():
+        raise ConfigError(_several_populations(p, scenario))
+    length = p.sequence_length
+    dem, population = p._model
     model = None
     if cls == "sweep":
+        # N when the sweeping allele arose: a de novo mutation starts at 1/2N
+        n = _sweep_size(p, scenario)
         sweep = msprime.SweepGenicSelection(
             position=length / 2 if sweep_position is None else float(sweep_position),
             start_frequency=1 / (2 * n),
@@ -140,11 +281,12 @@ def simulate_tree_sequence(
         model = [sweep, msprime.StandardCoalescent()]
         if p.sweep_end_time > 0:
             model.insert(0, msprime.StandardCoalescent(duration=p.sweep_end_time))
-    samples = {"island": p.haplotypes // 2} if p.island is not None else p.haplotypes // 2
+    n_samples = p.haplotypes // 2
+    samples = n_samples if population is None else {population: n_samples}
     try:
         ts = msprime.sim_ancestry(
             samples=samples,
-            demography=_demography(p),
+            demography=dem,
             sequence_length=length,
             recombination_rate=_recombination_map(p),
             model=model,
@@ -153,8 +295,9 @@ def simulate_tree_sequence(
     except _msprime.LibraryError as err:
         if "during a sweep" in str(err):
             raise ConfigError(
-                f"scenario {scenario!r}: a demographic event falls inside the sweep (seed {seed}); "
-                "raise selection_coefficient or set sweep_end_time past the bottleneck's end"
+                f"scenario {scenario!r}: a demographic event falls inside the sweep (seed {seed}; "
+                f"this sweep lasted longer than (4/s) ln(2N)); set sweep_end_time past the event "
+                "or raise selection_coefficient"
             ) from err
         raise
     # binary infinite-sites mutations: no tri-allelic sites, no stacked positions
