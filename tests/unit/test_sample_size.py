@@ -52,7 +52,7 @@ def open_engine(models, kind):
         model=model,
         shape=(MODEL_HAPS, WIDTH),
         batch_size=32,
-        int8_path=models / "fp32.int8.onnx",
+        onnx_path=models / ("fp32.int8.onnx" if kind == "onnx_int8" else "fp32.onnx"),
     )
     assert why is None, why
     return engine

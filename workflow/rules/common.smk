@@ -377,10 +377,12 @@ def scan_model_file(scenario, model):
     return f"results/sweeps/compress/{scenario}/{model}/model.qsp"
 
 
-def scan_int8_file(scenario, model, engine):
-    """The fp32 model's static int8 ONNX export, for engine onnx_int8 only."""
-    if engine == "onnx_int8" and model == "fp32":
-        return [f"results/sweeps/scan/int8/{scenario}/fp32.int8.onnx"]
+def scan_onnx_file(scenario, model, engine):
+    """The fp32 model's ONNX export (rule scan_onnx) for engine onnx_fp32, its static int8
+    version for onnx_int8; nothing for the other engines and models."""
+    if model == "fp32" and engine in ("onnx_fp32", "onnx_int8"):
+        name = "fp32.int8.onnx" if engine == "onnx_int8" else "fp32.onnx"
+        return [f"results/sweeps/scan/onnx/{scenario}/{name}"]
     return []
 
 

@@ -58,17 +58,17 @@ rule scan_prepare:
         "../scripts/scan_prepare.py"
 
 
-rule scan_int8:
+rule scan_onnx:
     input:
         model="results/sweeps/models/{scenario}/fp32/model.pt",
         train="results/sweeps/data/{scenario}/train.npz",
     output:
-        onnx="results/sweeps/scan/int8/{scenario}/fp32.onnx",
-        int8="results/sweeps/scan/int8/{scenario}/fp32.int8.onnx",
+        onnx="results/sweeps/scan/onnx/{scenario}/fp32.onnx",
+        int8="results/sweeps/scan/onnx/{scenario}/fp32.int8.onnx",
     log:
-        "logs/sweeps/scan/int8/{scenario}.log",
+        "logs/sweeps/scan/onnx/{scenario}.log",
     benchmark:
-        "results/benchmarks/rules/sweeps/scan/int8/{scenario}.tsv"
+        "results/benchmarks/rules/sweeps/scan/onnx/{scenario}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -79,7 +79,7 @@ rule scan_int8:
         calibration=256,
         seed=config["seed"],
     script:
-        "../scripts/scan_int8.py"
+        "../scripts/scan_onnx.py"
 
 
 rule scan_sims:
@@ -112,7 +112,7 @@ rule scan_replicates:
         model=lambda wildcards: scan_model_file(
             wildcards.scenario, wildcards.scan_model
         ),
-        int8=lambda wildcards: scan_int8_file(
+        onnx=lambda wildcards: scan_onnx_file(
             wildcards.scenario, wildcards.scan_model, wildcards.engine
         ),
         sweep=scan_sim_shards("sweep"),
@@ -177,7 +177,7 @@ rule scan_region:
         model=lambda wildcards: scan_model_file(
             scan_input_scenario(wildcards), wildcards.scan_model
         ),
-        int8=lambda wildcards: scan_int8_file(
+        onnx=lambda wildcards: scan_onnx_file(
             scan_input_scenario(wildcards), wildcards.scan_model, wildcards.engine
         ),
     output:

@@ -40,7 +40,7 @@ def main(smk, log):
         shape=(model_haps, smk.params.window),
         batch_size=sc["batch_size"],
         threads=smk.threads,
-        int8_path=smk.input.int8[0] if smk.input.int8 else None,
+        onnx_path=smk.input.onnx[0] if smk.input.onnx else None,
     )
     if skipped:
         log.warning("skipped: %s", skipped)

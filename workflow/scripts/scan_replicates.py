@@ -37,7 +37,7 @@ def main(smk, log):
         shape=(model_haps, image["snps"]),
         batch_size=smk.params.engine_batch,
         threads=smk.threads,
-        int8_path=smk.input.int8[0] if smk.input.int8 else None,
+        onnx_path=smk.input.onnx[0] if smk.input.onnx else None,
     )
     info = {
         "scenario": w.scenario,

@@ -38,7 +38,18 @@ from ..errors import ConfigError, InputFormatError
 
 SIMULATED = "simulated"
 """Input name of the simulated test chromosome(s)."""
-RESERVED = (SIMULATED, "sim", "data", "regions", "replicates", "int8", "evaluate")
+RESERVED = (
+    SIMULATED,
+    "sim",
+    "sims",
+    "data",
+    "regions",
+    "replicates",
+    "int8",
+    "onnx",
+    "classic",
+    "evaluate",
+)
 """Names user inputs cannot take (directories under results/sweeps/scan/)."""
 FP32 = "fp32"
 FP32_ENGINES = ("torch_fp32_per_window", "torch_fp32", "onnx_fp32", "onnx_int8", "lut_fp32")
@@ -750,12 +761,14 @@ def open_engine(
     shape: tuple[int, int],
     batch_size: int = 256,
     threads: int = 1,
-    int8_path: str | os.PathLike | None = None,
+    onnx_path: str | os.PathLike | None = None,
 ):
     """(engine, None), or (None, reason) when this model cannot run in engine ``kind``.
 
-    ``model`` is ``"fp32"`` or a compression method's name; ``onnx_int8`` runs the fp32 model's
-    static int8 export (``int8_path``). A corrupt model file still raises.
+    ``model`` is ``"fp32"`` or a compression method's name. ``onnx_path`` is the fp32 model's ONNX
+    export (``rule scan_onnx``): ``onnx_int8`` runs its static int8 version (required), and
+    ``onnx_fp32`` runs the fp32 export as is instead of exporting the model again in every job
+    (which took about 4 s a job). A corrupt model file still raises.
     """
     from ..runtime import make_engine
 
@@ -763,9 +776,11 @@ def open_engine(
         if kind == "onnx_int8":
             if model != FP32:
                 raise ConfigError("onnx_int8 runs the fp32 model's int8 ONNX export only")
-            if int8_path is None:
+            if onnx_path is None:
                 raise ConfigError("onnx_int8 needs the int8 ONNX file of the fp32 model")
-            model_path = int8_path
+            model_path = onnx_path
+        elif kind == "onnx_fp32" and model == FP32 and onnx_path is not None:
+            model_path = onnx_path
         engine = make_engine(
             kind, model_path, batch_size=batch_size, threads=threads, example_shape=shape
         )

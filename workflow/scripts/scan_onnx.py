@@ -1,4 +1,5 @@
-"""Export the fp32 sweep model to ONNX and quantize it to static int8 (calibrated on training images)."""
+"""Export the fp32 sweep model to ONNX once (engine onnx_fp32) and quantize it to static int8
+(engine onnx_int8; calibrated on training images)."""
 
 import sys
 
