@@ -1,5 +1,38 @@
 """Selective sweeps: simulate -> encode -> split -> train (fp32) -> evaluate -> summary."""
 
+from quantscan.sweeps.dataset import linked_settings
+
+try:
+    # sweeps.image.linked: None when off (absent or fraction 0)
+    SWEEP_LINKED = linked_settings(SW["image"])
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+
+def sweep_linked_on(wildcards):
+    """Linked windows replace neutral images of this job: on, neutral class, scenario with sweeps."""
+    return (
+        SWEEP_LINKED is not None
+        and wildcards.cls == "neutral"
+        and "sweep" in sweep_classes(wildcards.scenario)
+    )
+
+
+def sweep_linked_shard(wildcards):
+    """The sweep simulation shard of the same batch, read by a neutral encode job with linked windows."""
+    if not sweep_linked_on(wildcards):
+        return []
+    return f"results/sweeps/sim/{wildcards.scenario}/sweep/batch{wildcards.batch}.npz"
+
+
+def sweep_encode_image(wildcards):
+    """sweeps.image without 'linked' (so the other jobs' parameters stay as without it), plus the
+    linked settings and the master seed for the jobs that encode linked windows."""
+    image = {k: v for k, v in SW["image"].items() if k != "linked"}
+    if sweep_linked_on(wildcards):
+        image["linked"] = {**SWEEP_LINKED, "seed": config["seed"]}
+    return image
+
 
 rule sweeps_simulate:
     output:
@@ -25,6 +58,7 @@ rule sweeps_simulate:
 rule sweeps_encode:
     input:
         npz="results/sweeps/sim/{scenario}/{cls}/batch{batch}.npz",
+        linked=sweep_linked_shard,
     output:
         npz="results/sweeps/images/{scenario}/{cls}/batch{batch}.npz",
     log:
@@ -36,7 +70,7 @@ rule sweeps_encode:
         mem_mb=mem_by_attempt(1000),
         runtime=20,
     params:
-        image=SW["image"],
+        image=sweep_encode_image,
         batch_size=SW["batch_size"],
     script:
         "../scripts/sweeps_encode.py"
