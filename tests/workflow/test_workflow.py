@@ -84,9 +84,12 @@ def test_scan_outputs_name_the_sample_size_and_carry_q_values(workdir):
     for col in ("statistic", "input_haplotypes", "model_haplotypes", "sample_size", "null_windows"):
         assert col in summary.columns
     reps = summary[summary["data"] == "replicates"]
-    assert set(reps["statistic"]) == {"log_odds_smoothed", "log_odds", "p_sweep"}
-    assert (reps["model_haplotypes"] == 16).all() and (reps["input_haplotypes"] == 16).all()
+    cnn, classic = reps[reps["engine"] != "classic"], reps[reps["engine"] == "classic"]
+    assert set(cnn["statistic"]) == {"log_odds_smoothed", "log_odds", "p_sweep", "mu_x_p_sweep"}
+    assert set(classic["method"]) == set(classic["statistic"]) == {"mu", "h12", "clr"}
+    assert (cnn["model_haplotypes"] == 16).all() and (cnn["input_haplotypes"] == 16).all()
     assert reps["success_rate"].between(0, 1).all()  # no engine skipped: every row scored
+    assert (reps["n_sweep"] == 3).all() and (reps["n_neutral"] == 4).all()
     chrom = summary[summary["data"] == "chromosome:chrSim"]
     assert set(chrom["engine"]) >= {"onnx_fp32", "onnx_int8", "packed"}
     assert (chrom["input_haplotypes"] == 20).all() and (chrom["model_haplotypes"] == 16).all()

@@ -148,12 +148,11 @@ def _check_demography(sw: dict, name: str) -> None:
 
 
 def is_neutral_only(sw: dict, name: str) -> bool:
-    """Several populations at the time of sampling ('island', or such a 'demography'): msprime has no
-    sweeps there, so the scenario is simulated neutral only."""
+    """Several populations at the time of sampling ('island', or such a 'demography') with the sweeps
+    left to msprime (the default 'simulator'), which has no sweeps there: the scenario is simulated
+    neutral only. With 'simulator: fwdpy11' or 'auto' its sweeps are simulated forward in time."""
     spec = sw["scenarios"][name] or {}
-    if "island" in spec:
-        return True
-    if "demography" not in spec:
+    if "island" not in spec and "demography" not in spec:
         return False
     from .sweeps.simulate import SimParams
 

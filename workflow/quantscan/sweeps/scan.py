@@ -223,11 +223,13 @@ def scan_chromosome(
         if len(keep) == 0:
             continue
         t0 = time.perf_counter()
+        # only this batch's SNPs: each subset's column gather then copies the batch, not the region
+        b0, b1 = int(starts[keep].min()) - first, int(stops[keep].max()) - first
         lodds[keep], p_sweep[keep] = score_windows(
             engine,
-            hap,
-            starts[keep] - first,
-            stops[keep] - first,
+            hap[b0:b1],
+            starts[keep] - first - b0,
+            stops[keep] - first - b0,
             width,
             subsets,
             encoding=encoding,

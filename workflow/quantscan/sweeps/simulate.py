@@ -7,6 +7,10 @@ file or a stdpopsim catalogue model, see ``demography.py``), ``hotspot`` (a reco
 ``resources/demes/*_bottleneck.yaml`` are their demes form) and ``island`` (a structured population,
 ``resources/demes/island_migration.yaml``). A scenario whose demography has several populations at the
 time of sampling is neutral only, because msprime cannot simulate a sweep with several populations.
+``simulator`` picks the simulator of the sweep replicates: ``msprime`` (the default), ``fwdpy11`` (forward
+in time, rescaled by ``forward_scaling``, see ``forward.py``; a scenario with several populations at the
+time of sampling then has sweeps too) or ``auto`` (msprime where its sweep model applies, else fwdpy11).
+Neutral replicates always come from msprime.
 Replicates are stored compactly per batch: one npz with all variable sites of all replicates, genotypes
 bit-packed along the haplotype axis.
 """
@@ -43,6 +47,11 @@ GLOBAL_KEYS = (
     "sweep_end_time",
 )
 
+#: simulators of the sweep replicates (scenario key ``simulator``)
+SIMULATORS = ("msprime", "fwdpy11", "auto")
+#: the default keeps every existing scenario on msprime (and multi-population ones neutral-only)
+DEFAULT_SIMULATOR = "msprime"
+
 
 @dataclasses.dataclass(frozen=True)
 class SimParams:
@@ -64,6 +73,8 @@ class SimParams:
     hotspot: dict | None = None
     island: dict | None = None
     demography: dict | None = None
+    simulator: str = DEFAULT_SIMULATOR
+    forward_scaling: float = 10.0
 
     @classmethod
     def from_config(cls, sweeps_cfg: dict, scenario: str) -> SimParams:
@@ -75,6 +86,14 @@ class SimParams:
         values.update({k: v for k, v in spec.items() if k in GLOBAL_KEYS})
         for key in ("bottleneck", "hotspot", "island"):
             values[key] = spec.get(key)
+        for key in ("simulator", "forward_scaling"):
+            if spec.get(key) is not None:
+                values[key] = spec[key]
+        if values.get("simulator", DEFAULT_SIMULATOR) not in SIMULATORS:
+            raise ConfigError(
+                f"scenario {scenario!r}: simulator must be one of {', '.join(SIMULATORS)}, "
+                f"got {values['simulator']!r}"
+            )
         if spec.get("demography") is not None:
             shorthands = [k for k in ("bottleneck", "island") if spec.get(k) is not None]
             if shorthands:
@@ -124,9 +143,19 @@ class SimParams:
 
     @property
     def neutral_only(self) -> bool:
-        """Several populations at the time of sampling: msprime has no sweeps there (a forward
-        simulator could; none is wired in)."""
-        return len(self.present_at_sampling()) > 1
+        """Several populations at the time of sampling and sweeps left to msprime, which has none there
+        (with ``simulator: fwdpy11`` or ``auto`` the sweeps are simulated forward in time)."""
+        return len(self.present_at_sampling()) > 1 and self.simulator == "msprime"
+
+    def sweep_simulator(self, scenario: str = "?") -> str:
+        """``"msprime"`` or ``"fwdpy11"``: the simulator of this scenario's sweep replicates."""
+        if self.simulator != "auto":
+            return self.simulator
+        try:
+            _sweep_size(self, scenario)
+        except ConfigError:
+            return "fwdpy11"
+        return "msprime"
 
     def classes(self) -> tuple[str, ...]:
         return ("neutral",) if self.neutral_only else CLASSES
@@ -136,7 +165,15 @@ class SimParams:
 
         Raises ``ConfigError`` naming the scenario and the obstacle: several populations (at the time of
         sampling, during the sweep or older), a demographic event or a size change inside the sweep.
+        Sweeps that go to fwdpy11 (``sweep_simulator``) are checked for the forward simulation instead
+        (rescaled sizes, s x forward_scaling; fwdpy11 itself is imported by the jobs), and the sampled
+        population's size at time 0 is returned.
         """
+        if self.sweep_simulator(scenario) == "fwdpy11":
+            from . import forward
+
+            forward.plan(self, scenario)
+            return float(self.population_size)
         return _sweep_size(self, scenario)
 
 
@@ -186,15 +223,15 @@ def _several_populations(p: SimParams, scenario: str) -> str:
         f"scenario {scenario!r} cannot simulate class 'sweep': its demography has {len(present)} "
         f"populations present at the time of sampling ({', '.join(present)}), and msprime's sweep "
         "model needs a single population; the scenario is neutral-only (its neutral replicates "
-        "measure false positives). Sweeps under such a model need a forward simulator (e.g. "
-        "fwdpy11), which quantscan does not wire in"
+        "measure false positives). To simulate sweeps under such a model forward in time with "
+        "fwdpy11, set simulator: fwdpy11 (or auto) in the scenario"
     )
 
 
 def _sweep_size(p: SimParams, scenario: str) -> float:
     """N during the sweep, after checking msprime can simulate it (see ``SimParams.check_sweep``)."""
     dem = p._model[0]
-    if p.neutral_only:
+    if len(p.present_at_sampling()) > 1:
         raise ConfigError(_several_populations(p, scenario))
     t0, s = float(p.sweep_end_time), p.selection_coefficient
     if dem.num_populations > 1:
@@ -213,7 +250,8 @@ def _sweep_size(p: SimParams, scenario: str) -> float:
             f"{t2:g} generations ago, alongside the sampled {p.demography['population']!r}. "
             "msprime's sweep model needs one population throughout: give a demes model with the "
             "sampled population's size history only (one deme, or a chain of demes each "
-            "founded by the previous one), or use a forward simulator (e.g. fwdpy11, not wired in)"
+            "founded by the previous one), or set simulator: fwdpy11 (or auto) in the scenario "
+            "(forward simulation)"
         )
     epochs = p._epochs
     now = next(e for e in epochs if e.start_time <= t0 < e.end_time)
@@ -228,7 +266,8 @@ def _sweep_size(p: SimParams, scenario: str) -> float:
             f"inside the sweep (which ends sweep_end_time = {t0:g} generations ago and lasts about "
             f"(4/s) ln(2N) = {t1 - t0:.0f} generations for s = {s:g}, N = {n:g}), and msprime allows "
             f"no event during a sweep: set sweep_end_time past the events (above {later:g}), raise "
-            "selection_coefficient (a shorter sweep) or move the event"
+            "selection_coefficient (a shorter sweep), move the event or set simulator: fwdpy11 (or "
+            "auto) in the scenario (forward simulation)"
         )
     growing = [
         e for e in epochs if e.start_time < t1 and e.end_time > t0 and e.populations[0].growth_rate
@@ -240,7 +279,8 @@ def _sweep_size(p: SimParams, scenario: str) -> float:
             f"rate {e.populations[0].growth_rate:g} per generation between {e.start_time:g} and "
             f"{e.end_time:g} generations ago) inside the sweep ({t0:g} to about {t1:.0f} "
             "generations ago), and msprime's sweep model needs a constant size during the sweep: "
-            "use constant-size epochs around the sweep or set sweep_end_time past the growth"
+            "use constant-size epochs around the sweep, set sweep_end_time past the growth or set "
+            "simulator: fwdpy11 (or auto) in the scenario (forward simulation)"
         )
     return float(n)
 
@@ -266,6 +306,11 @@ def simulate_tree_sequence(
     if cls not in p.classes():
         raise ConfigError(_several_populations(p, scenario))
     length = p.sequence_length
+    if cls == "sweep" and p.sweep_simulator(scenario) == "fwdpy11":
+        from . import forward
+
+        position = length / 2 if sweep_position is None else float(sweep_position)
+        return forward.simulate_sweep(p, seed, sweep_position=position, scenario=scenario)
     dem, population = p._model
     model = None
     if cls == "sweep":
@@ -296,8 +341,8 @@ def simulate_tree_sequence(
         if "during a sweep" in str(err):
             raise ConfigError(
                 f"scenario {scenario!r}: a demographic event falls inside the sweep (seed {seed}; "
-                f"this sweep lasted longer than (4/s) ln(2N)); set sweep_end_time past the event "
-                "or raise selection_coefficient"
+                f"this sweep lasted longer than (4/s) ln(2N)); set sweep_end_time past the event, "
+                "raise selection_coefficient or set simulator: fwdpy11 in the scenario"
             ) from err
         raise
     # binary infinite-sites mutations: no tri-allelic sites, no stacked positions
@@ -326,6 +371,14 @@ def simulate_batch(
     """``size`` replicates; replicate i of a batch uses a seed from (master, scenario, class, batch, i)."""
     reps = []
     start = time.perf_counter()
+    if cls == "sweep" and p.sweep_simulator(scenario) == "fwdpy11":
+        log.info(
+            "%s/%s: forward-in-time sweeps with fwdpy11, rescaled by forward_scaling Q = %g "
+            "(sizes / Q, times / Q, rates and s x Q; quantscan.sweeps.forward)",
+            scenario,
+            cls,
+            p.forward_scaling,
+        )
     for i in range(size):
         seed = derive_seed(master_seed, "simulate", scenario, cls, batch, i)
         reps.append(simulate_replicate(p, cls, seed, scenario))
