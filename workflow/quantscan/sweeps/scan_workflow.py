@@ -335,19 +335,9 @@ def matched_scenarios(config: dict, *, read_headers: bool = True) -> dict:
         key = f"scan.inputs[{k}]"
         n = item.get("haplotypes")
         if n is None:
-            if not read_headers:
-                raise ConfigError(f"config key {key}.haplotypes: give the haplotype count")
-            from .io import count_haplotypes, detect_format
-
-            fmt = item.get("format") or "auto"
-            if fmt == "auto":
-                if not Path(item["path"]).exists():
-                    raise ConfigError(f"config key {key}.path: {item['path']} does not exist")
-                fmt = detect_format(item["path"])
-            n = count_haplotypes(
-                item["path"], fmt, samples=item.get("samples"), length=item.get("length")
-            )
-            osc["inputs"][k]["haplotypes"] = int(n)
+            fmt = input_format(item, key, read_headers=read_headers)
+            n = input_haplotypes(item, key, fmt, read_headers=read_headers)
+            osc["inputs"][k]["haplotypes"] = n  # read once: plan() takes it from here
         scenario = item.get("scenario") or (trained[0] if trained else None)
         if scenario is not None and scenario in sw["scenarios"]:
             osc["inputs"][k]["scenario"] = matched(scenario, int(n), key)
@@ -406,18 +396,37 @@ def chromosome_kwargs(sim: dict, sweeps_cfg: dict, name: str, scenario: str) -> 
     return kwargs
 
 
-def user_input(item: dict, key: str, scenario: str, *, read_headers: bool = True) -> ScanInput:
-    """A user input of ``scan.inputs``: format and chromosome names resolved (see ``input_chroms``)."""
+def input_format(item: dict, key: str, *, read_headers: bool = True) -> str:
+    """The format of a ``scan.inputs`` item: as given, else detected from the file's content."""
     from .io import detect_format
 
-    path = item["path"]
     fmt = item.get("format") or "auto"
-    if fmt == "auto":
-        if not read_headers:
-            raise ConfigError(f"config key {key}.format: give the format")
-        if not Path(path).exists():
-            raise ConfigError(f"config key {key}.path: {path} does not exist")
-        fmt = detect_format(path)
+    if fmt != "auto":
+        return fmt
+    if not read_headers:
+        raise ConfigError(f"config key {key}.format: give the format")
+    if not Path(item["path"]).exists():
+        raise ConfigError(f"config key {key}.path: {item['path']} does not exist")
+    return detect_format(item["path"])
+
+
+def input_haplotypes(item: dict, key: str, fmt: str, *, read_headers: bool = True) -> int:
+    """The haplotype count of a ``scan.inputs`` item: as given, else read from the file's start."""
+    if item.get("haplotypes") is not None:
+        return int(item["haplotypes"])
+    if not read_headers:
+        raise ConfigError(f"config key {key}.haplotypes: give the haplotype count")
+    from .io import count_haplotypes
+
+    return int(
+        count_haplotypes(item["path"], fmt, samples=item.get("samples"), length=item.get("length"))
+    )
+
+
+def user_input(item: dict, key: str, scenario: str, *, read_headers: bool = True) -> ScanInput:
+    """A user input of ``scan.inputs``: format and chromosome names resolved (see ``input_chroms``)."""
+    path = item["path"]
+    fmt = input_format(item, key, read_headers=read_headers)
     if fmt == "ms" and not item.get("length"):
         raise ConfigError(
             f"config key {key}.length: ms input needs the length that scales positions"
@@ -450,17 +459,8 @@ def user_input(item: dict, key: str, scenario: str, *, read_headers: bool = True
         "region": item.get("region"),
         "phased": item.get("phased") or "auto",
     }
-    haplotypes = item.get("haplotypes")
-    if haplotypes is None:
-        if not read_headers:
-            raise ConfigError(f"config key {key}.haplotypes: give the haplotype count")
-        from .io import count_haplotypes
-
-        haplotypes = count_haplotypes(
-            path, fmt, samples=item.get("samples"), length=item.get("length")
-        )
     inp = ScanInput(item["name"], fmt, str(path), chroms, scenario, scenario, options)
-    inp.haplotypes = int(haplotypes)
+    inp.haplotypes = input_haplotypes(item, key, fmt, read_headers=read_headers)
     return inp
 
 
