@@ -1,38 +1,5 @@
 """Selective sweeps: simulate -> encode -> split -> train (fp32) -> evaluate -> summary."""
 
-from quantscan.sweeps.dataset import linked_settings
-
-try:
-    # sweeps.image.linked: None when off (absent or fraction 0)
-    SWEEP_LINKED = linked_settings(SW["image"])
-except ConfigError as err:
-    raise WorkflowError(str(err)) from None
-
-
-def sweep_linked_on(wildcards):
-    """Linked windows replace neutral images of this job: on, neutral class, scenario with sweeps."""
-    return (
-        SWEEP_LINKED is not None
-        and wildcards.cls == "neutral"
-        and "sweep" in sweep_classes(wildcards.scenario)
-    )
-
-
-def sweep_linked_shard(wildcards):
-    """The sweep simulation shard of the same batch, read by a neutral encode job with linked windows."""
-    if not sweep_linked_on(wildcards):
-        return []
-    return f"results/sweeps/sim/{wildcards.scenario}/sweep/batch{wildcards.batch}.npz"
-
-
-def sweep_encode_image(wildcards):
-    """sweeps.image without 'linked' (so the other jobs' parameters stay as without it), plus the
-    linked settings and the master seed for the jobs that encode linked windows."""
-    image = {k: v for k, v in SW["image"].items() if k != "linked"}
-    if sweep_linked_on(wildcards):
-        image["linked"] = {**SWEEP_LINKED, "seed": config["seed"]}
-    return image
-
 
 rule sweeps_simulate:
     output:
