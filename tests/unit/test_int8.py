@@ -13,10 +13,13 @@ from quantscan.compress.int8 import (
     compare_latency,
     describe_onnx,
     export_onnx,
+    quantize_onnx,
     runtime_op_counts,
 )
-from quantscan.errors import ConfigError
+from quantscan.compress.int8_method import stored_layers
+from quantscan.errors import ConfigError, InputFormatError
 from quantscan.models import SweepNet
+from quantscan.runtime import OnnxEngine, make_engine
 
 
 def easy_1d(rng, n):
@@ -262,3 +265,54 @@ def test_compact_encoding_drops_zero_points_but_not_a_kernel(case, tmp_path):
     assert runtime_op_counts(paths["int8"]) == runtime_op_counts(full_path)
     again = compact_encoding(onnx.load(str(full_path)))  # idempotent: the same graph
     assert again.graph == compact.graph
+
+
+# --------------------------------------------------------------------------------------------------
+# damaged ONNX files
+
+
+@pytest.fixture(scope="module")
+def damaged_onnx(tmp_path_factory):
+    """A real SweepNet fp32 export, and copies of it truncated, empty and replaced by random bytes."""
+    d = tmp_path_factory.mktemp("damaged_onnx")
+    torch.manual_seed(0)
+    good = export_onnx(SweepNet(filters=4).eval(), np.zeros((1, 1, 8, 8), np.float32), d / "m.onnx")
+    data = good.read_bytes()
+    files = {
+        "truncated": data[: len(data) // 2],
+        "truncated_tail": data[:-10],
+        "empty": b"",
+        "random": np.random.default_rng(0).bytes(4096),
+    }
+    for name, content in files.items():
+        (d / f"{name}.onnx").write_bytes(content)
+    return good, {name: d / f"{name}.onnx" for name in [*files, "missing"]}
+
+
+OPENERS = {
+    "OrtEngine": OrtEngine,
+    "describe_onnx": describe_onnx,
+    "runtime_op_counts": runtime_op_counts,
+    "stored_layers": stored_layers,
+    "runtime.OnnxEngine": OnnxEngine,
+    "make_engine": lambda p: make_engine("onnx_int8", p),
+    "quantize_onnx": lambda p: quantize_onnx(p, p.with_suffix(".q.onnx"), np.zeros((2, 1, 8, 8))),
+}
+
+
+@pytest.mark.parametrize("opener", sorted(OPENERS))
+@pytest.mark.parametrize("damage", ["truncated", "truncated_tail", "empty", "random", "missing"])
+def test_damaged_onnx_raises_input_format_error_naming_the_file(damaged_onnx, opener, damage):
+    good, bad = damaged_onnx
+    OPENERS[opener](good)  # the intact export opens
+    path = bad[damage]
+    with pytest.raises(InputFormatError) as err:
+        OPENERS[opener](path)
+    # make_engine checks a file's first bytes before opening it as ONNX
+    why = (
+        "cannot read model file"
+        if (opener, damage) == ("make_engine", "missing")
+        else ("not a readable ONNX model")
+    )
+    assert str(err.value).startswith(f"{path}: {why}: ")
+    assert not path.with_suffix(".q.onnx").exists()  # quantize_onnx wrote nothing

@@ -66,17 +66,31 @@ def test_odd_records_give_rows_and_flags_never_a_crash(tmp_path):
     assert len(table) == 12 and table.id.tolist()[0] == "lowercase_record"
     dup = table.iloc[8]
     assert (dup.id, dup.status, dup.windows) == ("lowercase_record", "duplicate_id", 1)
-    no_pred = table[table.predicted == "NA"]
-    assert set(no_pred.status) == {"empty", "invalid_char", "missing_id"}
-    assert (no_pred.windows == 0).all() and (no_pred.p_A_rich == "NA").all()
+    # records that are not scored: unclassified, with the reason (the dense IUPAC record and
+    # the 150-N run in 700 bp are both over the 10 % ambiguity limit: too many N)
+    no_pred = table[table.windows == 0]
+    assert (no_pred.predicted == "unclassified").all() and (no_pred.p_A_rich == "NA").all()
+    reasons = dict(zip(no_pred.id, no_pred.reason, strict=True))
+    assert reasons == {
+        "n_run_150": "too_many_n",
+        "iupac_dense": "too_many_n",
+        "empty_record": "empty",
+        "gapped_alignment": "invalid_char",
+        "#8": "missing_id",
+        "digits_genbank": "invalid_char",
+    }
     assert "position 101" in table.set_index("id").loc["gapped_alignment", "detail"]
-    pred = table[table.predicted != "NA"]
+    # without an open-set rule every scored record gets a class (closed set)
+    pred = table[table.windows > 0]
+    assert set(pred.predicted) <= set(NAMES) and (pred.reason == "").all()
+    assert (pred.predicted == pred.best_class).all()
     probs = pred[[f"p_{c}" for c in NAMES]].astype(float).to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(pred.score.astype(float), probs.max(axis=1), atol=1e-6)  # msp
     long = table.set_index("id").loc["long_4200"]
     assert long.length == 4200 and long.windows == len(onehot.window_starts(4200, 1000, 500)) == 8
-    assert summary.records == 12 and summary.classified == 8 and summary.unclassified == 4
-    assert summary.flagged == 7 and summary.windows == 15
+    assert summary.records == 12 and summary.scored == 6 and summary.classified == 6
+    assert summary.unclassified == 6 and summary.flagged == 7 and summary.windows == 13
     assert summary.bases == int(pred.length.sum())
     assert summary.gbp_per_hour == pytest.approx(summary.bases / 1e9 / (summary.seconds / 3600))
 

@@ -182,23 +182,40 @@ def test_viral_compressed_model_joins_summary_and_classifies(workdir):
         "file_bytes",
     ]
     assert {"density", "weights_mbit", "nops_x_bits", "size_pct"} <= set(table.columns)
-    assert table.scenario.tolist() == ["simulated"] * 3
-    # q_then_p_iter's row is its primary variant; int8 (tiny.yaml) runs in viral_compress_int8
-    assert table.method.tolist() == ["fp32", "int8", "q_then_p_iter_g1.0"]
-    fp32, i8, qp = (table.iloc[i] for i in range(3))
+    assert table.scenario.tolist() == ["simulated"] * 6
+    # q_then_p_iter's row is its primary variant; int8 (tiny.yaml) runs in viral_compress_int8;
+    # the baselines are rows too, in the same units (per record, per fragment, open set)
+    methods = ["fp32", "q_then_p_iter_g1.0", "int8", "kmer3", "kmer5", "length_only"]
+    assert table.method.tolist() == methods
+    for col in ("open_accuracy", "frag150_accuracy", "frag150_open_accuracy", "reject_shuffled"):
+        assert table[col].between(0, 1).all(), col
+    assert {f"reject_{c}" for c in ("random", "other_family", "host_like", "all")} <= set(
+        table.columns
+    )
+    assert (table.n_records == table.n_records.iloc[0]).all()  # the same records for every row
+    assert table.model_bits.isna().tolist() == [False] * 3 + [True] * 3
+    fp32, qp, i8 = (table.iloc[i] for i in range(3))
     assert fp32.density == 1 and 0 < qp.density < 1
     assert qp.weights_mbit < fp32.weights_mbit * qp.density / 3  # 8 of 32 bits, zeros not counted
     assert qp.nops_x_bits < fp32.nops_x_bits / 3 and 0 <= qp.accuracy <= 1
     job = res / "compress/simulated/q_then_p_iter"
     assert (job / "model.qsp").stat().st_size == qp.file_bytes < fp32.file_bytes
     metrics = json.loads((job / "metrics.json").read_text())
-    assert metrics["confusion_matrix"]["classes"] == classes
+    assert metrics["confusion_matrix"]["classes"] == [*classes, "background"]
     assert sum(map(sum, metrics["confusion_matrix"]["rows_true_cols_pred"])) == metrics["n"]
-    # viral.classify.model (default q_then_p_iter): the packed compressed model classifies
+    # viral.classify.model (default q_then_p_iter): the packed compressed model classifies, with
+    # the open-set answer; the out-of-class test records are classified too
     out = pd.read_csv(res / "classify/simulated/q_then_p_iter/simulated_test.tsv", sep="\t")
-    assert len(out) == fp32.n_records and set(out.predicted) <= set(classes)
+    assert len(out) == fp32.n_records and set(out.predicted) <= {*classes, "unclassified"}
+    assert {"reason", "best_class", "score", "p_background"} <= set(out.columns)
+    ood = pd.read_csv(res / "classify/simulated/q_then_p_iter/simulated_ood.tsv", sep="\t")
+    assert (ood.label == "unclassified").all() and len(ood) == 4 * 50
+    unclassified = ood[ood.predicted == "unclassified"]
+    assert set(unclassified.reason) <= {"background", "below_threshold", "too_short"}
     log = workdir / "logs/viral/classify/simulated/q_then_p_iter/simulated_test.log"
     assert "torch-packed model" in log.read_text()
+    strategies = pd.read_csv(res / "openset.tsv", sep="\t")
+    assert set(strategies.method) == set(methods) and strategies.configured.sum() == 6
 
 
 def test_viral_int8_method_joins_summary_compare_and_classifies(workdir):
@@ -212,7 +229,7 @@ def test_viral_int8_method_joins_summary_compare_and_classifies(workdir):
     ]
     assert i8.speedup_vs_torch_fp32 > 0 and i8.speedup_vs_ort_fp32 > 0
     assert 0 <= i8.accuracy <= 1 and 0 <= i8.acc_Riboviria <= 1
-    # about a million weights: the int8 ONNX file is near 4x smaller than the fp32 model file
+    # 127,000 weights (the default's narrower CNN): the int8 ONNX file is over 3x smaller
     assert i8.file_bytes < fp32.file_bytes / 3
     assert i8.model_bits < fp32.model_bits / 3
     job = res / "compress/simulated/int8"
@@ -220,7 +237,7 @@ def test_viral_int8_method_joins_summary_compare_and_classifies(workdir):
     assert not (job / "model.qsp").exists()  # not run by viral_compress
     metrics = json.loads((job / "metrics.json").read_text())
     classes = metrics["confusion_matrix"]["classes"]
-    assert classes[0] == "Alphasatellitidae" and len(classes) == 4
+    assert classes[0] == "Alphasatellitidae" and classes[4:] == ["background"]
     assert i8.file_bytes < metrics["fp32_onnx_bytes"] / 3
     # batch norm folded, padding fused: the four conv blocks and four dense layers run as integer
     # kernels; the 1-D input stays channels-first for torch
@@ -234,7 +251,7 @@ def test_viral_int8_method_joins_summary_compare_and_classifies(workdir):
     target = "results/viral/classify/simulated/int8/simulated_test.tsv"
     smk(workdir, "--cores", "2", target)
     out = pd.read_csv(workdir / target, sep="\t")
-    assert len(out) == fp32.n_records and set(out.predicted) <= set(classes)
+    assert len(out) == fp32.n_records and set(out.predicted) <= {*classes[:4], "unclassified"}
     log = workdir / "logs/viral/classify/simulated/int8/simulated_test.log"
     assert "onnx model" in log.read_text()
 

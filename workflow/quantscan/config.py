@@ -74,6 +74,11 @@ def _message(error: jsonschema.ValidationError) -> str:
         return f"unknown config key {', '.join(repr(e) for e in extra)} {scope}{hint}"
     if error.validator == "type":
         return f"config key {where}: {error.instance!r} is not of type {error.validator_value!r}"
+    if error.validator == "minItems" and error.instance == []:
+        return (
+            f"config key {where}: an empty list is not allowed (it would read as 'all' to some "
+            "and 'none' to others); leave the key out (or null) for the default, or list the items"
+        )
     return f"config key {where}: {error.message}"
 
 
@@ -105,7 +110,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 
 def _check_sweeps(sw: dict) -> None:
     names = list(sw["scenarios"])
-    for name in sw["run"]:
+    for name in sw["run"] or []:
         if name not in sw["scenarios"]:
             raise ConfigError(
                 f"config key sweeps.run: unknown scenario {name!r}; defined: {', '.join(names)}"
@@ -160,7 +165,8 @@ def is_neutral_only(sw: dict, name: str) -> bool:
 
 
 def active_scenarios(sw: dict) -> list[str]:
-    return list(sw["run"]) or list(sw["scenarios"])
+    """``sweeps.run``, or every scenario when it is null (an empty list is refused by the schema)."""
+    return list(sw["scenarios"]) if sw["run"] is None else list(sw["run"])
 
 
 def sweep_scenarios(sw: dict) -> list[str]:

@@ -80,7 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, InputFormatError
+from .errors import ConfigError, InputFormatError, QuantscanError
 from .models import SweepNet
 
 KINDS = (
@@ -243,7 +243,7 @@ class OnnxEngine(Engine):
         self.path = Path(path)
         try:
             self.session = OrtEngine(self.path, intra_op_threads=threads, activation="none")
-        except ConfigError:
+        except QuantscanError:  # a bad file is already an InputFormatError naming it
             raise
         except Exception as err:  # onnxruntime raises its own exception types
             raise InputFormatError(f"{path}: not a loadable ONNX model: {err}") from err

@@ -174,6 +174,8 @@ def fit(
     overwritten); the caller deletes it once the results are saved. A custom ``step`` may keep state
     of its own (a pruning schedule's masks), so it checkpoints only with ``step_state``: an object
     whose ``state_dict()`` (tensors and plain values) and ``load_state_dict()`` hold that state.
+    That state is restored with the weights of the best epoch (a schedule's masks of later
+    epochs applied to the best epoch's weights removed weights that epoch relied on).
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -192,6 +194,9 @@ def fit(
     if cl:
         model.to(memory_format=torch.channels_last)
     best_loss, best_state, stale, history = math.inf, None, 0, []
+    # a custom step's own state (a pruning schedule's masks) at the best epoch: restored with
+    # the weights, or the masks of later epochs would be applied to the best epoch's weights
+    best_step_state = None
     has_val = len(y_val) > 0
     first_epoch = 0
     if checkpoint is not None:
@@ -206,6 +211,7 @@ def fit(
             rng.bit_generator.state = state["numpy_rng"]
             torch.set_rng_state(state["torch_rng"])
             best_loss, best_state, stale = state["best_loss"], state["best_state"], state["stale"]
+            best_step_state = state.get("best_step_state")
             history = state["history"]
             if step_state is not None:
                 step_state.load_state_dict(state["step_state"])
@@ -253,6 +259,8 @@ def fit(
             log.warning("validation loss is not finite; stopping")
         elif val_loss < best_loss - 1e-6:
             best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+            if step_state is not None:
+                best_step_state = copy.deepcopy(step_state.state_dict())
         else:
             stale += 1
             done = stale >= cfg.patience
@@ -272,6 +280,7 @@ def fit(
                 "stale": stale,
                 "history": history,
                 "step_state": None if step_state is None else step_state.state_dict(),
+                "best_step_state": best_step_state,
             }
             with atomic_path(checkpoint) as tmp:
                 torch.save(state, tmp)
@@ -279,6 +288,8 @@ def fit(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+        if best_step_state is not None:
+            step_state.load_state_dict(best_step_state)
     model.to(memory_format=torch.contiguous_format)
     return history
 

@@ -213,6 +213,10 @@ except ConfigError as err:
 # the data set name: the scenario column of results/viral/summary.tsv
 VIRAL_DATASET = vdataset.SOURCES[VIRAL["source"]]
 VIRAL_CLASSES = vdataset.class_names_for(VIRAL)
+#: the model's outputs: the target classes, then the open-set background class if it is trained
+VIRAL_OUTPUTS = VIRAL_CLASSES + (
+    [vdataset.BACKGROUND_CLASS] if VIRAL["openset"]["background"] else []
+)
 VIRAL_STRIDE = VIRAL["stride"] or VIRAL["length"] // 2
 #: Names of the compression methods run on the viral model (viral.compress.methods, rules
 #: viral_compress and viral_compress_int8 in compress.smk). Like the sweeps' methods, each writes
@@ -226,14 +230,21 @@ VIRAL_INT8 = [
     if m["type"] in vdataset.UNPACKED_METHOD_TYPES
 ]
 VIRAL_PACKED = [n for n in VIRAL_COMPRESSED if n not in VIRAL_INT8]
+#: the baselines evaluated beside the CNN models (rule viral_assess; rows of summary.tsv)
+VIRAL_BASELINES = [f"kmer{k}" for k in VIRAL["evaluate"]["kmer"]] + (
+    ["length_only"] if VIRAL["evaluate"]["length_baseline"] else []
+)
+#: every method of the one-unit evaluation: the fp32 CNN, the compressed ones, the baselines
+VIRAL_ASSESSED = ["fp32", *VIRAL_COMPRESSED, *VIRAL_BASELINES]
 
 
 def viral_classify_inputs():
     """Name -> FASTA path of the files viral_classify reads (names from the file names)."""
     paths = VIRAL["classify"]["inputs"]
-    if not paths:
+    if paths is None:  # the default ([] is refused by the schema)
         return {
             f"{VIRAL_DATASET}_test": f"results/viral/data/{VIRAL_DATASET}/test.fasta",
+            f"{VIRAL_DATASET}_ood": f"results/viral/data/{VIRAL_DATASET}/ood.fasta",
             # shipped with the workflow: found from any working directory
             "odd_records": str(
                 Path(workflow.basedir) / "resources" / "viral" / "odd_records.fasta"
@@ -241,7 +252,9 @@ def viral_classify_inputs():
         }
     names = {}
     for path in paths:
-        name = re.sub(r"(\.(fasta|fa|fna|fas|txt))?(\.gz)?$", "", Path(path).name)
+        name = re.sub(
+            r"(\.(fasta|fa|fna|fas|txt|fastq|fq))?(\.gz)?$", "", Path(path).name
+        )
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "input"
         if name in names:
             raise WorkflowError(
@@ -277,15 +290,25 @@ def viral_local_paths(wildcards):
     return [paths] if isinstance(paths, str) else list(paths)
 
 
+def viral_ood_paths(wildcards):
+    """The user's out-of-class FASTA files (viral.openset.ood), inputs of viral_split."""
+    return [
+        p
+        for paths in VIRAL["openset"]["ood"].values()
+        for p in ([paths] if isinstance(paths, str) else paths)
+    ]
+
+
 def viral_ncbi_query(wildcards):
     return dict(VIRAL["ncbi"]["classes"][wildcards.vclass])
 
 
 def viral_arch():
-    """ViralCNN settings (seed 004 Table III) for this data set."""
+    """ViralCNN settings (seed 004 Table III) for this data set (one output per class of
+    VIRAL_OUTPUTS: the background class too)."""
     return {
         "name": "viralcnn",
-        "n_classes": len(VIRAL_CLASSES),
+        "n_classes": len(VIRAL_OUTPUTS),
         "length": VIRAL["length"],
         **VIRAL["model"],
     }
@@ -314,11 +337,12 @@ def viral_method(wildcards):
 
 
 def viral_finetune_params(wildcards, input):
-    """Fine-tuning settings of viral_compress, with the class weights of balance.json (as
-    viral_train_params)."""
+    """Fine-tuning settings of viral_compress, with the class weights of balance.json and the
+    batch-norm recalibration of fp32 training (as viral_train_params)."""
     with open(input.balance) as fh:
         weights = json.load(fh)["class_weights"]
     return {
+        "recalibrate_bn": VIRAL["train"]["recalibrate_bn"],
         **VIRAL["compress"]["finetune"],
         "class_weights": weights,
         "augment": VIRAL["augment"],
@@ -337,17 +361,50 @@ def viral_metrics(wildcards):
     ]
 
 
-def viral_model_file(wildcards):
+def viral_model_path(dataset, model):
     """The model file of fp32 or of a compression method (compress.smk): packed, or the int8
     ONNX model of an int8 method (classified through ONNX Runtime)."""
-    if wildcards.model == "fp32":
-        return f"results/viral/models/{wildcards.dataset}/fp32/model.pt"
-    name = "model.onnx" if wildcards.model in VIRAL_INT8 else "model.qsp"
-    return f"results/viral/compress/{wildcards.dataset}/{wildcards.model}/{name}"
+    if model == "fp32":
+        return f"results/viral/models/{dataset}/fp32/model.pt"
+    name = "model.onnx" if model in VIRAL_INT8 else "model.qsp"
+    return f"results/viral/compress/{dataset}/{model}/{name}"
+
+
+def viral_model_file(wildcards):
+    return viral_model_path(wildcards.dataset, wildcards.model)
 
 
 def viral_classify_fasta(wildcards):
     return VIRAL_CLASSIFY[wildcards.name]
+
+
+def viral_assess_inputs(wildcards):
+    """Inputs of viral_assess: the splits and out-of-class records, and the model file of a CNN
+    method (baselines train on the training split)."""
+    data = f"results/viral/data/{wildcards.dataset}"
+    out = {
+        "train": f"{data}/train.npz",
+        "val": f"{data}/val.npz",
+        "test": f"{data}/test.npz",
+        "ood": f"{data}/ood.fasta",
+    }
+    if wildcards.method not in VIRAL_BASELINES:
+        out["model"] = viral_model_path(wildcards.dataset, wildcards.method)
+    return out
+
+
+def viral_assess_kind(wildcards):
+    if wildcards.method not in VIRAL_BASELINES:
+        return "cnn"
+    return "kmer" if wildcards.method.startswith("kmer") else "length"
+
+
+def viral_evaluations(wildcards):
+    """evaluation.json of every assessed method (fp32, compressed, baselines), in row order."""
+    return [
+        f"results/viral/evaluate/{VIRAL_DATASET}/{m}/evaluation.json"
+        for m in VIRAL_ASSESSED
+    ]
 
 
 def viral_targets():
@@ -356,6 +413,7 @@ def viral_targets():
         "results/viral/summary.tsv",
         *compare_targets("viral"),
         f"results/viral/data/{VIRAL_DATASET}/counts.tsv",
+        "results/viral/openset.tsv",
         f"results/viral/models/{VIRAL_DATASET}/fp32/curves.png",
         *(
             f"results/viral/classify/{VIRAL_DATASET}/{model}/{n}.tsv"

@@ -167,7 +167,7 @@ rule viral_compress:
         method=viral_method,
         method_type=lambda wildcards: viral_method(wildcards)["type"],
         finetune=viral_finetune_params,
-        class_names=VIRAL_CLASSES,
+        class_names=VIRAL_OUTPUTS,
         neutral_scenarios=[],
         seed=config["seed"],
     script:
@@ -209,7 +209,7 @@ rule viral_compress_int8:
         runtime=60,
     params:
         method=viral_method,
-        class_names=VIRAL_CLASSES,
+        class_names=VIRAL_OUTPUTS,
         seed=config["seed"],
     script:
         "../scripts/compress_int8.py"

@@ -1,5 +1,7 @@
 """Viral classification (seed 004): sequences per class (simulated, NCBI or local FASTA) -> split
--> train the fp32 ViralCNN -> evaluate -> summary; classify FASTA files with a (compressed) model.
+(with the open-set background class and out-of-class test records) -> train the fp32 ViralCNN ->
+evaluate -> assess every model and baseline in one unit (records, fragments, open set) -> summary;
+classify FASTA/FASTQ files with a (compressed) model and its calibrated open-set threshold.
 
 Compression: the methods of viral.compress run in compress.smk (rule viral_compress, int8 ones in
 viral_compress_int8; their names are VIRAL_COMPRESSED in common.smk); their metrics.json join
@@ -79,11 +81,13 @@ rule viral_download:
 rule viral_split:
     input:
         fastas=viral_raw_fastas,
+        ood=viral_ood_paths,
     output:
         train="results/viral/data/{dataset}/train.npz",
         val="results/viral/data/{dataset}/val.npz",
         test="results/viral/data/{dataset}/test.npz",
         test_fasta="results/viral/data/{dataset}/test.fasta",
+        ood_fasta="results/viral/data/{dataset}/ood.fasta",
         balance="results/viral/data/{dataset}/balance.json",
         counts=report(
             "results/viral/data/{dataset}/counts.tsv",
@@ -106,6 +110,7 @@ rule viral_split:
         length=VIRAL["length"],
         stride=VIRAL_STRIDE,
         split=VIRAL["split"],
+        openset=VIRAL["openset"],
         validation=VIRAL["validation"],
         seed=config["seed"],
     script:
@@ -162,20 +167,57 @@ rule viral_evaluate:
         mem_mb=mem_by_attempt(4000),
         runtime=60,
     params:
-        classes=VIRAL_CLASSES,
+        classes=VIRAL_OUTPUTS,
     script:
         "../scripts/viral_evaluate.py"
+
+
+# One evaluation in one unit for every method (VIRAL_ASSESSED: fp32, the compressed models, the
+# baselines): in-class test records at full length and in fragments, out-of-class test records,
+# the open-set threshold calibrated on the validation records.
+rule viral_assess:
+    input:
+        unpack(viral_assess_inputs),
+    output:
+        evaluation="results/viral/evaluate/{dataset}/{method}/evaluation.json",
+    log:
+        "logs/viral/assess/{dataset}/{method}.log",
+    benchmark:
+        "results/benchmarks/rules/viral/assess/{dataset}/{method}.tsv"
+    wildcard_constraints:
+        method="|".join(re.escape(m) for m in VIRAL_ASSESSED),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_by_attempt(4000),
+        runtime=60,
+    params:
+        kind=viral_assess_kind,
+        classes=VIRAL_CLASSES,
+        outputs=VIRAL_OUTPUTS,
+        openset=VIRAL["openset"],
+        evaluate=VIRAL["evaluate"],
+        stride=VIRAL_STRIDE,
+        combine=VIRAL["combine"],
+        batch_windows=VIRAL["classify"]["batch_windows"],
+        validation=VIRAL["validation"],
+        seed=config["seed"],
+    script:
+        "../scripts/viral_assess.py"
 
 
 rule viral_summary:
     input:
         metrics=viral_metrics,
+        evaluations=viral_evaluations,
     output:
         tsv=report(
             "results/viral/summary.tsv",
             caption="../report/viral_summary.rst",
             category="Viral: summary",
         ),
+        openset="results/viral/openset.tsv",
     log:
         "logs/viral/summary.log",
     conda:
@@ -194,6 +236,7 @@ rule viral_classify:
     input:
         fasta=viral_classify_fasta,
         model=viral_model_file,
+        evaluation="results/viral/evaluate/{dataset}/{model}/evaluation.json",
     output:
         tsv=report(
             "results/viral/classify/{dataset}/{model}/{name}.tsv",
@@ -216,6 +259,8 @@ rule viral_classify:
         runtime=120,
     params:
         classes=VIRAL_CLASSES,
+        outputs=VIRAL_OUTPUTS,
+        openset=VIRAL["openset"],
         stride=VIRAL_STRIDE,
         combine=VIRAL["combine"],
         batch_windows=VIRAL["classify"]["batch_windows"],

@@ -1,10 +1,13 @@
-"""Classify every record of a FASTA file with a viral model (fp32, packed or ONNX) into a TSV."""
+"""Classify every record of a FASTA or FASTQ file with a viral model (fp32, packed or ONNX) into a
+TSV, with the open-set answer: the threshold calibrated for this model by rule viral_assess."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
+import json
+
 from quantscan.scripting import run
-from quantscan.viral import classify
+from quantscan.viral import classify, openset
 from quantscan.viral.fasta import ValidationRules
 
 
@@ -12,27 +15,48 @@ def main(smk, log):
     engine = classify.load_engine(
         smk.input.model, threads=smk.threads, batch_size=smk.params.batch_windows
     )
+    osc = smk.params.openset
+    with open(smk.input.evaluation) as fh:
+        threshold = json.load(fh)["threshold"]
+    rule = openset.OpenSetRule(
+        len(smk.params.classes),
+        background=len(smk.params.outputs) > len(smk.params.classes),
+        score=osc["score"],
+        threshold=threshold,
+        min_length=osc["min_length"],
+    )
     options = classify.ClassifyOptions(
         stride=smk.params.stride,
         combine=smk.params.combine,
         batch_windows=smk.params.batch_windows,
         rules=ValidationRules(**smk.params.validation),
-    )
-    log.info("%s: %s model, input length %d", smk.input.model, engine.kind, engine.length)
-    s = classify.classify_fasta(
-        smk.input.fasta, smk.output.tsv, engine, smk.params.classes, options
+        openset=rule,
     )
     log.info(
-        "%s: %d records, %d classified (%d windows), %d flagged, %d without prediction; "
-        "%.1f s, %.1f sequences/s, %.4f Gbp/h",
+        "%s: %s model, input length %d; open set: %s, %s threshold %s",
+        smk.input.model,
+        engine.kind,
+        engine.length,
+        "background class" if rule.background else "no background class",
+        rule.score,
+        "none" if threshold is None else f"{threshold:.6g}",
+    )
+    s = classify.classify_fasta(
+        smk.input.fasta, smk.output.tsv, engine, smk.params.outputs, options
+    )
+    log.info(
+        "%s: %d records, %d scored (%d windows), %d classified, %d unclassified, %d flagged; "
+        "%.1f s, %.1f sequences/s, %.0f bp/s, %.4f Gbp/h",
         smk.input.fasta,
         s.records,
-        s.classified,
+        s.scored,
         s.windows,
-        s.flagged,
+        s.classified,
         s.unclassified,
+        s.flagged,
         s.seconds,
         s.sequences_per_second,
+        s.bp_per_second,
         s.gbp_per_hour,
     )
 

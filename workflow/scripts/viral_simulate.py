@@ -17,10 +17,12 @@ def main(smk, log):
     opts = dict(smk.params.options)
     opts["n_run_length"] = tuple(opts["n_run_length"])
     records = simulate.simulate_class(cls, n, smk.params.seed, simulate.SimulationOptions(**opts))
-    # the lineage is the record's source: hold-out by source keeps a lineage in one split
+    # the lineage (a genus of the family) is the record's source and taxon: hold-out by source
+    # or by taxon keeps a lineage in one split
     records = [
-        dataclasses.replace(r, description=f"source={cls.name}_{r.description.replace('=', '')}")
+        dataclasses.replace(r, description=f"source={lin} taxon={lin}")
         for r in records
+        for lin in [f"{cls.name}_{r.description.replace('=', '')}"]
     ]
     write_fasta(records, smk.output.fasta)
     lengths = [len(r) for r in records]

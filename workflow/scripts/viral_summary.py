@@ -1,18 +1,21 @@
-"""One row per (data set, method) of the viral models, columns as the sweeps summary."""
+"""results/viral/summary.tsv: one row per method - fp32, every compressed model (its primary
+variant), every baseline - with per-record and per-fragment accuracy and the open-set numbers in
+the same units for every row (rule viral_assess), and the compression columns of the models; and
+results/viral/openset.tsv, every open-set strategy of every method side by side."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
-from quantscan import summary
 from quantscan.scripting import run
+from quantscan.viral import report
 
 
 def main(smk, log):
-    # the sweeps' leading columns, with the viral classes' accuracies in place of theirs
-    columns = [c for c in summary.COLUMNS if c not in ("acc_neutral", "acc_sweep")]
-    at = columns.index("mcc") + 1
-    columns[at:at] = [f"acc_{c}" for c in smk.params.classes]
-    table = summary.write_summary(list(smk.input.metrics), smk.output.tsv, columns)
+    table, strategies = report.viral_summary(
+        list(smk.input.evaluations), list(smk.input.metrics), list(smk.params.classes)
+    )
+    report.write_tsv(table, smk.output.tsv)
+    report.write_tsv(strategies, smk.output.openset)
     log.info("%d rows written to %s", len(table), smk.output.tsv)
 
 

@@ -43,7 +43,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
 from quantscan.atomic import atomic_path
-from quantscan.errors import ConfigError
+from quantscan.errors import ConfigError, InputFormatError
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -211,7 +211,7 @@ def quantize_onnx(
         raise ConfigError(f"activation_type must be one of {sorted(ACTIVATION_TYPES)}")
     if reduce_range is None:
         reduce_range = not cpu_has_vnni()
-    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    input_name = load_onnx(fp32_path, load_external_data=False).graph.input[0].name
     reader = ArrayCalibrationReader(calib_x, input_name, batch_size)
     extra = {"WeightSymmetric": True, "ActivationSymmetric": False}
     if calibrate_method == "percentile":
@@ -270,9 +270,33 @@ def build_int8(
     return {"fp32": Path(fp32_path), "int8": Path(int8_path)}
 
 
+def load_onnx(path: str | Path, **kwargs) -> onnx.ModelProto:
+    """``onnx.load`` of a model file; a missing, truncated or foreign file raises InputFormatError
+    naming it (random bytes can parse as an empty protobuf: a model needs graph inputs and outputs)."""
+    try:
+        m = onnx.load(str(path), **kwargs)
+    except Exception as err:  # protobuf DecodeError, OSError, onnx's own errors
+        raise InputFormatError(f"{path}: not a readable ONNX model: {err}") from err
+    if not m.graph.input or not m.graph.output:
+        raise InputFormatError(
+            f"{path}: not a readable ONNX model: graph has {len(m.graph.input)} inputs and "
+            f"{len(m.graph.output)} outputs (truncated or not ONNX?)"
+        )
+    return m
+
+
+def ort_session(path: str | Path, options: ort.SessionOptions) -> ort.InferenceSession:
+    """A CPU ``InferenceSession``; a missing, truncated or foreign file raises InputFormatError
+    naming it instead of onnxruntime's own exception types."""
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # InvalidProtobuf, NoSuchFile, Fail, InvalidGraph, ...
+        raise InputFormatError(f"{path}: not a readable ONNX model: {err}") from err
+
+
 def describe_onnx(path: str | Path) -> dict:
     """Op-type counts, int8 initializers and file size of an ONNX file (as stored, before ORT fuses)."""
-    m = onnx.load(str(path))
+    m = load_onnx(path)
     ops = collections.Counter(n.op_type for n in m.graph.node)
     by_type = collections.Counter()
     for init in m.graph.initializer:
@@ -296,7 +320,7 @@ def runtime_op_counts(path: str | Path) -> dict[str, int]:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = str(Path(tmpdir) / "optimized.onnx")
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        ort_session(path, so)
         m = onnx.load(so.optimized_model_filepath)
     return dict(collections.Counter(n.op_type for n in m.graph.node))
 
@@ -331,7 +355,7 @@ class OrtEngine:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
         self.activation = activation
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.session = ort_session(path, so)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 

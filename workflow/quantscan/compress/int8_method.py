@@ -121,7 +121,7 @@ def _dequantize(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: i
 def stored_layers(path: str | Path) -> tuple[list[StoredLayer], int]:
     """Weight layers of an (int8 QDQ or fp32) ONNX file in graph order, and the bits of the
     quantization parameters (scales and zero points of weights and activations) as stored."""
-    m = onnx.load(str(path))
+    m = qint8.load_onnx(path)
     inits = {i.name: i for i in m.graph.initializer}
     producer = {out: n for n in m.graph.node for out in n.output}
     qparams: set[str] = set()

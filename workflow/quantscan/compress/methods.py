@@ -36,8 +36,12 @@ Method types (see the schema for every key):
 - ``q_then_p_iter``, ``p_then_q_iter``, ``p_then_q_epochs``: γσ pruning plus uniform ``bits``-bit
   quantization (seed 004, ``prune.py``), one variant per γ, each fine-tuned through ``fit``'s step
   hook with the schedule, then ``schedule.finalize`` (after ``fit`` restored its best epoch, so the
-  model holds the pruned, quantized values with every mask applied). Early stopping watches the
-  float latent weights (``fit`` evaluates the model as it is between steps). The primary is the
+  model holds the pruned, quantized values with every mask applied; ``fit`` restores the
+  schedule's masks of that epoch with its weights). Early stopping watches the float latent
+  weights (``fit`` evaluates the model as it is between steps), so every variant is evaluated
+  after finalize (with the batch-norm statistics recomputed for the finalized weights when
+  ``recalibrate_bn``), and a finalize that loses more than ``FINALIZE_TOLERANCE`` (2 points) of
+  validation accuracy against the weights it started from fails the job (``check_finalize``). The primary is the
   lowest-density variant within ``tolerance`` of fp32 on validation, else the most accurate.
 
 Every variant's metrics add ``metrics.compression_report`` on its deployed weights (one test input
@@ -74,7 +78,7 @@ from torch import nn
 
 from .. import config as qconfig
 from ..atomic import write_text
-from ..errors import ConfigError
+from ..errors import ConfigError, QuantscanError
 from ..evaluate import classification_metrics
 from ..seeds import derive_seed
 from ..train import (
@@ -83,6 +87,7 @@ from ..train import (
     config_key,
     fit,
     predict_proba,
+    recalibrate_bn,
     to_tensor,
     weights_digest,
 )
@@ -562,15 +567,33 @@ class Context:
         passes that as ``step_state`` so that the fine-tune can checkpoint (``train.fit``).
         """
         start = time.perf_counter()
+        history = []
         if epochs > 0:
             cfg = dataclasses.replace(self.finetune, epochs=epochs)
             kwargs = {} if step is None else {"step": step}
             if step is None or step_state is not None:
                 checkpoint = self._checkpoint("train", self.type, name, epochs, info or {})
                 kwargs |= {"checkpoint": checkpoint, "step_state": step_state}
-            fit(model, *self.train, *self.val, cfg, derive_seed(self.seed, name), **kwargs)
+            history = fit(
+                model, *self.train, *self.val, cfg, derive_seed(self.seed, name), **kwargs
+            )
+        info = dict(info or {})
         if finalize is not None:
+            before = self.val_accuracy(model)
             finalize(model)
+            if self.finetune.recalibrate_bn:  # statistics of the deployed weights
+                recalibrate_bn(model, self.train[0])
+            after = self.val_accuracy(model)
+            last = history[-1]["val_accuracy"] if history else math.nan
+            info.update(val_accuracy_before_finalize=before, val_accuracy_last_epoch=last)
+            self.log.info(
+                "%s: validation accuracy %.4f before finalize (last epoch %.4f), %.4f after",
+                name,
+                before,
+                last,
+                after,
+            )
+            check_finalize(name, before, after, len(self.val[1]))
         model.eval()
         (metrics, proba), val_acc = self.evaluate(model), self.val_accuracy(model)
         v = Variant(
@@ -581,7 +604,7 @@ class Context:
             val_acc,
             epochs,
             time.perf_counter() - start,
-            dict(info or {}),
+            info,
             primary,
             proba,
         )
@@ -602,6 +625,26 @@ class Context:
             m["density"],
             v.epochs,
             v.seconds,
+        )
+
+
+#: the largest validation accuracy a pruning variant's finalize may lose (seed 004's schedules
+#: train float latent weights; finalize writes their pruned, quantized values)
+FINALIZE_TOLERANCE = 0.02
+
+
+def check_finalize(name: str, before: float, after: float, n: int) -> None:
+    """Fail when finalize lost more than ``FINALIZE_TOLERANCE`` of validation accuracy, and more
+    than one of the ``n`` validation inputs (one input is more than 2 points below 50 inputs),
+    against the weights it finalized (the epoch ``fit`` restored)."""
+    drop = before - after
+    if math.isfinite(drop) and drop > FINALIZE_TOLERANCE + 1e-12 and drop * n > 1 + 1e-9:
+        raise QuantscanError(
+            f"variant {name}: finalize (the pruned, quantized weights as deployed) scores "
+            f"{after:.4f} on validation against {before:.4f} for the trained weights it started "
+            f"from, a loss of {100 * drop:.1f} points (more than {100 * FINALIZE_TOLERANCE:.0f}); "
+            "the deployed model would not be the one training selected. Try a smaller gamma, "
+            "more fine-tuning epochs, or leave the small output layers dense ('layers')"
         )
 
 

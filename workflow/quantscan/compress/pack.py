@@ -51,7 +51,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, InputFormatError
-from ..models import build_model
+from ..models import build_model, validate_arch
 from .layers import QuantizedWeights, layer_config_of, quantize_model
 from .quantizers import QuantizedTensor, WeightQuantizer
 
@@ -686,6 +686,14 @@ def load_packed(path) -> tuple[nn.Module, dict]:
     the fake-quantized model that was saved. Raises InputFormatError naming the file on any problem.
     """
     header, payload = _read(path)
+    # before anything is allocated: the arch is within bounds and declares the stored shapes
+    declared = validate_arch(header["arch"], path)
+    for key, shape, *_ in header["tensors"]:
+        if key in declared and tuple(shape) != declared[key][0]:
+            raise InputFormatError(
+                f"{path}: field 'tensors' entry {key!r} has shape {tuple(shape)} but field "
+                f"'arch' = {header['arch']!r:.200} declares {declared[key][0]}"
+            )
     try:
         model = quantize_model(build_model(dict(header["arch"])), header["layer_config"])
         model = _apply_transforms(model, header.get("transforms", {}))

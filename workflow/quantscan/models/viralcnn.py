@@ -18,6 +18,12 @@ Choices where the paper is silent (viral.md section 6):
 
 Every weight layer and every activation is its own named module: compression swaps modules by
 name. ``LAYERS`` lists the weight layers in forward order with the activation after each.
+
+Options beyond Table III (defaults reproduce it): ``channels`` and ``kernels`` of the four conv
+blocks, and ``head``: ``flatten`` (Table III: FC 64 sees every position, so it learns where things
+are, a record's length and its padding) or ``global`` (the last block's maximum and its mean over
+the positions the record covers, padding excluded, then FC 64: position-invariant motif presence
+and frequency, as DeepVirFinder's global max pooling; FC 64 shrinks to 2 x channels[-1] inputs).
 """
 
 import torch
@@ -53,6 +59,8 @@ class ViralCNN(nn.Module):
         ("dense4", None),
     )
 
+    HEADS = ("flatten", "global")
+
     def __init__(
         self,
         n_classes: int = 4,
@@ -60,6 +68,9 @@ class ViralCNN(nn.Module):
         in_channels: int = 5,
         dropout: float = 0.4,
         conv_bias: bool = False,
+        channels: tuple[int, ...] | list[int] | None = None,
+        kernels: tuple[int, ...] | list[int] | None = None,
+        head: str = "flatten",
     ):
         super().__init__()
         flat_length = conv_output_length(length)
@@ -67,8 +78,23 @@ class ViralCNN(nn.Module):
             raise ValueError(f"input length {length} is too short for 4 pooling stages")
         if n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+        if head not in self.HEADS:
+            raise ValueError(f"head must be one of {self.HEADS}, got {head!r}")
+        blocks = [
+            (int(c), int(k))
+            for c, k in zip(
+                channels or [c for c, _ in CONV_BLOCKS],
+                kernels or [k for _, k in CONV_BLOCKS],
+                strict=True,
+            )
+        ]
+        if len(blocks) != len(CONV_BLOCKS) or min(min(b) for b in blocks) < 1:
+            raise ValueError(
+                f"channels and kernels need {len(CONV_BLOCKS)} positive entries, got {blocks}"
+            )
+        self.head = head
         channels = in_channels
-        for i, (out_channels, kernel) in enumerate(CONV_BLOCKS, start=1):
+        for i, (out_channels, kernel) in enumerate(blocks, start=1):
             # Keras/TensorFlow "same" for stride 1: left (k-1)//2, right the rest
             left = (kernel - 1) // 2
             setattr(self, f"conv{i}_pad", nn.ConstantPad1d((left, kernel - 1 - left), 0.0))
@@ -78,7 +104,7 @@ class ViralCNN(nn.Module):
             setattr(self, f"conv{i}_pool", nn.MaxPool1d(2))
             channels = out_channels
         self.flatten = nn.Flatten()
-        features = channels * flat_length
+        features = channels * flat_length if head == "flatten" else 2 * channels
         for i, units in enumerate(DENSE_UNITS, start=1):
             setattr(self, f"dense{i}", nn.Linear(features, units))
             setattr(self, f"dense{i}_activation", nn.ReLU())
@@ -87,13 +113,21 @@ class ViralCNN(nn.Module):
         self.dense4 = nn.Linear(features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # positions the record covers (zero padding has no channel set), pooled like the blocks
+        covered = x.amax(dim=1, keepdim=True) if self.head == "global" else None
         for i in range(1, len(CONV_BLOCKS) + 1):
             x = getattr(self, f"conv{i}_pad")(x)
             x = getattr(self, f"conv{i}")(x)
             x = getattr(self, f"conv{i}_bn")(x)
             x = getattr(self, f"conv{i}_activation")(x)
             x = getattr(self, f"conv{i}_pool")(x)
-        x = self.flatten(x)
+            if covered is not None:
+                covered = getattr(self, f"conv{i}_pool")(covered)
+        if covered is None:
+            x = self.flatten(x)
+        else:
+            mean = (x * covered).sum(dim=2) / covered.sum(dim=2).clamp(min=1.0)
+            x = torch.cat((x.amax(dim=2), mean), dim=1)
         for i in range(1, len(DENSE_UNITS) + 1):
             x = getattr(self, f"dense{i}")(x)
             x = getattr(self, f"dense{i}_activation")(x)

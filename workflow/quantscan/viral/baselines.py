@@ -43,21 +43,16 @@ def kmer_frequencies(codes: np.ndarray, offsets: np.ndarray, k: int = K) -> np.n
     return np.divide(out, totals, out=np.zeros_like(out), where=totals > 0)
 
 
-def kmer_baseline(
-    train_x: np.ndarray,
-    train_labels: np.ndarray,
-    test_x: np.ndarray,
-    n_classes: int,
-    l2: float = 1e-2,
-) -> np.ndarray:
-    """Predicted classes of ``test_x`` from a logistic regression fitted on ``train_x`` (k-mer
-    frequencies of :func:`kmer_frequencies`); ``l2`` weighs the squared weights against the
-    class-balanced mean cross-entropy."""
+def fit_logistic(
+    train_x: np.ndarray, train_labels: np.ndarray, n_classes: int, l2: float = 1e-2
+) -> dict:
+    """Multinomial logistic regression on standardised features (training means and
+    deviations), class-balanced cross-entropy plus ``l2`` times the squared weights, full-batch
+    L-BFGS in float64. Returns ``{"w", "b", "mean", "std"}`` (numpy arrays)."""
     y = torch.as_tensor(np.asarray(train_labels, np.int64))
     mean, std = train_x.mean(axis=0), train_x.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     xt = torch.as_tensor((train_x - mean) / std, dtype=torch.float64)
-    xs = torch.as_tensor((test_x - mean) / std, dtype=torch.float64)
     counts = torch.bincount(y, minlength=n_classes).double()
     weight = torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp(min=1)), 0.0)
     w = torch.zeros(xt.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
@@ -74,5 +69,23 @@ def kmer_baseline(
         return loss
 
     opt.step(closure)
-    with torch.no_grad():
-        return (xs @ w + b).argmax(dim=1).numpy()
+    return {"w": w.detach().numpy(), "b": b.detach().numpy(), "mean": mean, "std": std}
+
+
+def predict_logits(model: dict, x: np.ndarray) -> np.ndarray:
+    """Logits ``(records, classes)`` of a :func:`fit_logistic` model."""
+    return ((np.asarray(x) - model["mean"]) / model["std"]) @ model["w"] + model["b"]
+
+
+def kmer_baseline(
+    train_x: np.ndarray,
+    train_labels: np.ndarray,
+    test_x: np.ndarray,
+    n_classes: int,
+    l2: float = 1e-2,
+) -> np.ndarray:
+    """Predicted classes of ``test_x`` from a logistic regression fitted on ``train_x`` (k-mer
+    frequencies of :func:`kmer_frequencies`); ``l2`` weighs the squared weights against the
+    class-balanced mean cross-entropy."""
+    model = fit_logistic(train_x, train_labels, n_classes, l2)
+    return predict_logits(model, test_x).argmax(axis=1)

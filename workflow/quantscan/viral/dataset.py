@@ -38,8 +38,12 @@ from .onehot import CHANNELS, lookup_table, window_starts
 
 FORMAT = "quantscan-viral-onehot-v1"
 BALANCE_METHODS = ("none", "downsample", "resample", "weights")
-HOLDOUTS = ("none", "cluster", "source")
+HOLDOUTS = ("none", "cluster", "source", "taxon")
 SOURCES = {"simulate": "simulated", "ncbi": "ncbi", "local": "local"}
+#: the open-set background class (viral.openset.background), the model's last output; the name
+#: is reserved, as is ``unclassified`` (the open-set answer)
+BACKGROUND_CLASS = "background"
+RESERVED_NAMES = (BACKGROUND_CLASS, "unclassified")
 #: compression method types that write an ONNX Runtime model (model.onnx, rule
 #: viral_compress_int8) instead of a packed one (model.qsp, rule viral_compress)
 UNPACKED_METHOD_TYPES = ("int8",)
@@ -296,6 +300,32 @@ def check_config(viral: Mapping) -> None:
             raise ConfigError(
                 f"config key viral.{where}: class name {name!r} must match [A-Za-z][A-Za-z0-9_]*"
             )
+        if name in RESERVED_NAMES:
+            raise ConfigError(
+                f"config key viral.{where}: class name {name!r} is reserved (the open-set "
+                f"answers: {', '.join(RESERVED_NAMES)}); rename the class"
+            )
+    # (the schema fills these keys; partial dicts from library callers may lack them)
+    min_length = viral.get("openset", {}).get("min_length", 0)
+    short = [f for f in viral.get("evaluate", {}).get("fragments", []) if f < min_length]
+    if short:
+        raise ConfigError(
+            f"config key viral.evaluate.fragments: {short} are shorter than "
+            f"viral.openset.min_length ({min_length}): every such fragment would be "
+            "unclassified (too_short); lower min_length or drop them"
+        )
+    split = viral.get("split", {})
+    holdout = split.get("holdout", "cluster")
+    if holdout != "taxon" and split.get("taxonomy"):
+        raise ConfigError(
+            "config key viral.split.taxonomy: a taxonomy table is read for holdout 'taxon' "
+            f"only (holdout is {holdout!r})"
+        )
+    if holdout != "cluster" and split.get("identity") is not None:
+        raise ConfigError(
+            f"config key viral.split.identity: applies to holdout 'cluster' only (holdout is "
+            f"{holdout!r})"
+        )
     if viral["stride"] > viral["length"]:
         raise ConfigError(
             f"config key viral.stride: {viral['stride']} exceeds viral.length {viral['length']}"
@@ -400,12 +430,27 @@ def build_splits(
     holdout: str = "none",
     cluster_threshold: float = 0.5,
     cluster_k: int = 16,
+    identity: float | None = None,
+    taxa: Mapping[str, str] | None = None,
+    taxon_key: str = "taxon",
     balance: str = "weights",
     per_class: int | None = None,
+    background: float | None = None,
     seed: int = 0,
     log=None,
 ) -> SplitResult:
     """Write ``out["train"|"val"|"test"]`` from labelled records; flagged records are dropped.
+
+    Hold-outs keep groups in one split: ``cluster`` (MinHash k-mer Jaccard >= ``cluster_threshold``,
+    or, with ``identity``, the Jaccard that sequences of that identity share at ``cluster_k``:
+    :func:`identity_threshold`), ``source`` (the source= token), ``taxon`` (``taxa[record id]``
+    from a taxonomy table, else the description's ``<taxon_key>=`` token; a record without one is
+    an error).
+
+    ``background`` (a multiple of the mean in-class records per class of a split, or None) adds
+    the class ``openset.BACKGROUND`` after ``class_names`` to the training (after balancing) and
+    validation splits, generated from each split's own records (``openset.background_records``);
+    the test split stays in-class (its out-of-class records are ``openset.ood_records``).
 
     Returns per-class counts (read, dropped, groups, records and windows per split, training
     records after balancing, class weight), the class weights for the loss (``balance="weights"``;
@@ -427,11 +472,20 @@ def build_splits(
         raise InputFormatError(f"no usable records for classes {empty}")
 
     if holdout == "cluster":
+        threshold, n_hashes = cluster_threshold, 128
+        if identity is not None:
+            threshold, n_hashes = identity_threshold(identity, cluster_k), 1024
         groups = vsplit.cluster_sequences(
-            [r.sequence for r in kept], threshold=cluster_threshold, k=cluster_k, seed=seed
+            [r.sequence for r in kept],
+            threshold=threshold,
+            k=cluster_k,
+            n_hashes=n_hashes,
+            seed=seed,
         )
     elif holdout == "source":
         _, groups = np.unique([r.source for r in kept], return_inverse=True)
+    elif holdout == "taxon":
+        _, groups = np.unique(record_taxa(kept, taxa, taxon_key), return_inverse=True)
     else:
         groups = np.arange(len(kept))
     assignment = vsplit.stratified_split(
@@ -449,28 +503,44 @@ def build_splits(
         train = train[resample(labels[train], target, seed)]
     chosen["train"] = train
 
+    # the background class (open set): generated per split from that split's records only
+    k = len(class_names)
+    names = list(class_names)
+    extra: dict[str, list[Record]] = {s: [] for s in vsplit.SPLITS}
+    if background is not None:
+        from . import openset
+
+        names.append(openset.BACKGROUND)
+        for name in ("train", "val"):
+            idx = chosen[name]
+            n_bg = round(background * len(idx) / k) if len(idx) else 0
+            extra[name] = openset.background_records([kept[i] for i in idx], n_bg, seed, name)
+
     windows = {}
     for name in vsplit.SPLITS:
         idx = chosen[name]
+        recs = [kept[i] for i in idx] + extra[name]
+        lab = np.concatenate((labels[idx], np.full(len(extra[name]), k, np.int64)))
         info = save_onehot(
             out[name],
-            [kept[i] for i in idx],
-            labels[idx],
-            class_names,
+            recs,
+            lab,
+            names,
             length=length,
             stride=stride,
-            ids=[kept[i].id for i in idx],
-            sources=[kept[i].source for i in idx],
-            groups=groups[idx],
+            ids=[r.id for r in recs],
+            sources=[r.source for r in recs],
+            groups=np.concatenate((groups[idx], np.full(len(extra[name]), -1, np.int64))),
         )
         # windows per class: count record windows through window_starts again (cheap)
-        n_win = np.array([len(window_starts(len(kept[i]), length, stride)) for i in idx], int)
-        windows[name] = np.bincount(labels[idx], weights=n_win, minlength=len(class_names))
+        n_win = np.array([len(window_starts(len(r), length, stride)) for r in recs], int)
+        windows[name] = np.bincount(lab, weights=n_win, minlength=len(names))
         if log:
             log.info(
-                "%s: %d records, %d windows, %d bytes",
+                "%s: %d records (%d background), %d windows, %d bytes",
                 name,
                 info["records"],
+                len(extra[name]),
                 info["windows"],
                 info["file_bytes"],
             )
@@ -479,22 +549,30 @@ def build_splits(
     if balance == "weights":
         w_train = windows["train"]
         if (w_train == 0).any():
-            missing = [c for c, n in zip(class_names, w_train, strict=True) if n == 0]
+            missing = [c for c, n in zip(names, w_train, strict=True) if n == 0]
             raise InputFormatError(f"no training windows for classes {missing}")
-        weights = (w_train.sum() / (len(class_names) * w_train)).tolist()
+        weights = (w_train.sum() / (len(names) * w_train)).tolist()
 
     counts = []
     read = np.array([index[r.label] for r in records], dtype=np.int64)
-    for c, name in enumerate(class_names):
-        row = {
-            "class": name,
-            "read": int((read == c).sum()),
-            "dropped": int(sum(1 for r in records if r.label == name and not r.ok)),
-            "groups": int(np.unique(groups[labels == c]).size),
-        }
-        for split_name in vsplit.SPLITS:
-            row[f"{split_name}_records"] = int(((assignment == split_name) & (labels == c)).sum())
-        row["train_balanced"] = int((labels[chosen["train"]] == c).sum())
+    for c, name in enumerate(names):
+        if c == k:  # the generated background class
+            row = {"class": name, "read": 0, "dropped": 0, "groups": 0}
+            for split_name in vsplit.SPLITS:
+                row[f"{split_name}_records"] = len(extra[split_name])
+            row["train_balanced"] = len(extra["train"])
+        else:
+            row = {
+                "class": name,
+                "read": int((read == c).sum()),
+                "dropped": int(sum(1 for r in records if r.label == name and not r.ok)),
+                "groups": int(np.unique(groups[labels == c]).size),
+            }
+            for split_name in vsplit.SPLITS:
+                row[f"{split_name}_records"] = int(
+                    ((assignment == split_name) & (labels == c)).sum()
+                )
+            row["train_balanced"] = int((labels[chosen["train"]] == c).sum())
         for split_name in vsplit.SPLITS:
             row[f"{split_name}_windows"] = int(windows[split_name][c])
         row["class_weight"] = 1.0 if weights is None else float(weights[c])
@@ -502,7 +580,7 @@ def build_splits(
         missing = [
             s
             for s, f in zip(vsplit.SPLITS, fractions, strict=True)
-            if f > 0 and not row[f"{s}_records"]
+            if f > 0 and not row[f"{s}_records"] and c < k
         ]
         if log and missing:
             log.warning(
@@ -512,6 +590,54 @@ def build_splits(
                 holdout,
             )
     return SplitResult(counts, weights, assignment, kept)
+
+
+def identity_threshold(identity: float, k: int) -> float:
+    """The k-mer Jaccard similarity two sequences of pairwise ``identity`` share on average,
+    ``p^k / (2 - p^k)`` (Mash's model: each k-mer survives with probability p^k)."""
+    if not 0.0 < identity <= 1.0:
+        raise ConfigError(f"identity must be in (0, 1], got {identity}")
+    q = float(identity) ** int(k)
+    return q / (2.0 - q)
+
+
+def read_taxonomy(path: str | os.PathLike) -> dict[str, str]:
+    """A taxonomy table: tab-separated, a header with columns ``id`` and ``taxon`` (other columns
+    are ignored); one row per record id."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFormatError(f"{path}: taxonomy table not found")
+    lines = [ln.rstrip("\n").split("\t") for ln in path.read_text().splitlines() if ln.strip()]
+    if not lines or "id" not in lines[0] or "taxon" not in lines[0]:
+        raise InputFormatError(f"{path}: the header needs the columns 'id' and 'taxon'")
+    i, t = lines[0].index("id"), lines[0].index("taxon")
+    out: dict[str, str] = {}
+    for n, row in enumerate(lines[1:], start=2):
+        if len(row) <= max(i, t) or not row[i] or not row[t]:
+            raise InputFormatError(f"{path}: line {n}: field 'id' or 'taxon' is empty")
+        if row[i] in out and out[row[i]] != row[t]:
+            raise InputFormatError(f"{path}: line {n}: record {row[i]!r} has two taxa")
+        out[row[i]] = row[t]
+    return out
+
+
+def record_taxa(
+    records: Sequence[Record], taxa: Mapping[str, str] | None = None, key: str = "taxon"
+) -> list[str]:
+    """The taxon of every record: ``taxa[id]`` (a taxonomy table), else the description's
+    ``<key>=`` token. A record without a taxon is an error naming it."""
+    out = []
+    for r in records:
+        taxon = (taxa or {}).get(r.id) or tokens(r.description).get(key)
+        if not taxon:
+            where = "the taxonomy table (viral.split.taxonomy)" if taxa else f"a '{key}=' token"
+            raise InputFormatError(
+                f"record {r.id!r} ({r.source or 'no source'}): no taxon for holdout 'taxon'; give "
+                f"it {where} in its FASTA header or a row in viral.split.taxonomy"
+            )
+        # a taxon is named per class: the same name in two classes is two taxa
+        out.append(f"{r.label}/{taxon}")
+    return out
 
 
 def write_split_fasta(records: Sequence[Record], path: str | os.PathLike) -> Path:
@@ -526,12 +652,18 @@ def write_split_fasta(records: Sequence[Record], path: str | os.PathLike) -> Pat
 
 
 def length_only_baseline(
-    train_lengths, train_labels, test_lengths, n_classes: int, n_bins: int = 20
+    train_lengths,
+    train_labels,
+    test_lengths,
+    n_classes: int,
+    n_bins: int = 20,
+    log_posterior: bool = False,
 ) -> np.ndarray:
     """Predicted classes from sequence length alone (viral.md section 8: the length confound).
 
     A histogram naive Bayes: length bins at training quantiles, per-class bin frequencies with
-    add-one smoothing, times class priors; returns the most probable class per test record.
+    add-one smoothing, times class priors; returns the most probable class per test record (or,
+    with ``log_posterior``, the unnormalised log posteriors ``(records, classes)``).
     """
     train_lengths = np.asarray(train_lengths, float)
     train_labels = np.asarray(train_labels, np.int64)
@@ -542,6 +674,8 @@ def length_only_baseline(
     prior = np.bincount(train_labels, minlength=n_classes) + 1.0
     like = table / table.sum(axis=1, keepdims=True)
     post = like[:, np.searchsorted(edges, np.asarray(test_lengths, float), side="right")]
+    if log_posterior:
+        return np.log(post * prior[:, None]).T
     return np.argmax(post * prior[:, None], axis=0)
 
 
@@ -562,6 +696,7 @@ def _fmt(v) -> str:
 
 
 __all__ = [
+    "BACKGROUND_CLASS",
     "BALANCE_METHODS",
     "FORMAT",
     "HOLDOUTS",
@@ -572,6 +707,9 @@ __all__ = [
     "accession_prefix",
     "build_splits",
     "check_config",
+    "identity_threshold",
+    "read_taxonomy",
+    "record_taxa",
     "class_names_for",
     "length_only_baseline",
     "load_onehot",

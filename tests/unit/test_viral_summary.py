@@ -1,0 +1,133 @@
+"""The viral summary: every row - a window-based CNN engine, a record-level baseline - in the same
+units (per record, per fragment, open set), computed from the same pieces."""
+
+import json
+
+import numpy as np
+import pytest
+
+from quantscan.summary import metrics_json
+from quantscan.viral import classify, dataset, evaluation, openset, report
+
+NAMES = ["A_rich", "C_rich"]
+OUTPUTS = [*NAMES, "background"]
+
+
+class WindowEngine:
+    """Window-based (N = 100): A-rich -> class 0, C-rich -> class 1, else background."""
+
+    length = 100
+    n_classes = 3
+
+    def predict_logits(self, x):
+        a, c = x[:, 0].sum(1).astype(float), x[:, 1].sum(1).astype(float)
+        n = np.maximum(x[:, :4].sum((1, 2)), 1)
+        return np.stack([8 * a / n, 8 * c / n, np.full(len(x), 3.0)], axis=1)
+
+    def predict_proba(self, x):
+        z = self.predict_logits(x)
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+
+class RecordEngine:
+    """Record-level (length None): always class 0 - right on A-rich records only."""
+
+    length = None
+    n_classes = 3
+
+    def predict_record_logits(self, seqs):
+        return np.tile([5.0, 0.0, 0.0], (len(seqs), 1))
+
+
+@pytest.fixture(scope="module")
+def pieces(tmp_path_factory):
+    d = tmp_path_factory.mktemp("summary")
+    rng = np.random.default_rng(0)
+
+    def rich(base, n):
+        return "".join(rng.choice([base, "G", "T"], n, p=[0.8, 0.1, 0.1]))
+
+    val = [rich("A", 300), rich("C", 300), rich("A", 250), rich("C", 260)]
+    test = [rich("A", 320), rich("C", 210), rich("A", 90), rich("C", 400)]
+    for name, seqs in (("val", val), ("test", test)):
+        dataset.save_onehot(d / f"{name}.npz", seqs, [0, 1, 0, 1], OUTPUTS, length=100, stride=50)
+    split = {s: dataset.read_split(d / f"{s}.npz") for s in ("val", "test")}
+    ood = [evaluation.Piece(f"o{i}", "GT" * 60, -1, "ood", "random") for i in range(3)]
+    return {
+        "val": evaluation.split_pieces(split["val"], 2, [100], None, 0, "val"),
+        "test": evaluation.split_pieces(split["test"], 2, [100], None, 0, "test"),
+        "ood": ood,
+    }
+
+
+def assess(engine, pieces):
+    rule = openset.OpenSetRule(2, background=True, min_length=50)
+    options = classify.ClassifyOptions(stride=50, openset=rule)
+    rows = {k: evaluation.score_pieces(engine, p, OUTPUTS, options) for k, p in pieces.items()}
+    return evaluation.assess(
+        rows["val"],
+        pieces["val"],
+        rows["test"],
+        pieces["test"],
+        rows["ood"],
+        pieces["ood"],
+        NAMES,
+        background=True,
+        score="msp",
+        fpr=0.0,
+    )
+
+
+def test_fragments_are_non_overlapping_tiles(pieces):
+    frags = [p for p in pieces["test"] if p.group == "100"]
+    # 320 -> 3 pieces, 210 -> 2, 90 -> none, 400 -> 4
+    assert len(frags) == 9 and all(len(p.sequence) == 100 for p in frags)
+    assert [p.id for p in frags][:3] == ["#0:1-100", "#0:101-200", "#0:201-300"]
+    rng = np.random.default_rng(0)
+    assert len(openset.fragments("A" * 1000, 150, 4, rng)) == 4
+
+
+def test_every_row_in_the_same_units(pieces, tmp_path):
+    cnn, base = assess(WindowEngine(), pieces), assess(RecordEngine(), pieces)
+    # per record: the window engine is right on all 4 test records, the baseline on the 2 A-rich
+    assert cnn["headline"]["full_accuracy"] == 1.0 and cnn["headline"]["full_n"] == 4
+    assert base["headline"]["full_accuracy"] == 0.5
+    # per fragment: 9 pieces of 100 bp, 3 of them A-rich (record #0); units are pieces, not windows
+    assert cnn["headline"]["100_n"] == base["headline"]["100_n"] == 9
+    assert base["headline"]["100_accuracy"] == pytest.approx(3 / 9)
+    assert cnn["headline"]["100_accuracy"] == 1.0
+    # the GT repeats are background for the window engine, a class for the baseline
+    assert cnn["headline"]["reject_random"] == 1.0 and base["headline"]["reject_random"] == 0.0
+    paths = []
+    for name, ev in (("fp32", cnn), ("kmer5", base)):
+        p = tmp_path / f"{name}.json"
+        p.write_text(metrics_json({**ev, "method": name, "scenario": "sim", "engine": name}))
+        paths.append(p)
+    m = tmp_path / "metrics.json"
+    m.write_text(
+        json.dumps({"scenario": "sim", "method": "fp32", "accuracy": 0.25, "model_bits": 64})
+    )
+    table, strategies = report.viral_summary(paths, [m], NAMES)
+    assert table.method.tolist() == ["fp32", "kmer5"]
+    assert list(table.columns[:6]) == [
+        "scenario",
+        "method",
+        "accuracy",
+        "mcc",
+        "acc_A_rich",
+        "acc_C_rich",
+    ]
+    for col in (
+        "accuracy",
+        "open_accuracy",
+        "frag100_accuracy",
+        "frag100_open_accuracy",
+        "reject_random",
+    ):
+        assert table[col].notna().all(), col  # every row has every unit
+    assert table.accuracy.tolist() == [1.0, 0.5]
+    # the CNN's own per-window number is kept apart, named as what it is
+    assert table.window_accuracy.tolist()[0] == 0.25 and np.isnan(table.window_accuracy[1])
+    assert table.model_bits.tolist()[0] == 64 and np.isnan(table.model_bits[1])
+    assert set(strategies.method) == {"fp32", "kmer5"} and strategies.configured.sum() == 2
