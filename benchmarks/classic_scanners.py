@@ -5,7 +5,7 @@ simulates ``--replicates`` sweep replicates (hard sweep, msprime s = 0.05, endin
 random position in [0.1 L, 0.9 L]) and as many neutral ones with ``--haplotypes`` haplotypes and
 ``--length`` bp (N = 1e4, mu = r = 5e-7: theta = rho = 2,000 per 100 kb), scores every replicate on
 the CNN's grid (``scan.make_grid(0, L, --grid)``) with each statistic of
-``quantscan.sweeps.classic`` and evaluates with ``scan_metrics.evaluate``: success rate (top grid
+``quantscan.apps.sweeps.classic`` and evaluates with ``scan_metrics.evaluate``: success rate (top grid
 point within 1 % of L of the sweep), distance error (% of L), sensitivity at 5 % FPR, and the
 seconds per replicate of the scoring (simulation excluded).
 
@@ -37,10 +37,10 @@ sys.path.insert(0, str(ROOT / "workflow"))
 import machine  # noqa: E402  # benchmarks/machine.py: a script's folder is on sys.path
 import numpy as np  # noqa: E402
 
+from quantscan.apps.sweeps import classic, scan_metrics, simulate  # noqa: E402
+from quantscan.apps.sweeps.scan import make_grid  # noqa: E402
 from quantscan.atomic import write_text  # noqa: E402
 from quantscan.seeds import derive_seed  # noqa: E402
-from quantscan.sweeps import classic, scan_metrics, simulate  # noqa: E402
-from quantscan.sweeps.scan import make_grid  # noqa: E402
 
 SCENARIOS = {
     "constant": None,

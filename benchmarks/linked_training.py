@@ -41,11 +41,11 @@ import machine  # noqa: E402  # benchmarks/machine.py: a script's folder is on s
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from quantscan.apps.sweeps import dataset, scan_metrics, simulate  # noqa: E402
 from quantscan.atomic import write_text  # noqa: E402
 from quantscan.models import build_model  # noqa: E402
 from quantscan.runtime import TorchEngine  # noqa: E402
 from quantscan.seeds import derive_seed  # noqa: E402
-from quantscan.sweeps import dataset, scan_metrics, simulate  # noqa: E402
 from quantscan.train import TrainConfig, fit  # noqa: E402
 
 STATISTICS = ("p_sweep", "log_odds", "log_odds_smoothed")

@@ -192,7 +192,7 @@ def snakemake(
         "--cores",
         str(cores),
         "-s",
-        str(ROOT / "Snakefile"),
+        str(ROOT / "workflow" / "Snakefile"),
         "--directory",
         str(work),
         "--configfile",
@@ -372,9 +372,9 @@ def engine_reference(work: Path, args, base: dict, n_windows: int) -> dict:
     times; ``score_excess_over_isolated_s`` of each run says whether the jobs still pay it."""
     import numpy as np
 
-    from quantscan.sweeps import scan
-    from quantscan.sweeps import scan_workflow as qscan
-    from quantscan.sweeps.sample_size import draw_subsets, score_windows
+    from quantscan.apps.sweeps import scan
+    from quantscan.apps.sweeps import scan_workflow as qscan
+    from quantscan.apps.sweeps.sample_size import draw_subsets, score_windows
 
     sw, sc = base["sweeps"], base["scan"]
     width, model_haps = sw["image"]["snps"], sw["haplotypes"]

@@ -49,6 +49,13 @@ sys.path.insert(0, str(ROOT / "workflow"))
 import machine  # noqa: E402  # benchmarks/machine.py: a script's folder is on sys.path
 import torch  # noqa: E402
 
+from quantscan.apps.sweeps import scan  # noqa: E402
+from quantscan.apps.sweeps.chromosome import (  # noqa: E402
+    ChromosomeSpec,
+    simulate_chromosome,
+    write_trees,
+)
+from quantscan.apps.sweeps.io import read_trees  # noqa: E402
 from quantscan.atomic import write_text  # noqa: E402
 from quantscan.compress.cost import SEED000_TABLE6  # noqa: E402
 from quantscan.compress.int8 import build_int8  # noqa: E402
@@ -57,13 +64,6 @@ from quantscan.compress.pack import save_packed  # noqa: E402
 from quantscan.modelio import load_fp32, save_fp32  # noqa: E402
 from quantscan.models import build_model  # noqa: E402
 from quantscan.runtime import make_engine, numba_available  # noqa: E402
-from quantscan.sweeps import scan  # noqa: E402
-from quantscan.sweeps.chromosome import (  # noqa: E402
-    ChromosomeSpec,
-    simulate_chromosome,
-    write_trees,
-)
-from quantscan.sweeps.io import read_trees  # noqa: E402
 
 SWEEPS_GLOBALS = {  # the full-scale SweepNet setting: theta = rho = 2000 per 100 kb
     "population_size": 10000,

@@ -1,6 +1,6 @@
 """Viral classification throughput: bp per second and Gbp per hour, fp32 vs compressed, on >= 10 Mbp.
 
-End to end through ``quantscan.viral.classify.classify_fasta`` (FASTA parsing, validation,
+End to end through ``quantscan.apps.viral.classify.classify_fasta`` (FASTA parsing, validation,
 one-hot windows, inference, window combination, open-set decision, TSV writing) on the same FASTA
 with the same thread count for every engine:
 
@@ -44,12 +44,12 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from quantscan import modelio  # noqa: E402
+from quantscan.apps.viral import classify, onehot, openset, simulate  # noqa: E402
 from quantscan.atomic import write_text  # noqa: E402
 from quantscan.compress import int8  # noqa: E402
 from quantscan.compress.layers import quantize_model  # noqa: E402
 from quantscan.compress.pack import save_packed  # noqa: E402
 from quantscan.models import ViralCNN, build_model  # noqa: E402
-from quantscan.viral import classify, onehot, openset, simulate  # noqa: E402
 
 Q8 = "quantized_bits(8, 0, 1, alpha='auto')"
 

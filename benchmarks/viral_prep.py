@@ -3,13 +3,13 @@
 Side by side on the same inputs, with the outputs checked to agree (fastest of three calls, but
 one for the exact clustering):
 
-* ``onehot``: ``quantscan.viral.onehot.encode`` (a byte lookup table over all records at once)
+* ``onehot``: ``quantscan.apps.viral.onehot.encode`` (a byte lookup table over all records at once)
   against a per-base Python loop, on ``--records`` random records of ``--length`` bases (the loop
   runs on a prefix and is extrapolated);
-* ``clustering``: ``quantscan.viral.split.cluster_sequences`` (MinHash sketches, single linkage)
+* ``clustering``: ``quantscan.apps.viral.split.cluster_sequences`` (MinHash sketches, single linkage)
   on families of near-identical sequences, against exact k-mer Jaccard over Python sets on a
   prefix of them (extrapolated by the number of pairs), with the clusters of both on that prefix;
-* ``simulate``: ``quantscan.viral.simulate.simulate_dataset`` (four classes along msprime
+* ``simulate``: ``quantscan.apps.viral.simulate.simulate_dataset`` (four classes along msprime
   genealogies), records per second.
 
 Writes results/benchmarks/viral_prep.json (``--out``) with the machine and its load average.
@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT / "workflow"))
 import machine  # noqa: E402  # benchmarks/machine.py: a script's folder is on sys.path
 import numpy as np  # noqa: E402
 
+from quantscan.apps.viral import onehot, simulate, split  # noqa: E402
 from quantscan.atomic import write_text  # noqa: E402
-from quantscan.viral import onehot, simulate, split  # noqa: E402
 
 BASES = np.frombuffer(b"ACGT", np.uint8)
 

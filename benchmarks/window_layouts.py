@@ -45,11 +45,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from quantscan.apps.sweeps import images as img  # noqa: E402
+from quantscan.apps.sweeps import scan_metrics  # noqa: E402
 from quantscan.atomic import write_text  # noqa: E402
 from quantscan.models import build_model  # noqa: E402
 from quantscan.seeds import derive_seed  # noqa: E402
-from quantscan.sweeps import images as img  # noqa: E402
-from quantscan.sweeps import scan_metrics  # noqa: E402
 
 LAYOUTS = ("snps_sorted", "snps_genomic", "span_genomic", "span_regression")
 SMOOTH = (0, 1, 2, 3)  # Gaussian smoothing of the score track, in grid points

@@ -74,7 +74,7 @@ def _snakemake(workdir: Path, *args: str) -> list[str]:
         "snakemake",
         *TARGETS,
         "--snakefile",
-        str(ROOT / "Snakefile"),
+        str(ROOT / "workflow" / "Snakefile"),
         "--directory",
         str(workdir),
         "--configfile",

@@ -3,10 +3,10 @@ import pytest
 import torch
 from Bio.Seq import Seq
 
+from quantscan.apps.viral.onehot import decode, encode
 from quantscan.augment import SequenceAugment, build_augment
 from quantscan.errors import ConfigError
 from quantscan.train import TrainConfig, fit
-from quantscan.viral.onehot import decode, encode
 
 
 def random_records(n, lo, hi, seed):

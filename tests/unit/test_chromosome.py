@@ -5,8 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from quantscan.errors import ConfigError, InputFormatError
-from quantscan.sweeps.chromosome import (
+from quantscan.apps.sweeps.chromosome import (
     TRUTH_COLUMNS,
     ChromosomeSpec,
     read_truth,
@@ -17,8 +16,9 @@ from quantscan.sweeps.chromosome import (
     write_truth_bed,
     write_vcf,
 )
-from quantscan.sweeps.io import read_trees, read_vcf
-from quantscan.sweeps.simulate import SimParams, simulate_replicate
+from quantscan.apps.sweeps.io import read_trees, read_vcf
+from quantscan.apps.sweeps.simulate import SimParams, simulate_replicate
+from quantscan.errors import ConfigError, InputFormatError
 
 SWEEPS_CFG = {
     "population_size": 10000,

@@ -2,10 +2,10 @@ import allel
 import numpy as np
 import pytest
 
+from quantscan.apps.sweeps import classic, scan_metrics, simulate
+from quantscan.apps.sweeps.io import MISSING
+from quantscan.apps.sweeps.scan import make_grid, window_bounds
 from quantscan.errors import ConfigError
-from quantscan.sweeps import classic, scan_metrics, simulate
-from quantscan.sweeps.io import MISSING
-from quantscan.sweeps.scan import make_grid, window_bounds
 
 L = 100_000
 GRID = make_grid(0, L, 101)

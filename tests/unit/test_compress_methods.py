@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from quantscan import config as qconfig
+from quantscan.apps.sweeps import settings as sweeps_settings
 from quantscan.compress import methods
 from quantscan.compress.cost import SEED000_TABLE6, bits_per_layer, model_bits
 from quantscan.compress.layers import QuantizedWeights, layer_config_of, quantize_model
@@ -366,10 +367,13 @@ def test_compress_jobs_fan_out_and_errors():
         methods={"a": {"type": "mixed"}, "b": {"type": "uniform", "scenarios": ["constant"]}}
     )
     cfg["sweeps"]["run"] = ["constant", "hotspot_low", "island_migration"]
-    jobs = qconfig.compress_jobs(qconfig.validate(cfg))
+    jobs = sweeps_settings.compress_jobs(qconfig.validate(cfg))
     assert jobs == [("constant", "a"), ("hotspot_low", "a"), ("constant", "b")]
     cfg["compress"]["scenarios"] = ["hotspot_low", "severe_bottleneck"]  # not run: skipped
-    assert qconfig.compress_jobs(qconfig.validate(cfg)) == [("hotspot_low", "a"), ("constant", "b")]
+    assert sweeps_settings.compress_jobs(qconfig.validate(cfg)) == [
+        ("hotspot_low", "a"),
+        ("constant", "b"),
+    ]
     cfg["compress"]["scenarios"] = ["nowhere"]
     with pytest.raises(ConfigError, match="compress.scenarios: unknown scenario 'nowhere'"):
         qconfig.validate(cfg)

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from quantscan import config as qconfig
+from quantscan.apps.sweeps import settings as sweeps_settings
 from quantscan.compress import methods
 from quantscan.compress.cost import bits_per_layer, model_bits, weight_bits
 from quantscan.compress.metrics import compression_report, effective_weights
@@ -340,7 +341,7 @@ def test_default_config_runs_the_new_types_on_one_scenario():
     types = {"ttq", "attq", "dorefa", *PRUNING}
     new = {n: m for n, m in cfg["compress"]["methods"].items() if m["type"] in types}
     assert {m["type"] for m in new.values()} == types
-    jobs = [j for j in qconfig.compress_jobs(cfg) if j[1] in new]
+    jobs = [j for j in sweeps_settings.compress_jobs(cfg) if j[1] in new]
     assert sorted(jobs) == sorted(("severe_bottleneck", n) for n in new)
     for m in new.values():
         assert m["finetune"]["epochs"] <= 2

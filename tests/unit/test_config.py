@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from quantscan import config as qconfig
+from quantscan.apps.sweeps import settings as sweeps_settings
 from quantscan.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,8 +21,8 @@ def test_default_config_is_valid_and_defaults_are_filled():
     assert cfg["sweeps"]["image"]["encoding"] == "sweepnet"
     assert cfg["sweeps"]["train"]["epochs"] == 10
     full = qconfig.validate(default_config())
-    assert qconfig.neutral_scenarios(full["sweeps"]) == ["island_migration"]
-    assert "constant" in qconfig.sweep_scenarios(full["sweeps"])
+    assert sweeps_settings.neutral_scenarios(full["sweeps"]) == ["island_migration"]
+    assert "constant" in sweeps_settings.sweep_scenarios(full["sweeps"])
 
 
 def test_every_schema_property_is_typed_described_and_defaulted():

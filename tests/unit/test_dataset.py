@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from quantscan.apps.sweeps import dataset
 from quantscan.data import load_split
 from quantscan.errors import InputFormatError
-from quantscan.sweeps import dataset
 
 
 def make_shards(tmp_path, n_per_class=10, batch=4):
@@ -60,7 +60,7 @@ def test_corrupted_image_shard_names_the_file(tmp_path):
     np.savez(shards[1], images=np.zeros((2, 6, 1), np.uint8), width=5, labels=[0, 7], index=[0, 1])
     with pytest.raises(InputFormatError, match="labels"):
         dataset.load_images(shards[1])
-    with pytest.raises(InputFormatError, match="neither 'images'"):
+    with pytest.raises(InputFormatError, match="no known split layout"):
         np.savez(tmp_path / "other.npz", foo=np.zeros(2))
         load_split(tmp_path / "other.npz")
 
@@ -72,7 +72,7 @@ LINKED = {"fraction": 0.4, "min_offset": 0.1, "max_offset": 0.3}
 
 def synthetic_replicates(n, length=10_000.0, n_sites=500, sweep=False, seed=0):
     """Replicates with evenly spaced sites (site k at k * L / n_sites) and random haplotypes."""
-    from quantscan.sweeps.simulate import Replicate
+    from quantscan.apps.sweeps.simulate import Replicate
 
     rng = np.random.default_rng(seed)
     positions = (np.arange(n_sites) + 0.5) * length / n_sites

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from quantscan import config as qconfig
+from quantscan.apps.sweeps import demography as dg
+from quantscan.apps.sweeps import settings as sweeps_settings
+from quantscan.apps.sweeps import simulate
 from quantscan.errors import ConfigError
-from quantscan.sweeps import demography as dg
-from quantscan.sweeps import simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMES = ROOT / "resources" / "demes"
@@ -90,7 +91,7 @@ def test_shipped_demes_files_simulate_exactly_as_the_shorthands(name):
     old_p = simulate.SimParams.from_config(old, name)
     assert new_p.population_size == old_p.population_size == 10_000 or name == "island_migration"
     assert new_p.classes() == old_p.classes()
-    assert qconfig.is_neutral_only(cfg, name) == qconfig.is_neutral_only(old, name)
+    assert sweeps_settings.is_neutral_only(cfg, name) == sweeps_settings.is_neutral_only(old, name)
     for cls in old_p.classes():
         for seed in (1, 2, 3):
             a = simulate.simulate_tree_sequence(new_p, cls, seed, name)
@@ -108,7 +109,7 @@ def test_default_config_scenarios_use_the_shipped_files():
     cfg = qconfig.validate(default_config())["sweeps"]
     for name in ("mild_bottleneck", "severe_bottleneck", "island_migration"):
         assert cfg["scenarios"][name]["demography"]["demes"] == f"resources/demes/{name}.yaml"
-    assert qconfig.neutral_scenarios(cfg) == ["island_migration"]
+    assert sweeps_settings.neutral_scenarios(cfg) == ["island_migration"]
     island = simulate.SimParams.from_config(cfg, "island_migration")
     assert island.demography["population"] == "island" and island.population_size == 500
     assert island.classes() == ("neutral",)
@@ -139,9 +140,9 @@ def test_stdpopsim_model_runs_neutral_and_is_neutral_only():
     cfg = copy.deepcopy(BASE)
     cfg["scenarios"]["ooa"] = spec
     full = qconfig.validate({"sweeps": cfg})["sweeps"]
-    assert qconfig.neutral_scenarios(full) == ["ooa"] and qconfig.sweep_scenarios(full) == [
-        "constant"
-    ]
+    assert sweeps_settings.neutral_scenarios(full) == ["ooa"] and sweeps_settings.sweep_scenarios(
+        full
+    ) == ["constant"]
 
 
 def test_stdpopsim_errors():

@@ -1,4 +1,4 @@
-"""Forward-in-time sweeps with fwdpy11 (quantscan.sweeps.forward) and the simulator dispatch.
+"""Forward-in-time sweeps with fwdpy11 (quantscan.apps.sweeps.forward) and the simulator dispatch.
 
 The cross-check against msprime (constant size, N = 1e4 rescaled by Q = 10, 50 kb, 32 haplotypes, 20
 replicates per simulator) compares the diversity dip at the sweep, the site frequency spectrum near it and
@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from quantscan import config as qconfig
+from quantscan.apps.sweeps import forward, simulate
+from quantscan.apps.sweeps import settings as sweeps_settings
 from quantscan.errors import ConfigError
-from quantscan.sweeps import forward, simulate
 
 pytest.importorskip("fwdpy11")
 
@@ -81,8 +82,8 @@ def test_default_is_msprime_and_neutral_never_goes_forward(monkeypatch):
 
 def test_neutral_only_follows_the_simulator():
     sw = copy.deepcopy(BASE)
-    assert qconfig.is_neutral_only(sw, "island")
-    assert not qconfig.is_neutral_only(sw, "island_fwd")
+    assert sweeps_settings.is_neutral_only(sw, "island")
+    assert not sweeps_settings.is_neutral_only(sw, "island_fwd")
     assert params("island").classes() == ("neutral",)
     assert params("island_fwd").classes() == ("neutral", "sweep")
     assert params("island_fwd").sweep_simulator("island_fwd") == "fwdpy11"
@@ -90,7 +91,7 @@ def test_neutral_only_follows_the_simulator():
         "island": {"size": 0.05, "migration": 3.0, "split_time": 0.003},
         "simulator": "fwdpy11",
     }
-    assert not qconfig.is_neutral_only(sw, "shorthand")
+    assert not sweeps_settings.is_neutral_only(sw, "shorthand")
     with pytest.raises(ConfigError, match="simulator must be one of msprime, fwdpy11, auto"):
         simulate.SimParams.from_config(BASE | {"scenarios": {"x": {"simulator": "slim"}}}, "x")
 

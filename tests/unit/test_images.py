@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from quantscan.sweeps import images
+from quantscan.apps.sweeps import images
 
 
 def naive_sort_rows(window):

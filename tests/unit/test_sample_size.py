@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from quantscan.apps.sweeps import sample_size, scan
+from quantscan.apps.sweeps import scan_workflow as qs
+from quantscan.apps.sweeps.io import HaplotypeData
 from quantscan.compress.cost import SEED000_TABLE6
 from quantscan.compress.int8 import build_int8
 from quantscan.compress.layers import quantize_model
@@ -12,9 +15,6 @@ from quantscan.errors import ConfigError
 from quantscan.modelio import save_fp32
 from quantscan.models import SweepNet
 from quantscan.runtime import KINDS, log_odds
-from quantscan.sweeps import sample_size, scan
-from quantscan.sweeps import scan_workflow as qs
-from quantscan.sweeps.io import HaplotypeData
 
 ARCH = {"name": "sweepnet", "n_classes": 2, "filters": 8, "se_ratio": 2}
 MODEL_HAPS, WIDTH = 12, 16

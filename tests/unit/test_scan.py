@@ -5,13 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from quantscan.errors import ConfigError, InputFormatError
-from quantscan.models import SweepNet
-from quantscan.runtime import Engine, SweepNetLutEngine
-from quantscan.sweeps import images as img
-from quantscan.sweeps.dataset import encode_replicates
-from quantscan.sweeps.io import MISSING, HaplotypeData
-from quantscan.sweeps.scan import (
+from quantscan.apps.sweeps import images as img
+from quantscan.apps.sweeps.dataset import encode_replicates
+from quantscan.apps.sweeps.io import MISSING, HaplotypeData
+from quantscan.apps.sweeps.scan import (
     SCORE_COLUMNS,
     add_pvalues,
     add_score,
@@ -36,7 +33,10 @@ from quantscan.sweeps.scan import (
     write_peaks_bed,
     write_scores_tsv,
 )
-from quantscan.sweeps.simulate import Replicate
+from quantscan.apps.sweeps.simulate import Replicate
+from quantscan.errors import ConfigError, InputFormatError
+from quantscan.models import SweepNet
+from quantscan.runtime import Engine, SweepNetLutEngine
 
 
 class MeanEngine(Engine):
@@ -275,7 +275,7 @@ def test_smooth_averages_the_finite_neighbours_within_reach():
     assert np.isnan(smooth(pos, np.full(5, np.nan), 500)).all()
     # a statistic that is smoothed keeps NaN where the window itself was not scored
     lo = np.array([0.0, 2.0, np.nan, 4.0, 6.0])
-    from quantscan.sweeps.scan import ranking_score
+    from quantscan.apps.sweeps.scan import ranking_score
 
     out = ranking_score(pos, lo, lo, "log_odds_smoothed", 100)
     assert np.isnan(out[2]) and out[1] == pytest.approx(1.0)

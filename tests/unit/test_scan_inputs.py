@@ -1,5 +1,5 @@
 """Scan inputs on users' data: contigs with records, 'chr' prefixes, empty regions, duplicate
-positions, haplotype counts (quantscan.sweeps.io, scan_workflow.input_chroms/read_chromosome)."""
+positions, haplotype counts (quantscan.apps.sweeps.io, scan_workflow.input_chroms/read_chromosome)."""
 
 import gzip
 import logging
@@ -8,14 +8,20 @@ import msprime
 import numpy as np
 import pytest
 
+from quantscan.apps.sweeps import io as qio
+from quantscan.apps.sweeps import scan_workflow as qs
+from quantscan.apps.sweeps.io import (
+    MISSING,
+    HaplotypeData,
+    check_usable,
+    count_haplotypes,
+    read_vcf,
+)
 from quantscan.errors import ConfigError, InputFormatError
-from quantscan.sweeps import io as qio
-from quantscan.sweeps import scan_workflow as qs
-from quantscan.sweeps.io import MISSING, HaplotypeData, check_usable, count_haplotypes, read_vcf
 
 pysam = pytest.importorskip("pysam")
 
-LOGGER = "quantscan.sweeps.io"
+LOGGER = "quantscan.apps.sweeps.io"
 
 # GRCh38-style header: 25 primary contigs and 61 unplaced/decoy ones, 86 ##contig lines.
 HEADER_CONTIGS = [f"chr{c}" for c in [*range(1, 23), "X", "Y", "M"]]

@@ -4,8 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantscan.errors import ConfigError
-from quantscan.sweeps.scan_metrics import (
+from quantscan.apps.sweeps.scan_metrics import (
     ReplicateScan,
     chromosome_replicates,
     distance_error,
@@ -17,6 +16,7 @@ from quantscan.sweeps.scan_metrics import (
     sensitivity,
     success_rate,
 )
+from quantscan.errors import ConfigError
 
 
 def test_replicate_peak_ties_take_the_middle():
@@ -98,8 +98,8 @@ def test_chromosome_segments_as_replicates():
 
 
 def test_scan_replicates_batches_all_replicates():
+    from quantscan.apps.sweeps.simulate import Replicate
     from quantscan.runtime import Engine
-    from quantscan.sweeps.simulate import Replicate
 
     class Density(Engine):
         def __init__(self):

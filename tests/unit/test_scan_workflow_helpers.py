@@ -13,6 +13,10 @@ import torch
 import yaml
 
 from quantscan import config as qconfig
+from quantscan.apps.sweeps import scan, scan_metrics
+from quantscan.apps.sweeps import scan_workflow as qs
+from quantscan.apps.sweeps.io import MISSING, HaplotypeData
+from quantscan.apps.sweeps.simulate import Replicate, save_replicates
 from quantscan.compress.cost import SEED000_TABLE6
 from quantscan.compress.layers import quantize_model
 from quantscan.compress.pack import save_packed
@@ -20,10 +24,6 @@ from quantscan.errors import ConfigError, InputFormatError
 from quantscan.modelio import save_fp32
 from quantscan.models import SweepNet
 from quantscan.runtime import Engine
-from quantscan.sweeps import scan, scan_metrics
-from quantscan.sweeps import scan_workflow as qs
-from quantscan.sweeps.io import MISSING, HaplotypeData
-from quantscan.sweeps.simulate import Replicate, save_replicates
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = {"name": "sweepnet", "n_classes": 2, "filters": 8, "se_ratio": 2}

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from quantscan.apps.sweeps import simulate
 from quantscan.errors import ConfigError, InputFormatError
-from quantscan.sweeps import simulate
 
 BASE = {
     "population_size": 10_000,

@@ -1,4 +1,4 @@
-"""Readers for the sweep scan: VCF, ms-style text and tskit tree sequences (quantscan.sweeps.io)."""
+"""Readers for the sweep scan: VCF, ms-style text and tskit tree sequences (quantscan.apps.sweeps.io)."""
 
 import gzip
 import logging
@@ -9,8 +9,7 @@ import pytest
 import tskit
 from Bio import bgzf
 
-from quantscan.errors import ConfigError, InputFormatError, QuantscanError
-from quantscan.sweeps.io import (
+from quantscan.apps.sweeps.io import (
     MISSING,
     HaplotypeData,
     detect_format,
@@ -20,6 +19,7 @@ from quantscan.sweeps.io import (
     read_trees,
     read_vcf,
 )
+from quantscan.errors import ConfigError, InputFormatError, QuantscanError
 
 # ------------------------------------------------------------------------------------------------
 # helpers
@@ -146,13 +146,13 @@ def test_vcf_unphased_modes(tmp_path, caplog):
         rec("chr2", 4, "A", "T", "1/0", "0|0"),
     ]
     path = write(tmp_path / "u.vcf", vcf_text(recs))
-    with caplog.at_level(logging.WARNING, logger="quantscan.sweeps.io"):
+    with caplog.at_level(logging.WARNING, logger="quantscan.apps.sweeps.io"):
         out = read_vcf(path)
     assert "2 records have unphased" in caplog.text
     assert [h.stats["unphased_records"] for h in out] == [1, 1]
     # 'pseudo' keeps the written allele order, same as 'auto', without the warning.
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="quantscan.sweeps.io"):
+    with caplog.at_level(logging.WARNING, logger="quantscan.apps.sweeps.io"):
         pseudo = read_vcf(path, phased="pseudo")
     assert "unphased" not in caplog.text
     np.testing.assert_array_equal(pseudo[0].haplotypes, out[0].haplotypes)
@@ -270,7 +270,7 @@ def test_vcf_region_via_tabix_index(tmp_path, caplog):
 
     path = write(tmp_path / "ix.vcf.gz", vcf_text(BASIC), "bgzf")
     pysam.tabix_index(str(path), preset="vcf")
-    with caplog.at_level(logging.INFO, logger="quantscan.sweeps.io"):
+    with caplog.at_level(logging.INFO, logger="quantscan.apps.sweeps.io"):
         (h,) = read_vcf(path, region="chr1:20-58")
     assert "scanning the whole file" not in caplog.text  # the index was used
     np.testing.assert_array_equal(h.positions, [58])
@@ -370,7 +370,7 @@ def test_vcf_truncated_gzip(tmp_path, caplog):
     first_block = int.from_bytes(data[16:18], "little") + 1
     at_block = write(tmp_path / "block.vcf.gz", data[:first_block])
     with (
-        caplog.at_level(logging.WARNING, logger="quantscan.sweeps.io"),
+        caplog.at_level(logging.WARNING, logger="quantscan.apps.sweeps.io"),
         pytest.raises(InputFormatError),
     ):  # the block ends mid-record, so the column check fires too
         read_vcf(at_block)

@@ -2,8 +2,8 @@ import itertools
 
 import numpy as np
 
-from quantscan.viral.baselines import kmer_baseline, kmer_frequencies
-from quantscan.viral.dataset import length_only_baseline
+from quantscan.apps.viral.baselines import kmer_baseline, kmer_frequencies
+from quantscan.apps.viral.dataset import length_only_baseline
 
 CODE = {"A": 0, "C": 1, "G": 2, "T": 3, "N": 4}
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from quantscan import modelio
+from quantscan.apps.viral import classify, dataset, onehot
 from quantscan.errors import ConfigError, InputFormatError
 from quantscan.models import build_model
-from quantscan.viral import classify, dataset, onehot
 
 ROOT = Path(__file__).resolve().parents[2]
 ODD = ROOT / "resources" / "viral" / "odd_records.fasta"

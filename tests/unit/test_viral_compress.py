@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from quantscan import modelio
+from quantscan.apps.viral import classify, dataset, simulate
 from quantscan.errors import ConfigError
 from quantscan.models import build_model
-from quantscan.viral import classify, dataset, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["a", "b", "c"]

@@ -8,9 +8,10 @@ import pytest
 import yaml
 
 from quantscan import config as qconfig
+from quantscan.apps.sweeps import settings as sweeps_settings
+from quantscan.apps.viral import dataset
 from quantscan.errors import ConfigError
 from quantscan.models import build_model
-from quantscan.viral import dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,7 @@ def test_empty_lists_are_errors_and_null_is_the_default():
         qconfig.validate(cfg)
     cfg["sweeps"]["run"] = None
     sw = qconfig.validate(cfg)["sweeps"]
-    assert qconfig.active_scenarios(sw) == list(sw["scenarios"])
+    assert sweeps_settings.active_scenarios(sw) == list(sw["scenarios"])
     del cfg["sweeps"]["run"]
     assert qconfig.validate(cfg)["sweeps"]["run"] is None
     cfg = cfg_with(classify={"inputs": []})

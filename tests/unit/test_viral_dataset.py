@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from quantscan import config as qconfig
+from quantscan.apps.viral import dataset, onehot
+from quantscan.apps.viral.fasta import Record, read_fasta, write_fasta
 from quantscan.data import load_split
 from quantscan.errors import ConfigError, InputFormatError
-from quantscan.viral import dataset, onehot
-from quantscan.viral.fasta import Record, read_fasta, write_fasta
 
 ROOT = Path(__file__).resolve().parents[2]
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
@@ -324,7 +324,7 @@ def test_download_script_resumes_from_the_manifest(tmp_path, monkeypatch):
     rerun fetches nothing (every batch verified by its checksum from the manifest)."""
     from Bio import Entrez
 
-    from quantscan.viral import ncbi
+    from quantscan.apps.viral import ncbi
 
     data = ROOT / "tests" / "data" / "ncbi"
     cassette = ncbi.ReplayEntrez.from_file(data / "cassette_fresh.json")._queue

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from quantscan.apps.viral import fasta
 from quantscan.errors import ConfigError, InputFormatError
-from quantscan.viral import fasta
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fasta"
 

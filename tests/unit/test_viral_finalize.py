@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from quantscan import train as qtrain
+from quantscan.apps.viral import onehot, simulate
 from quantscan.compress import methods, prune
 from quantscan.errors import QuantscanError
 from quantscan.models import build_model
-from quantscan.viral import onehot, simulate
 
 CLASSES = ["a", "b", "c"]
 ARCH = {

@@ -4,9 +4,9 @@ side, and the background class in the training and validation splits only."""
 import numpy as np
 import pytest
 
+from quantscan.apps.viral import dataset, simulate
+from quantscan.apps.viral.fasta import Record
 from quantscan.errors import InputFormatError
-from quantscan.viral import dataset, simulate
-from quantscan.viral.fasta import Record
 
 CLASSES = ["alpha", "beta"]
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from quantscan.apps.viral import classify, openset
 from quantscan.errors import InputFormatError
-from quantscan.viral import classify, openset
 
 NAMES = ["A_rich", "C_rich", "G_rich", "T_rich"]
 

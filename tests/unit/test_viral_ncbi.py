@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from quantscan.apps.viral import ncbi
+from quantscan.apps.viral.fasta import read_fasta
 from quantscan.errors import ConfigError, InputFormatError
-from quantscan.viral import ncbi
-from quantscan.viral.fasta import read_fasta
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ncbi"
 TERM = "txid687329[Organism:exp] AND 1000:3500[SLEN]"
@@ -101,7 +101,7 @@ def test_term_from_config():
 def test_fresh_download_with_429_and_500(tmp_path, caplog):
     fake = FakeClock()
     client, replay = make_client("cassette_fresh.json", fake, backoff_base=1.0)
-    with caplog.at_level(logging.INFO, logger="quantscan.viral.ncbi"):
+    with caplog.at_level(logging.INFO, logger="quantscan.apps.viral.ncbi"):
         result = ncbi.download_class(QUERY, tmp_path, client, batch_size=3)
     assert replay.remaining == 0
     assert result.n_records == 7 and result.fetched == [0, 1, 2] and result.reused == []
@@ -171,13 +171,13 @@ def test_api_key_never_logged_or_written(tmp_path, monkeypatch, caplog):
     )
     log_file = tmp_path / "download.log"
     handler = logging.FileHandler(log_file)
-    logging.getLogger("quantscan.viral.ncbi").addHandler(handler)
+    logging.getLogger("quantscan.apps.viral.ncbi").addHandler(handler)
     try:
         with caplog.at_level(logging.DEBUG):
             ncbi.download_class(QUERY, tmp_path / "out", client, batch_size=3)
             ncbi.assemble_fasta(tmp_path / "out", tmp_path / "out" / "all.fasta")
     finally:
-        logging.getLogger("quantscan.viral.ncbi").removeHandler(handler)
+        logging.getLogger("quantscan.apps.viral.ncbi").removeHandler(handler)
         handler.close()
     assert all(c["api_key"] == SECRET for c in replay.calls)
     assert "<redacted>" in caplog.text  # the echoed key was seen and scrubbed
@@ -210,7 +210,7 @@ def test_api_key_not_in_error_message(monkeypatch):
 def test_truncated_short_and_incomplete_batches_are_retried(tmp_path, caplog):
     fake = FakeClock()
     client, replay = make_client("cassette_truncated.json", fake)
-    with caplog.at_level(logging.WARNING, logger="quantscan.viral.ncbi"):
+    with caplog.at_level(logging.WARNING, logger="quantscan.apps.viral.ncbi"):
         result = ncbi.download_class(QUERY, tmp_path, client, batch_size=3)
     assert replay.remaining == 0
     assert "newline (truncated)" in caplog.text

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from quantscan.apps.viral import onehot
+from quantscan.apps.viral.fasta import Record
 from quantscan.errors import ConfigError, InputFormatError
-from quantscan.viral import onehot
-from quantscan.viral.fasta import Record
 
 
 def test_channels_padding_and_layout():

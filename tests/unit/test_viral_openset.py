@@ -6,9 +6,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from quantscan.apps.viral import classify, dataset, evaluation, openset
+from quantscan.apps.viral.fasta import Record
 from quantscan.errors import ConfigError
-from quantscan.viral import classify, dataset, evaluation, openset
-from quantscan.viral.fasta import Record
 
 CLASSES = ["alpha", "beta"]
 

@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from quantscan.apps.viral import simulate
+from quantscan.apps.viral.fasta import parse_label, read_fasta
 from quantscan.errors import ConfigError
-from quantscan.viral import simulate
-from quantscan.viral.fasta import parse_label, read_fasta
 
 
 def kmer_set(seq, k=12):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from quantscan.apps.viral import split
 from quantscan.errors import ConfigError
-from quantscan.viral import split
 
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from quantscan.apps.viral import classify, dataset, evaluation, openset, report
 from quantscan.summary import metrics_json
-from quantscan.viral import classify, dataset, evaluation, openset, report
 
 NAMES = ["A_rich", "C_rich"]
 OUTPUTS = [*NAMES, "background"]

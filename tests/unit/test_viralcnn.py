@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from quantscan.apps.viral import onehot
 from quantscan.models.viralcnn import ViralCNN
-from quantscan.viral import onehot
 
 
 def n_params(module):

@@ -18,7 +18,13 @@ pytestmark = pytest.mark.workflow
 
 
 def smk(workdir, *args, configfiles=("tiny.yaml",), check=True):
-    cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir)]
+    cmd = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(ROOT / "workflow" / "Snakefile"),
+        "--directory",
+        str(workdir),
+    ]
     for cf in configfiles:
         cmd += ["--configfile", str(workdir / cf)]
     proc = subprocess.run(
@@ -106,7 +112,7 @@ def test_scan_outputs_name_the_sample_size_and_carry_q_values(workdir):
     sims = res / "scan" / "sims" / "constant"
     assert (sims / "h20" / "neutral" / "batch0.npz").exists()
     assert not (sims / "h20" / "sweep").exists()
-    from quantscan.sweeps.simulate import load_replicates
+    from quantscan.apps.sweeps.simulate import load_replicates
 
     sweeps, length = load_replicates(sims / "h16" / "sweep" / "batch0.npz")
     where = [r.sweep_position / length for r in sweeps]

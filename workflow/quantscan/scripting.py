@@ -58,14 +58,14 @@ def run(main: Callable, smk) -> None:
         raise
 
 
-def neutral_tests(smk) -> dict:
-    """The neutral-only test sets of a compression job, ``{scenario: (x, y)}`` (sweeps): every
-    input has the same true class, so errors are false positives; applications without them
-    (viral) give none."""
+def extra_tests(smk) -> dict:
+    """A job's extra test sets, ``{name: (x, y)}``: test sets whose inputs all have one true
+    class (``params.extra_test_names`` and ``input.extra_tests``; App.extra_tests), so every
+    error is a false call; none when the application has none."""
     from .data import load_split
 
-    names = list(getattr(smk.params, "neutral_scenarios", None) or [])
-    paths = list(getattr(smk.input, "neutral_tests", None) or [])
+    names = list(getattr(smk.params, "extra_test_names", None) or [])
+    paths = list(getattr(smk.input, "extra_tests", None) or [])
     if len(names) != len(paths):
-        raise QuantscanError(f"{len(names)} neutral scenarios but {len(paths)} neutral test files")
+        raise QuantscanError(f"{len(names)} extra test set names but {len(paths)} files")
     return {n: load_split(p) for n, p in zip(names, paths, strict=True)}

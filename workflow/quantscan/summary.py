@@ -1,4 +1,8 @@
-"""Summary tables: one row per (scenario, method) gathered from ``metrics.json`` files."""
+"""Summary tables: one row per (data set, method) gathered from ``metrics.json`` files.
+
+The data set column is called ``scenario`` (the name of the first application's data sets; kept so
+that existing tables read the same). Per-class accuracies ``acc_<class>`` follow ``mcc`` in the
+order of the classes in the metrics' confusion matrix."""
 
 from __future__ import annotations
 
@@ -10,14 +14,13 @@ import pandas as pd
 from .atomic import atomic_path
 from .errors import InputFormatError
 
-#: leading columns, in order; further numeric metrics follow alphabetically
+#: leading columns, in order (``acc_<class>`` columns go after ``mcc``); further numeric metrics
+#: follow alphabetically
 COLUMNS = [
     "scenario",
     "method",
     "accuracy",
     "mcc",
-    "acc_neutral",
-    "acc_sweep",
     "model_bits",
     "file_bytes",
     "size_pct",
@@ -63,11 +66,26 @@ def read_metrics(path) -> dict:
     return data
 
 
+def class_columns(rows: list[dict]) -> list[str]:
+    """``acc_<class>`` columns in class order (the confusion matrix's), then any others by name."""
+    ordered = []
+    for m in rows:
+        classes = (m.get("confusion_matrix") or {}).get("classes") or []
+        ordered += [f"acc_{c}" for c in classes if f"acc_{c}" not in ordered]
+    rest = sorted({k for m in rows for k in m if k.startswith("acc_")} - set(ordered))
+    return [c for c in ordered if any(c in m for m in rows)] + rest
+
+
 def rows_table(rows: list[dict], columns: list[str] = COLUMNS) -> pd.DataFrame:
-    """Metrics dicts as a table: scalar fields only, ``columns`` first, the rest alphabetically."""
+    """Metrics dicts as a table: scalar fields only, ``columns`` first (with the per-class
+    accuracies after ``mcc``), the rest alphabetically."""
     table = pd.DataFrame(
         [{k: v for k, v in m.items() if not isinstance(v, dict | list)} for m in rows]
     )
+    columns = list(columns)
+    if "mcc" in columns:
+        at = columns.index("mcc") + 1
+        columns[at:at] = [c for c in class_columns(rows) if c not in columns]
     lead = [c for c in columns if c in table.columns]
     rest = sorted(c for c in table.columns if c not in lead)
     return (

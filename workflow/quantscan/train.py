@@ -26,6 +26,7 @@ from torch import nn
 
 from .atomic import atomic_path
 from .augment import build_augment
+from .tasks import CLASSIFICATION, Task
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ class TrainConfig:
 StepFn = Callable[..., float]
 
 #: inputs per forward pass when evaluating: larger batches of 2-D feature maps outgrow the caches
-#: (SweepNet on 128 x 128 images, 1 thread: 57 images/s at 16, 25 at 64; the viral CNN at N = 3500
-#: runs alike at 4-128), and they hold less memory
+#: (a 32-filter 2-D CNN on 128 x 128 images, 1 thread: 57 images/s at 16, 25 at 64; a 1-D CNN on
+#: 3,500 x 5 one-hot inputs runs alike at 4-128), and they hold less memory
 EVAL_BATCH = 16
 
 
@@ -91,12 +92,12 @@ def recalibrate_bn(model: nn.Module, x: np.ndarray, batch_size: int = 64) -> boo
     eval mode, no gradient. Returns False (nothing changed) without batch norm or inputs.
 
     Why: the running averages trail the weights by a few dozen mini-batches; with small batches
-    whose statistics jitter (viral inputs: zero padding from 15 to 100 % of a window) the model in
+    whose statistics jitter (e.g. sequence windows with 15 to 100 % zero padding) the model in
     eval mode can score far below the one being trained, and early stopping then keeps the
     wrong epoch. The inputs go through in a fixed random order (not from the training RNG): split
     files are sorted by class, and batches of one class would normalise away the differences
     between classes in every layer below the last and leave each variance without its
-    between-class part (the full-scale viral CNN then scored 0.71-0.75 on validation where the
+    between-class part (a full-scale 1-D sequence CNN then scored 0.71-0.75 on validation where the
     same weights with mixed batches score 0.99-1.00).
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -141,7 +142,7 @@ def recalibrate_bn(model: nn.Module, x: np.ndarray, batch_size: int = 64) -> boo
 
 
 @torch.no_grad()
-def _evaluate(model, loss_fn, x, y, batch_size) -> tuple[float, float]:
+def _evaluate(model, loss_fn, x, y, batch_size, task: Task = CLASSIFICATION) -> tuple[float, float]:
     model.eval()
     cl = x.ndim == 4
     total, correct, n = 0.0, 0, 0
@@ -149,7 +150,7 @@ def _evaluate(model, loss_fn, x, y, batch_size) -> tuple[float, float]:
         xb, yb = to_tensor(x[i : i + batch_size], cl), torch.from_numpy(y[i : i + batch_size])
         logits = model(xb)
         total += float(loss_fn(logits, yb)) * len(yb)
-        correct += int((logits.argmax(1) == yb).sum())
+        correct += task.correct(logits, yb)
         n += len(yb)
     return total / max(n, 1), correct / max(n, 1)
 
@@ -165,6 +166,7 @@ def fit(
     step: StepFn = default_step,
     checkpoint: str | Path | None = None,
     step_state=None,
+    task: Task = CLASSIFICATION,
 ) -> list[dict]:
     """Train in place; keep the weights of the epoch with the lowest validation loss.
 
@@ -176,16 +178,14 @@ def fit(
     whose ``state_dict()`` (tensors and plain values) and ``load_state_dict()`` hold that state.
     That state is restored with the weights of the best epoch (a schedule's masks of later
     epochs applied to the best epoch's weights removed weights that epoch relied on).
+    ``task`` gives the loss (with ``cfg.class_weights``) and what counts as correct.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     y_train, y_val = np.asarray(y_train, np.int64), np.asarray(y_val, np.int64)
     if checkpoint is not None and step is not default_step and step_state is None:
         raise ValueError("fit(checkpoint=...) resumes a custom step only with its step_state")
-    weight = (
-        None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float32)
-    )
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    loss_fn = task.loss(cfg.class_weights)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
@@ -233,7 +233,7 @@ def fit(
             recalibrate_bn(model, x_train)
         # without a validation set, early stopping watches the training loss
         val_loss, val_acc = (
-            _evaluate(model, loss_fn, x_val, y_val, EVAL_BATCH)
+            _evaluate(model, loss_fn, x_val, y_val, EVAL_BATCH, task)
             if has_val
             else (train_loss, math.nan)
         )
@@ -306,7 +306,7 @@ def config_key(cfg: TrainConfig) -> dict:
 
 def _fingerprint(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, seed: int) -> str:
     """What a checkpoint must match to be resumed: the configuration, seed, parameter shapes and
-    the data (a hash of the arrays: ~0.1 s for the full-scale SweepNet training set)."""
+    the data (a hash of the arrays: ~0.1 s for 10,000 images of 128 x 128)."""
     h = hashlib.blake2b(digest_size=16)
     shapes = [(k, list(v.shape)) for k, v in model.state_dict().items()]
     h.update(json.dumps([config_key(cfg), int(seed), shapes]).encode())

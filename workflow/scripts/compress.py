@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from quantscan import modelio
+from quantscan import apps, modelio
 from quantscan.atomic import atomic_path, write_text
 from quantscan.compress.methods import run_method
 from quantscan.compress.pack import load_packed, save_packed
 from quantscan.data import load_split
 from quantscan.errors import QuantscanError
-from quantscan.scripting import neutral_tests, run
+from quantscan.scripting import extra_tests, run
 from quantscan.seeds import derive_seed
 from quantscan.summary import COLUMNS, metrics_json, rows_table
 from quantscan.train import EVAL_BATCH, TrainConfig, predict_proba
@@ -28,12 +28,13 @@ from quantscan.train import EVAL_BATCH, TrainConfig, predict_proba
 
 def main(smk, log):
     start = time.perf_counter()
-    # the summary's scenario column: a sweep scenario, or the viral data set
-    scenario = getattr(smk.wildcards, "scenario", None) or smk.wildcards.dataset
+    apps.get(smk.config, smk.wildcards.app)  # its split layouts and architectures register
+    # the summary's scenario column: the application's data set
+    scenario = smk.wildcards.dataset
     name = smk.wildcards.method
     model, arch = modelio.load_fp32(smk.input.model)
     train, val, test = (load_split(p) for p in (smk.input.train, smk.input.val, smk.input.test))
-    others = [(n, x, y) for n, (x, y) in neutral_tests(smk).items()]
+    others = [(n, x, y) for n, (x, y) in extra_tests(smk).items()]
 
     def extra_eval(m):
         return {

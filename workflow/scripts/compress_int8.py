@@ -5,22 +5,23 @@ notes and a figure."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
-from quantscan import modelio
+from quantscan import apps, modelio
 from quantscan.atomic import atomic_path, write_text
 from quantscan.compress.int8_method import run_int8_method
 from quantscan.data import load_split
-from quantscan.scripting import neutral_tests, run
+from quantscan.scripting import extra_tests, run
 from quantscan.seeds import derive_seed
 from quantscan.summary import COLUMNS, metrics_json, rows_table
 
 
 def main(smk, log):
-    # the summary's scenario column: a sweep scenario, or the viral data set
-    scenario = getattr(smk.wildcards, "scenario", None) or smk.wildcards.dataset
+    apps.get(smk.config, smk.wildcards.app)  # its split layouts and architectures register
+    # the summary's scenario column: the application's data set
+    scenario = smk.wildcards.dataset
     name = smk.wildcards.method
     model, arch = modelio.load_fp32(smk.input.model)
     train, test = load_split(smk.input.train), load_split(smk.input.test)
-    others = neutral_tests(smk)
+    others = extra_tests(smk)
     log.info(
         "%s/%s: %d training (calibration pool), %d test inputs %s",
         scenario,

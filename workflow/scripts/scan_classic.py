@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 
+from quantscan.apps.sweeps import classic
+from quantscan.apps.sweeps import scan_workflow as qscan
 from quantscan.atomic import atomic_path
 from quantscan.scripting import run
-from quantscan.sweeps import classic
-from quantscan.sweeps import scan_workflow as qscan
 
 
 def main(smk, log):

@@ -9,9 +9,9 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import json
 
+from quantscan.apps.sweeps import chromosome, scan, scan_metrics
+from quantscan.apps.sweeps import scan_workflow as qscan
 from quantscan.scripting import run
-from quantscan.sweeps import chromosome, scan, scan_metrics
-from quantscan.sweeps import scan_workflow as qscan
 
 
 def main(smk, log):

@@ -6,10 +6,10 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import json
 
+from quantscan.apps.sweeps import chromosome, scan
+from quantscan.apps.sweeps import scan_workflow as qscan
 from quantscan.atomic import write_text
 from quantscan.scripting import run
-from quantscan.sweeps import chromosome, scan
-from quantscan.sweeps import scan_workflow as qscan
 
 
 def main(smk, log):

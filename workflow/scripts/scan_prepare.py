@@ -4,9 +4,9 @@ can be scanned (SNPs, calls) and keep the warnings for the scan's outputs."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
+from quantscan.apps.sweeps import io
+from quantscan.apps.sweeps import scan_workflow as qscan
 from quantscan.scripting import run
-from quantscan.sweeps import io
-from quantscan.sweeps import scan_workflow as qscan
 
 
 def main(smk, log):

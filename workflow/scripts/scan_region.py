@@ -6,13 +6,13 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import json
 import time
 
+from quantscan.apps.sweeps import scan
+from quantscan.apps.sweeps import scan_workflow as qscan
+from quantscan.apps.sweeps.sample_size import draw_subsets
 from quantscan.atomic import write_text
 from quantscan.errors import InputFormatError
 from quantscan.scripting import run
 from quantscan.seeds import derive_seed
-from quantscan.sweeps import scan
-from quantscan.sweeps import scan_workflow as qscan
-from quantscan.sweeps.sample_size import draw_subsets
 
 
 def main(smk, log):

@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 
+from quantscan.apps.sweeps import sample_size, scan_metrics
+from quantscan.apps.sweeps import scan_workflow as qscan
 from quantscan.scripting import run
 from quantscan.seeds import derive_seed
-from quantscan.sweeps import sample_size, scan_metrics
-from quantscan.sweeps import scan_workflow as qscan
 
 
 def main(smk, log):

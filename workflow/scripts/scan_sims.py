@@ -4,9 +4,9 @@ haplotype count) or the localisation evaluation (sweeps at random positions)."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
+from quantscan.apps.sweeps import scan_workflow as qscan
+from quantscan.apps.sweeps import simulate
 from quantscan.scripting import run
-from quantscan.sweeps import scan_workflow as qscan
-from quantscan.sweeps import simulate
 
 
 def main(smk, log):

@@ -10,9 +10,9 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import numpy as np
 
+from quantscan.apps.sweeps import dataset, simulate
 from quantscan.scripting import run
 from quantscan.seeds import derive_seed
-from quantscan.sweeps import dataset, simulate
 
 
 def main(smk, log):

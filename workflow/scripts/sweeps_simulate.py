@@ -3,8 +3,8 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
+from quantscan.apps.sweeps import simulate
 from quantscan.scripting import run
-from quantscan.sweeps import simulate
 
 
 def main(smk, log):

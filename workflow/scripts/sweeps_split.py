@@ -4,9 +4,9 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 from quantscan import plots
+from quantscan.apps.sweeps import CLASSES, dataset
 from quantscan.scripting import run
 from quantscan.seeds import derive_seed
-from quantscan.sweeps import CLASSES, dataset
 
 
 def main(smk, log):

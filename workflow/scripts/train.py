@@ -7,20 +7,23 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import pandas as pd
 import torch
 
-from quantscan import modelio, plots
+from quantscan import apps, modelio, plots
 from quantscan.atomic import atomic_path
 from quantscan.data import load_split
 from quantscan.models import build_model
 from quantscan.scripting import run
 from quantscan.seeds import derive_seed
+from quantscan.tasks import get_task
 from quantscan.train import TrainConfig, fit
 
 
 def main(smk, log):
-    label = "/".join(str(v) for v in smk.wildcards)
+    apps.get(smk.config, smk.wildcards.app)  # its split layouts and architectures register
+    label = f"{smk.wildcards.app}/{smk.wildcards.dataset}"
     x_train, y_train = load_split(smk.input.train)
     x_val, y_val = load_split(smk.input.val)
-    seed = derive_seed(smk.params.seed, "train", *smk.wildcards)
+    # from the data set's name (not the application's), as before applications were plug-ins
+    seed = derive_seed(smk.params.seed, "train", smk.wildcards.dataset)
     torch.manual_seed(seed)
     model = build_model(smk.params.arch)
     log.info(
@@ -34,7 +37,10 @@ def main(smk, log):
     # beside the outputs but not one of them, so a killed job's rerun resumes from it
     checkpoint = Path(smk.output.model).with_name("checkpoint.pt")
     cfg = TrainConfig(**smk.params.train)
-    history = fit(model, x_train, y_train, x_val, y_val, cfg, seed, checkpoint=checkpoint)
+    task = get_task(smk.params.task)
+    history = fit(
+        model, x_train, y_train, x_val, y_val, cfg, seed, checkpoint=checkpoint, task=task
+    )
     modelio.save_fp32(model, smk.params.arch, smk.output.model)
     with atomic_path(smk.output.history) as tmp:
         pd.DataFrame(history).to_csv(tmp, sep="\t", index=False)

@@ -1,17 +1,17 @@
 """Evaluate one viral method (the fp32 CNN, a compressed model, or a baseline) in the summary's
 one unit: in-class test records at full length and in fragments, out-of-class test records, the
-open-set threshold calibrated on the validation records (quantscan.viral.evaluation)."""
+open-set threshold calibrated on the validation records (quantscan.apps.viral.evaluation)."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import time
 
+from quantscan.apps.viral import classify, dataset, evaluation, openset
+from quantscan.apps.viral.fasta import ValidationRules
 from quantscan.atomic import write_text
 from quantscan.scripting import run
 from quantscan.summary import metrics_json
-from quantscan.viral import classify, dataset, evaluation, openset
-from quantscan.viral.fasta import ValidationRules
 
 
 def engine_for(smk):

@@ -6,9 +6,9 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import json
 
+from quantscan.apps.viral import classify, openset
+from quantscan.apps.viral.fasta import ValidationRules
 from quantscan.scripting import run
-from quantscan.viral import classify, openset
-from quantscan.viral.fasta import ValidationRules
 
 
 def main(smk, log):

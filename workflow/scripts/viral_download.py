@@ -10,8 +10,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import fcntl
 from pathlib import Path
 
+from quantscan.apps.viral import ncbi
 from quantscan.scripting import run
-from quantscan.viral import ncbi
 
 
 def main(smk, log):

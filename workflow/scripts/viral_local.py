@@ -7,8 +7,8 @@ import collections
 import dataclasses
 from pathlib import Path
 
+from quantscan.apps.viral.fasta import read_class_fastas, write_fasta
 from quantscan.scripting import run
-from quantscan.viral.fasta import read_class_fastas, write_fasta
 
 
 def main(smk, log):

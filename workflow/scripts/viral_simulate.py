@@ -5,9 +5,9 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import dataclasses
 
+from quantscan.apps.viral import simulate
+from quantscan.apps.viral.fasta import write_fasta
 from quantscan.scripting import run
-from quantscan.viral import simulate
-from quantscan.viral.fasta import write_fasta
 
 
 def main(smk, log):

@@ -8,11 +8,11 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import collections
 import json
 
+from quantscan.apps.viral import dataset, openset
+from quantscan.apps.viral.fasta import ValidationRules, read_fasta, write_fasta
 from quantscan.atomic import write_text
 from quantscan.scripting import run
 from quantscan.seeds import derive_seed
-from quantscan.viral import dataset, openset
-from quantscan.viral.fasta import ValidationRules, read_fasta, write_fasta
 
 
 def main(smk, log):

@@ -6,8 +6,8 @@ results/viral/openset.tsv, every open-set strategy of every method side by side.
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
+from quantscan.apps.viral import report
 from quantscan.scripting import run
-from quantscan.viral import report
 
 
 def main(smk, log):

@@ -40,7 +40,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from ..errors import ConfigError
-from ..evaluate import classification_metrics
+from ..tasks.classification_metrics import classification_metrics
 from ..train import predict_proba, to_tensor
 from . import int8 as qint8
 from .cost import model_bits as torch_model_bits

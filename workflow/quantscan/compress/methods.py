@@ -79,8 +79,8 @@ from torch import nn
 from .. import config as qconfig
 from ..atomic import write_text
 from ..errors import ConfigError, QuantscanError
-from ..evaluate import classification_metrics
 from ..seeds import derive_seed
+from ..tasks.classification_metrics import classification_metrics
 from ..train import (
     EVAL_BATCH,
     TrainConfig,

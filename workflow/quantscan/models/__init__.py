@@ -26,6 +26,16 @@ ARCH_LIMITS = {
 MAX_PARAMETERS = 50_000_000
 
 
+def register_architecture(name: str, cls, limits: dict[str, tuple[int, int]] | None = None) -> None:
+    """Make ``cls(**kwargs)`` buildable as ``{"name": name, **kwargs}`` (an application's own
+    model; ``limits``: inclusive bounds of the integer fields a model file may declare)."""
+    known = ARCHITECTURES.get(name)
+    if known is not None and known is not cls:
+        raise ValueError(f"architecture {name!r} is already {known.__name__}")
+    ARCHITECTURES[name] = cls
+    ARCH_LIMITS[name] = dict(limits or {})
+
+
 def build_model(arch: dict):
     """Build a model from ``{"name": ..., **kwargs}`` (as stored in model files)."""
     kwargs = dict(arch)
@@ -90,6 +100,7 @@ __all__ = [
     "SweepNet",
     "ViralCNN",
     "build_model",
+    "register_architecture",
     "state_nbytes",
     "validate_arch",
 ]

@@ -1,0 +1,36 @@
+"""Classification: one label per input, cross-entropy loss, accuracy, per-class accuracy and MCC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .classification_metrics import classification_metrics
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The classification task (:class:`quantscan.tasks.Task`)."""
+
+    name: str = "classification"
+
+    def loss(self, class_weights: list[float] | None = None) -> nn.Module:
+        weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        return nn.CrossEntropyLoss(weight=weight)
+
+    def correct(self, logits: torch.Tensor, y: torch.Tensor) -> int:
+        return int((logits.argmax(1) == y).sum())
+
+    def metrics(self, y_true: np.ndarray, proba: np.ndarray, class_names) -> dict:
+        return classification_metrics(y_true, proba, class_names)
+
+    def calibration_inputs(self, x: np.ndarray, n: int, seed: int) -> np.ndarray:
+        """A seeded random subset of ``n`` inputs (every input when there are fewer)."""
+        rng = np.random.default_rng(seed)
+        return x[rng.permutation(len(x))[:n]]
+
+
+CLASSIFICATION = Classification()
