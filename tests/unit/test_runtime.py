@@ -1,9 +1,11 @@
 """Inference engines: the lookup engine equals the model, all engines agree, inputs are validated.
 
 The lookup engine has two implementations of its patch stages (``kernels``): numpy (always there)
-and numba (``quantscan.lutkernels``, where numba is installed). Both are checked against the
+and numba (``quantscan.runtime.lutkernels``, where numba is installed). Both are checked against the
 model's own forward pass; without numba, asking for its kernels must fail with a clear error.
 """
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -18,8 +20,10 @@ from quantscan.errors import ConfigError
 from quantscan.modelio import save_fp32
 from quantscan.models import SweepNet
 from quantscan.runtime import (
-    SweepNetLutEngine,
+    BinaryConvLutEngine,
+    LutTrunk,
     TorchEngine,
+    lut_trunk_of,
     make_engine,
     model_format,
     numba_available,
@@ -46,9 +50,9 @@ def lut(model, kernels, **kw):
     """The lookup engine with ``kernels``; None (after checking the error) where numba is absent."""
     if kernels == "numba" and not numba_available():
         with pytest.raises(ConfigError, match="numba"):
-            SweepNetLutEngine(model, kernels="numba", **kw)
+            BinaryConvLutEngine(model, kernels="numba", **kw)
         return None
-    engine = SweepNetLutEngine(model, kernels=kernels, **kw)
+    engine = BinaryConvLutEngine(model, kernels=kernels, **kw)
     assert engine.kernels == kernels and engine.describe()["kernels"] == kernels
     return engine
 
@@ -130,7 +134,7 @@ def test_lookup_engine_equals_packed_table6_model(files, kernels):
         return
     engine = make_engine("packed", files / "model.qspk", chunk=6, kernels=kernels)
     np.testing.assert_allclose(engine.predict_proba(x), dense, atol=2e-6)
-    assert engine.kind == "packed" and isinstance(engine, SweepNetLutEngine)
+    assert engine.kind == "packed" and isinstance(engine, BinaryConvLutEngine)
     for path in ("per_patch", "per_pair"):  # both ways of running the dense layer
         engine.dense_path = path
         np.testing.assert_allclose(engine.predict_proba(x), dense, atol=2e-6)
@@ -167,7 +171,7 @@ def test_lookup_engine_equals_fake_quant_model(model, kernels, config):
 @pytest.mark.parametrize("chunk,threads,batch", [(1, 1, 5), (3, 2, 7), (256, 1, 256)])
 def test_lookup_engine_independent_of_chunking(model, kernels, chunk, threads, batch):
     x = images(17, seed=5)
-    ref = SweepNetLutEngine(model, kernels="numpy").predict_proba(x)
+    ref = BinaryConvLutEngine(model, kernels="numpy").predict_proba(x)
     engine = lut(model, kernels, chunk=chunk, threads=threads, batch_size=batch)
     if engine is None:
         return
@@ -177,14 +181,14 @@ def test_lookup_engine_independent_of_chunking(model, kernels, chunk, threads, b
 def test_numba_kernels_grow_undersized_hash_tables(model):
     """Tables are sized from the last chunk's counts; more distinct patches than that retry."""
     x = images(12, seed=8)
-    ref = SweepNetLutEngine(model, kernels="numpy").predict_proba(x)
+    ref = BinaryConvLutEngine(model, kernels="numpy").predict_proba(x)
     engine = lut(model, "numba", chunk=12)
     if engine is None:
         return
     engine._distinct = {"7": 1e-9, "6": 1e-9, "5": 1e-9}  # 256-slot tables: all overflow
     np.testing.assert_allclose(engine.predict_proba(x), ref, atol=1e-6)
     assert engine._distinct["7"] > 0.05  # and the estimates are updated
-    from quantscan import lutkernels
+    from quantscan.runtime import lutkernels
 
     u7, img, patch, count = lutkernels.patches7(x[:, 0], 12)
     assert count.sum() == 12 * (12 - 6) * (15 - 6)  # every position counted once
@@ -234,7 +238,7 @@ def test_factory_errors(files):
 
 
 def test_input_validation(model):
-    engine = SweepNetLutEngine(model)
+    engine = BinaryConvLutEngine(model)
     x = images(4)
     with pytest.raises(ConfigError, match="uint8"):
         engine.predict_proba(x.astype(np.float32))
@@ -245,12 +249,82 @@ def test_input_validation(model):
     with pytest.raises(ConfigError, match="7 x 7"):
         engine.predict_proba(x[:, :, :6])
     assert engine.predict_proba(x[:0]).shape == (0, 2)
-    with pytest.raises(ConfigError, match="SweepNet"):
-        SweepNetLutEngine(nn.Sequential(nn.Conv2d(1, 2, 2)))
+    with pytest.raises(ConfigError, match="lut_trunk"):
+        BinaryConvLutEngine(nn.Sequential(nn.Conv2d(1, 2, 2)))
     with pytest.raises(ConfigError, match="chunk"):
-        SweepNetLutEngine(model, chunk=300)
+        BinaryConvLutEngine(model, chunk=300)
     with pytest.raises(ConfigError, match="kernels"):
-        SweepNetLutEngine(model, kernels="cuda")
-    auto = SweepNetLutEngine(model)
+        BinaryConvLutEngine(model, kernels="cuda")
+    auto = BinaryConvLutEngine(model)
     assert auto.kernels == ("numba" if numba_available() else "numpy")
     assert auto.chunk == (32 if numba_available() else 8)
+
+
+# --------------------------------------------------------------------------------------------------
+# the lookup engine's model contract (``lut_trunk()``), not the model's class
+
+
+class Wrapped(nn.Module):
+    """Another class with the same layers: the engine runs it through its ``lut_trunk()`` (a
+    mapping here) without knowing the class."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+    def lut_trunk(self):
+        trunk = self.inner.lut_trunk()
+        return {f.name: getattr(trunk, f.name) for f in dataclasses.fields(trunk)}
+
+
+def test_lookup_engine_runs_any_model_with_the_contract(model):
+    x = images(10, seed=12)
+    ref = TorchEngine(model).predict_proba(x)
+    engine = BinaryConvLutEngine(Wrapped(model), kernels="numpy")
+    assert engine.input_shape == (1, None, None)
+    np.testing.assert_allclose(engine.predict_proba(x), ref, atol=2e-6)
+    trunk = lut_trunk_of(model)
+    assert isinstance(trunk, LutTrunk) and trunk.blocks[0].conv is model.sweepnet_first_conv
+
+
+def test_lookup_engine_contract_errors(model):
+    with pytest.raises(ConfigError) as err:
+        BinaryConvLutEngine(nn.Sequential(nn.Conv2d(1, 2, 2)))
+    assert str(err.value) == (
+        "the lookup engine needs a model with a lut_trunk() method (module doc of "
+        "quantscan.runtime.lut); Sequential has none"
+    )
+
+    class Broken(Wrapped):
+        def __init__(self, inner, **swap):
+            super().__init__(inner)
+            self.swap = swap
+
+        def lut_trunk(self):
+            trunk = self.inner.lut_trunk()
+            blocks = list(trunk.blocks)
+            for key, module in self.swap.items():
+                i, part = key.split("_")
+                blocks[int(i)] = dataclasses.replace(blocks[int(i)], **{part: module})
+            return dataclasses.replace(trunk, blocks=tuple(blocks))
+
+    cases = [
+        ({"0_conv": nn.Conv2d(1, 8, 3)}, "block 1 conv is not a 2x2 stride-1 valid convolution"),
+        ({"1_conv": nn.Conv2d(8, 8, 2, stride=2)}, "block 2 conv is not a 2x2 stride-1 valid"),
+        ({"2_pool": nn.AvgPool2d(2, stride=1)}, "block 3 pool is not a max-pool"),
+        ({"1_pool": nn.MaxPool2d(2)}, "block 2 pool is not a 2x2 stride-1 max-pool"),
+        ({"0_conv": nn.Conv2d(2, 8, 2)}, "the model must take one input channel"),
+    ]
+    for swap, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            BinaryConvLutEngine(Broken(model, **swap))
+
+    class NotATrunk(Wrapped):
+        def lut_trunk(self):
+            return [1, 2, 3]
+
+    with pytest.raises(ConfigError, match=r"NotATrunk.lut_trunk\(\) must return a LutTrunk"):
+        BinaryConvLutEngine(NotATrunk(model))

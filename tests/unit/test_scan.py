@@ -36,7 +36,7 @@ from quantscan.apps.sweeps.scan import (
 from quantscan.apps.sweeps.simulate import Replicate
 from quantscan.errors import ConfigError, InputFormatError
 from quantscan.models import SweepNet
-from quantscan.runtime import Engine, SweepNetLutEngine
+from quantscan.runtime import BinaryConvLutEngine, Engine
 
 
 class MeanEngine(Engine):
@@ -135,7 +135,7 @@ def test_regions_merge_to_the_whole_scan(n_regions):
 
 def test_scan_with_lookup_engine_and_regions():
     torch.manual_seed(0)
-    engine = SweepNetLutEngine(SweepNet(filters=4).eval(), chunk=5)
+    engine = BinaryConvLutEngine(SweepNet(filters=4).eval(), chunk=5)
     hd = chromosome(120, 10, seed=3)
     whole = scan_chromosome(hd, engine, width=12, n_points=23)
     merged = merge_scores(

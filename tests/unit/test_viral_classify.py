@@ -221,6 +221,28 @@ def test_engines_from_model_files_agree(tiny_model):
         classify.load_engine(d / "nothere.pt")
 
 
+def test_model_engines_run_through_the_runtime(tiny_model):
+    """Torch and ONNX models run as runtime engines: logits of the model itself, float64;
+    windows of another length are refused naming both lengths."""
+    from quantscan import runtime
+    from quantscan.compress import int8
+
+    model, arch, d = tiny_model
+    x = onehot.encode(["ACGT" * 16, "GATTACA" * 5, "N" * 10], 64)
+    int8.export_onnx(model, x[:1].astype(np.float32), d / "runtime.onnx")
+    fp32 = classify.load_engine(d / "model.pt")
+    onnx = classify.load_engine(d / "runtime.onnx")
+    assert isinstance(fp32.engine, runtime.TorchEngine)
+    assert isinstance(onnx.engine, runtime.OnnxEngine)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x).float()).numpy()
+    np.testing.assert_array_equal(fp32.predict_logits(x), ref.astype(np.float64))
+    np.testing.assert_allclose(onnx.predict_logits(x), ref, atol=1e-5)
+    for engine in (fp32, onnx):
+        with pytest.raises(runtime.InputShapeError, match="takes 5 x 64 inputs .* got 5 x 32"):
+            engine.predict_proba(x[:, :, :32])
+
+
 def test_evaluate_split_windows_and_records(tmp_path):
     # three records of 'A', one long C-rich record cut into windows; perfect engine on windows
     seqs = ["A" * 100, "A" * 150, "A" * 80, "C" * 450]

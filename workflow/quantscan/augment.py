@@ -1,6 +1,6 @@
 """Random augmentation of one-hot sequence batches during training (viral inputs).
 
-A CNN that ends in a flattening FC layer (seed 004 Table III) sees where a record ends, so it can
+A CNN that ends in a flattening FC layer (Fernandes & Kung Table III) sees where a record ends, so it can
 learn record length, the amount of zero padding, or strand instead of sequence content (the
 confounds of viral.md section 8). Two augmentations, drawn afresh for every mini-batch, take those
 cues away:

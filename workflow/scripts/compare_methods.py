@@ -16,7 +16,9 @@ def main(smk, log):
     table = compare.variants_table(list(smk.input.fp32), jobs)
     compare.write_variants(table, smk.output.variants)
     compare.pareto(table, smk.output.pareto, f"{app}: test accuracy vs model size, all variants")
-    compare.density(table, smk.output.density, f"{app}: test accuracy vs density (seed 004)")
+    compare.density(
+        table, smk.output.density, f"{app}: test accuracy vs density (Fernandes & Kung)"
+    )
     log.info(
         "%d variants of %d jobs (+ %d fp32 models): %s",
         len(table),

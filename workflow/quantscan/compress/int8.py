@@ -43,7 +43,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
 from quantscan.atomic import atomic_path
-from quantscan.errors import ConfigError, InputFormatError
+from quantscan.errors import ConfigError
+from quantscan.runtime.onnx_engine import load_onnx, ort_session
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -268,30 +269,6 @@ def build_int8(
     export_onnx(model, calib_x[:1], fp32_path, opset=opset)
     quantize_onnx(fp32_path, int8_path, calib_x, **quantize_kwargs)
     return {"fp32": Path(fp32_path), "int8": Path(int8_path)}
-
-
-def load_onnx(path: str | Path, **kwargs) -> onnx.ModelProto:
-    """``onnx.load`` of a model file; a missing, truncated or foreign file raises InputFormatError
-    naming it (random bytes can parse as an empty protobuf: a model needs graph inputs and outputs)."""
-    try:
-        m = onnx.load(str(path), **kwargs)
-    except Exception as err:  # protobuf DecodeError, OSError, onnx's own errors
-        raise InputFormatError(f"{path}: not a readable ONNX model: {err}") from err
-    if not m.graph.input or not m.graph.output:
-        raise InputFormatError(
-            f"{path}: not a readable ONNX model: graph has {len(m.graph.input)} inputs and "
-            f"{len(m.graph.output)} outputs (truncated or not ONNX?)"
-        )
-    return m
-
-
-def ort_session(path: str | Path, options: ort.SessionOptions) -> ort.InferenceSession:
-    """A CPU ``InferenceSession``; a missing, truncated or foreign file raises InputFormatError
-    naming it instead of onnxruntime's own exception types."""
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # InvalidProtobuf, NoSuchFile, Fail, InvalidGraph, ...
-        raise InputFormatError(f"{path}: not a readable ONNX model: {err}") from err
 
 
 def describe_onnx(path: str | Path) -> dict:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ..lutkernels import jit as _jit
+from ..runtime.lutkernels import jit as _jit
 
 
 @_jit

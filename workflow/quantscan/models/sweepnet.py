@@ -88,3 +88,29 @@ class SweepNet(nn.Module):
         x = x * s
         x = self.sweepnet_dense_activation(self.sweepnet_first_dense(x))
         return self.sweepnet_second_dense(x.mean(dim=(2, 3)))
+
+    def lut_trunk(self):
+        """The layers as the lookup engine's contract names them (``runtime.lut.LutTrunk``):
+        three conv 2x2 / activation / max-pool blocks, the squeeze-and-excitation gate, the
+        per-position dense layer and the linear head. Read at call time, so quantized or packed
+        models (modules swapped by name) give their own layers."""
+        from ..runtime.lut import ConvBlock, LutTrunk
+
+        blocks = tuple(
+            ConvBlock(
+                getattr(self, f"sweepnet_{n}_conv"),
+                getattr(self, f"sweepnet_{n}_activation"),
+                getattr(self, f"sweepnet_{n}_max_pool"),
+            )
+            for n in ("first", "second", "third")
+        )
+        return LutTrunk(
+            blocks=blocks,
+            gate_squeeze=self.se_block_first_conv,
+            gate_squeeze_activation=self.se_block_first_activation,
+            gate_excite=self.se_block_second_conv,
+            gate_excite_activation=self.se_block_second_activation,
+            dense=self.sweepnet_first_dense,
+            dense_activation=self.sweepnet_dense_activation,
+            head=self.sweepnet_second_dense,
+        )

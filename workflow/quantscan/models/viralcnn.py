@@ -1,4 +1,4 @@
-"""The baseline 1-D CNN of Fernandes & Kung (seed 004, Table III) for viral classification.
+"""The baseline 1-D CNN of Fernandes & Kung (Fernandes & Kung, Table III) for viral classification.
 
 Input: one-hot ``(batch, 5, length)`` with length N = 3500 (A, C, G, T, other). Four blocks of
 Conv1D -> BatchNorm -> ReLU -> MaxPool(2) with 256@16, 64@32, 32@64 and 32@128 kernels, then
@@ -45,7 +45,7 @@ def conv_output_length(length: int, n_blocks: int = len(CONV_BLOCKS)) -> int:
 
 
 class ViralCNN(nn.Module):
-    """Seed 004's baseline CNN. ``ViralCNN(n_classes=4, length=3500)``; input
+    """Fernandes & Kung's baseline CNN. ``ViralCNN(n_classes=4, length=3500)``; input
     ``(batch, in_channels, length)`` float; output logits ``(batch, n_classes)``."""
 
     LAYERS = (

@@ -25,7 +25,8 @@ Engines: anything with ``length`` (N), ``n_classes`` and ``predict_proba(x uint8
 (``predict_logits`` too if it has it; else the log-probabilities stand in); an engine whose
 ``length`` is None scores whole records (``predict_record_logits(list of str)``, the k-mer
 baselines). :func:`load_engine` opens fp32 model files (``modelio``), packed compressed models
-(``compress.pack``, fake-quantized torch) and ONNX files (``compress.int8.OrtEngine``).
+(``compress.pack``, fake-quantized torch) and ONNX files (fp32 or int8), and runs them through the
+inference runtime (``quantscan.runtime``: ``TorchEngine``, ``OnnxEngine``).
 """
 
 from __future__ import annotations
@@ -69,78 +70,90 @@ COMBINE = ("mean", "max")
 # ----------------------------------------------------------------------------- engines
 
 
-class TorchEngine:
-    """A torch model (fp32 or fake-quantized packed) in eval mode, on CPU."""
+#: dtypes of the one-hot windows (``onehot.encode``)
+WINDOW_DTYPES = ("uint8", "float32")
 
-    def __init__(self, model, arch: dict, kind: str = "torch", batch_size: int = 64):
-        self.model = model.eval()
-        self.arch = dict(arch)
-        self.length = int(arch.get("length", 3500))
-        self.n_classes = int(arch.get("n_classes", 4))
+
+class RuntimeEngine:
+    """A ``quantscan.runtime`` engine as a window classifier: ``length`` (N), ``n_classes``,
+    ``kind``, ``predict_logits`` (float64) and ``predict_proba`` of one-hot windows
+    ``(B, 5, N)``; windows of another shape are refused by the engine (``InputShapeError``)."""
+
+    def __init__(self, engine, kind: str, length: int):
+        self.engine = engine
         self.kind = kind
-        self.batch_size = batch_size
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        from ...train import predict_proba
-
-        return predict_proba(self.model, x, self.batch_size)
+        self.length = int(length)
+        self.n_classes = int(engine.n_classes)
+        self.batch_size = engine.batch_size
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        return self.engine.logits(x)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.engine.predict_proba(x)
+
+
+class TorchEngine(RuntimeEngine):
+    """A torch model (fp32 or fake-quantized packed) in eval mode, on CPU, through
+    ``runtime.TorchEngine``; ``threads`` None: the current torch setting."""
+
+    def __init__(
+        self,
+        model,
+        arch: dict,
+        kind: str = "torch",
+        batch_size: int = 64,
+        threads: int | None = None,
+    ):
         import torch
 
-        from ...train import to_tensor
+        from ...runtime import TorchEngine as RuntimeTorch
 
-        self.model.eval()
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(x), self.batch_size):
-                out.append(self.model(to_tensor(x[i : i + self.batch_size], False)).numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.n_classes), np.float32)
+        self.model = model.eval()
+        self.arch = dict(arch)
+        length = int(arch.get("length", 3500))
+        engine = RuntimeTorch(
+            self.model,
+            batch_size=batch_size,
+            threads=torch.get_num_threads() if threads is None else threads,
+            name=kind,
+            channels_last=False,
+            input_shape=(int(arch.get("in_channels", 5)), length),
+            input_dtypes=WINDOW_DTYPES,
+        )
+        engine.n_classes = int(arch.get("n_classes", 4))  # as the model file declares it
+        super().__init__(engine, kind, length)
 
 
-class OnnxEngine:
-    """An ONNX Runtime session (fp32 or int8 QDQ) through ``compress.int8.OrtEngine``."""
+class OnnxEngine(RuntimeEngine):
+    """An ONNX Runtime session (fp32 or int8 QDQ) through ``runtime.OnnxEngine``."""
 
     def __init__(self, path, threads: int = 1, batch_size: int = 64):
-        from ...compress.int8 import OrtEngine
+        from ...runtime import OnnxEngine as RuntimeOnnx
 
-        self.ort = OrtEngine(path, intra_op_threads=threads)
-        shape_in = self.ort.session.get_inputs()[0].shape
-        shape_out = self.ort.session.get_outputs()[0].shape
+        engine = RuntimeOnnx(
+            path, batch_size=batch_size, threads=threads, name="onnx", input_dtypes=WINDOW_DTYPES
+        )
+        shape_in = engine.session.get_inputs()[0].shape
+        shape_out = engine.session.get_outputs()[0].shape
         if not isinstance(shape_in[-1], int) or not isinstance(shape_out[-1], int):
             raise InputFormatError(f"{path}: ONNX input/output shapes {shape_in} {shape_out}")
-        self.length, self.n_classes = int(shape_in[-1]), int(shape_out[-1])
-        self.kind = "onnx"
-        self.batch_size = batch_size
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return self.ort.predict_proba(x, self.batch_size)
-
-    def predict_logits(self, x: np.ndarray) -> np.ndarray:
-        return self.ort.predict_logits(x, self.batch_size)
+        super().__init__(engine, "onnx", int(shape_in[-1]))
 
 
 def load_engine(path: str | os.PathLike, *, threads: int = 1, batch_size: int = 64):
     """An engine for a model file: packed (``QSPK`` magic), ONNX (``.onnx``) or fp32 torch."""
+    from ...runtime import load_model_arch, model_format
+
     path = Path(path)
     if not path.is_file():
         raise InputFormatError(f"{path}: model file not found")
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if path.suffix == ".onnx":
+    fmt = model_format(path)
+    if fmt == "onnx":
         return OnnxEngine(path, threads=threads, batch_size=batch_size)
-    import torch
-
-    torch.set_num_threads(max(1, int(threads)))
-    if magic == b"QSPK":
-        from ...compress.pack import load_packed
-
-        model, header = load_packed(path)
-        return TorchEngine(model, header["arch"], kind="torch-packed", batch_size=batch_size)
-    from ...modelio import load_fp32
-
-    model, arch = load_fp32(path)
-    return TorchEngine(model, arch, kind="torch-fp32", batch_size=batch_size)
+    model, arch = load_model_arch(path)
+    kind = "torch-packed" if fmt == "packed" else "torch-fp32"
+    return TorchEngine(model, arch, kind=kind, batch_size=batch_size, threads=threads)
 
 
 # ----------------------------------------------------------------------------- FASTA stream
@@ -567,7 +580,9 @@ __all__ = [
     "UNCLASSIFIABLE",
     "ClassifyOptions",
     "ClassifySummary",
+    "WINDOW_DTYPES",
     "OnnxEngine",
+    "RuntimeEngine",
     "TorchEngine",
     "classify_fasta",
     "classify_records",

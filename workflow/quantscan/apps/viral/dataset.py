@@ -15,7 +15,7 @@ apart, so a split costs about 2 bits per base whatever N is (the padded one-hot 
 :func:`build_splits` turns validated records into train/val/test files: stratified by class,
 optionally holding out whole clusters of near-identical sequences or whole sources, then
 balancing the *training* split only (viral.md section 8: split before balancing), by
-``downsample`` (to the smallest class), ``resample`` (seed 004: every class to ``per_class``
+``downsample`` (to the smallest class), ``resample`` (Fernandes & Kung: every class to ``per_class``
 records, larger classes subsampled, smaller ones duplicated at random), ``weights`` (class
 weights for the loss) or ``none``.
 """
@@ -398,7 +398,7 @@ def read_records(
 
 
 def resample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Seed 004's balancing: ``per_class`` indices per class, a random subset of larger classes
+    """Fernandes & Kung's balancing: ``per_class`` indices per class, a random subset of larger classes
     and all items of smaller ones plus random duplicates. Sorted."""
     rng = np.random.default_rng(seed)
     keep = []

@@ -1,7 +1,7 @@
 """One-hot encoding of nucleotide sequences, channels-first ``(batch, 5, N)`` for ``Conv1d``.
 
 Channels are A, C, G, T and "other" (N and every other IUPAC ambiguity code); positions past the
-end of a sequence are all-zero (zero padding), as in seed 004 (N = 3500). Encoding goes through a
+end of a sequence are all-zero (zero padding), as in Fernandes & Kung (N = 3500). Encoding goes through a
 256-entry lookup table on the raw bytes, so there is no Python loop over bases.
 
 Records longer than N are cut into overlapping windows of N with a given stride; the last window

@@ -18,7 +18,7 @@ convention for circular genomes) with their lineage's length up to indels; a sha
 (``partial_fraction``) are partial sequences: windows of random length and offset. Then each
 isolate may get a few indels and a run of N.
 
-Defaults mimic seed 004's four classes (their Table II length ranges; GC content, divergences,
+Defaults mimic Fernandes & Kung's four classes (their Table II length ranges; GC content, divergences,
 signatures and shares are illustrative choices, not measurements). Riboviria, a realm, is made of
 many lineages that share little more than a few slow motifs, and most of its records in a
 1-3.5 kb window are partial, which makes it the hardest class, as in the paper. The length ranges

@@ -1,6 +1,6 @@
 """Class balancing, stratified train/val/test splits and hold-out by sequence cluster.
 
-Seed 004 balances by duplicating minority-class sequences *before* splitting, so copies of one
+Fernandes & Kung balances by duplicating minority-class sequences *before* splitting, so copies of one
 sequence land in both training and test sets. Here the intended order is: cluster near-identical
 sequences, split by cluster (stratified by class), then balance the training split only, by
 downsampling to the smallest class or by class weights for the loss.

@@ -1,31 +1,20 @@
-"""Inference engines behind one interface, for scanning genomes with fp32 and compressed models.
+"""Exact inference of binary-input convolutional nets by patch lookup (:class:`BinaryConvLutEngine`).
 
-Every engine takes binary images ``x`` (uint8, ``(B, 1, H, W)``, 0/1) and returns class probabilities
-``(B, n_classes)`` from ``predict_proba`` and the log-odds of one class from ``predict_log_odds``
-(from the logits, so it does not saturate where the probability rounds to 1); ``name``,
-``batch_size`` and ``threads`` describe it. ``input_shape`` is the image (H, W) the engine takes:
-an ONNX graph with fixed dimensions declares it, the other engines are given the model's training
-shape (``make_engine(example_shape=...)``). An image of another shape is refused with a
-``ConfigError`` naming both shapes: no engine crashes on a shape, and none silently scores an
-image of another size than its model was trained on (the scan subsamples or matches haplotypes
-first: ``sweeps.sample_size``).
+The model contract
+------------------
+The engine runs any model that describes its layers through a ``lut_trunk()`` method returning a
+:class:`LutTrunk`: three [conv 2x2 stride 1 (valid) -> activation -> max-pool 2x2 stride 1]
+blocks on a one-channel input, a squeeze-and-excitation gate (Hu et al., CVPR 2018: global mean
+-> 1x1 conv -> activation -> 1x1 conv -> activation -> channel scale), a per-position dense layer
+(a 1x1 conv) with its activation, a global mean and a linear head. The engine checks the contract
+(:func:`lut_trunk_of`) and raises a ``ConfigError`` naming what is missing; it never looks at the
+model's class or attribute names. Quantized layers are used as they compute (``effective_weight``
+and ``quantized_bias`` where a layer has them), activations through the model's own modules.
 
-========================  ======================================================================
-kind                      what runs
-========================  ======================================================================
-torch_fp32_per_window     PyTorch fp32, one window per call (the SweepNet/ASDEC baseline)
-torch_fp32                PyTorch fp32, batched, channels-last
-onnx_fp32                 ONNX Runtime fp32 (``.onnx``; a ``.pt`` is exported on the fly)
-onnx_int8                 ONNX Runtime static int8 (an ``.onnx`` from ``compress.int8.build_int8``)
-packed                    a packed low-bit model (``compress.pack``) through the lookup engine
-packed_torch              the same packed model, dequantized weights in PyTorch (dense reference)
-lut_fp32                  an fp32 model through the lookup engine (shows what binary inputs buy)
-========================  ======================================================================
-
-The lookup engine (:class:`SweepNetLutEngine`)
-----------------------------------------------
-SweepNet is three [conv 2x2 -> activation -> max-pool 2x2 stride 1] blocks, so a trunk output is a
-function of the 7x7 input patch under it, and the inputs are binary. The engine never convolves:
+How it runs
+-----------
+Three blocks of 2x2 convolutions and 2x2 stride-1 max-pools make each trunk output a function of
+the 7x7 input patch under it, and the inputs are binary. The engine never convolves:
 
 1. every conv-2 pre-activation is a function of a 4x4 binary patch: all 65,536 are tabulated once
    per model (``A2``: activation applied, 8 MiB) by running the model's own first layers on them;
@@ -36,25 +25,25 @@ function of the 7x7 input patch under it, and the inputs are binary. The engine 
    same way; a 5x5 patch's pool-2 output is the max of four ``A2`` rows; a 6x6 patch's conv-3 output
    is the sum of four per-offset products ``a2 @ W3[:, :, di, dj]`` computed once per 5x5 patch;
    a 7x7 patch's pool-3 output is the max of four of those;
-4. the global means of the SE block and of the final average pool are count-weighted sums over
+4. the global means of the gate and of the final average pool are count-weighted sums over
    the distinct patches of each image (``embedding_bag`` with per-sample weights); the 1x1 dense
-   layer is evaluated once per distinct patch and distinct SE scale vector (the 1-bit sigmoid of
-   the Table 6 model gives few), else once per (image, patch) pair.
+   layer is evaluated once per distinct patch and distinct gate scale vector (a 1-bit gate
+   activation gives few), else once per (image, patch) pair.
 
 Results equal the model's forward pass up to float32 summation order (~1e-7); the tests check this
-for fp32, Table 6 and uniform 1-bit / 2-bit models on random binary images, decisions included.
-The arithmetic left is ~10x below the dense network's on scan windows (0.14 / 0.24 / 0.32 distinct
-5x5 / 6x6 / 7x7 patches per position in chunks of 8 images of 128 x 128, 0.11 / 0.21 / 0.31 in
+for fp32, mixed-precision and uniform 1-bit / 2-bit models on random binary images, decisions
+included. The arithmetic left is ~10x below the dense network's on 128 x 128 images (0.14 / 0.24 /
+0.32 distinct 5x5 / 6x6 / 7x7 patches per position in chunks of 8 images, 0.11 / 0.21 / 0.31 in
 chunks of 32). The low-bit weights themselves buy nothing on a float CPU path; the binary inputs do
 (``lut_fp32`` shows the same speed for the fp32 model), so ``packed`` is fast because the packed
-model is a SweepNet, and exact because the packed file holds the dequantized weights the model
-computes with.
+model fulfils the contract, and exact because the packed file holds the dequantized weights the
+model computes with.
 
 Two implementations of steps 2-3 and the max-pools (``kernels``):
 
-* ``numba`` (``quantscan.lutkernels``, used when numba is installed): per image, the 7x7 codes go
-  through a small hash table that stays in cache, then the image's distinct codes through the
-  chunk's table; the 6x6 and 5x5 levels are hash tables too, and the max-pools are fused
+* ``numba`` (``quantscan.runtime.lutkernels``, used when numba is installed): per image, the 7x7
+  codes go through a small hash table that stays in cache, then the image's distinct codes through
+  the chunk's table; the 6x6 and 5x5 levels are hash tables too, and the max-pools are fused
   gather-max loops. No temporaries, the GIL released: ~2x the numpy path per core, and worker
   threads scale. Chunks of 32 images (more sharing for the matrix products, tables still in L3).
 * ``numpy``: sorts of ``code << k | index`` keys and ``index_select`` gathers (no compiler needed;
@@ -66,201 +55,107 @@ layer, ~1/5), then the 7x7 hash tables (~1/6). Measured numbers: ``benchmarks/RE
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
-import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, InputFormatError, QuantscanError
-from .models import SweepNet
-
-KINDS = (
-    "torch_fp32_per_window",
-    "torch_fp32",
-    "onnx_fp32",
-    "onnx_int8",
-    "packed",
-    "packed_torch",
-    "lut_fp32",
-)
+from ..errors import ConfigError
+from .base import Engine, n_classes_of, torch_threads
 
 _U64 = np.uint64
 _OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row, column) offsets of a 2x2 kernel / pool
-_PACKED_MAGIC = b"QSPK"
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run the block with ``n`` PyTorch intra-op threads, then restore the previous setting."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+@dataclass(frozen=True)
+class ConvBlock:
+    """One trunk block: ``pool(activation(conv(x)))``."""
+
+    conv: nn.Module
+    activation: nn.Module
+    pool: nn.Module
 
 
-def check_images(x: np.ndarray) -> np.ndarray:
-    """Validate an engine input: uint8 ``(B, 1, H, W)``; returns it as a contiguous array."""
-    x = np.asarray(x)
-    if x.dtype != np.uint8:
-        raise ConfigError(f"engine input must be uint8 0/1 images, got dtype {x.dtype}")
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ConfigError(f"engine input must have shape (batch, 1, H, W), got {x.shape}")
-    return np.ascontiguousarray(x)
+@dataclass(frozen=True)
+class LutTrunk:
+    """The layers the lookup engine evaluates, as a model's ``lut_trunk()`` returns them.
+
+    ``blocks``: the three [conv 2x2 -> activation -> max-pool 2x2 stride 1] blocks;
+    ``gate_squeeze``/``gate_squeeze_activation`` and ``gate_excite``/``gate_excite_activation``:
+    the two 1x1 convs of the squeeze-and-excitation gate and their activations; ``dense`` (a 1x1
+    conv) and ``dense_activation``: the per-position dense layer; ``head``: the final linear layer
+    applied to the global mean. The forward pass the engine reproduces is
+
+        t = blocks(x); s = excite_act(excite(squeeze_act(squeeze(mean(t)))))
+        logits = head(mean(dense_activation(dense(t * s))))
+    """
+
+    blocks: tuple[ConvBlock, ConvBlock, ConvBlock]
+    gate_squeeze: nn.Module
+    gate_squeeze_activation: nn.Module
+    gate_excite: nn.Module
+    gate_excite_activation: nn.Module
+    dense: nn.Module
+    dense_activation: nn.Module
+    head: nn.Module
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def _attr(module: nn.Module, name: str):
+    """A layer hyper-parameter as a pair (``kernel_size=2`` -> ``(2, 2)``); None if absent."""
+    v = getattr(module, name, None)
+    if isinstance(v, int):
+        return (v, v)
+    return tuple(v) if isinstance(v, tuple | list) else None
 
 
-def log_odds(z: np.ndarray, cls: int = 1) -> np.ndarray:
-    """``log P(cls) - log(1 - P(cls))`` of softmax logits ``z`` (B, C), computed stably."""
-    z = np.asarray(z, np.float64)
-    if z.ndim != 2 or not 0 <= cls < z.shape[1] or z.shape[1] < 2:
+def lut_trunk_of(model: nn.Module) -> LutTrunk:
+    """The model's :class:`LutTrunk`, checked; ConfigError naming what breaks the contract."""
+    get = getattr(model, "lut_trunk", None)
+    if not callable(get):
         raise ConfigError(
-            f"log-odds of class {cls} need (batch, classes >= 2) logits, got {z.shape}"
+            f"the lookup engine needs a model with a lut_trunk() method (module doc of "
+            f"quantscan.runtime.lut); {type(model).__name__} has none"
         )
-    rest = np.delete(z, cls, axis=1)
-    m = rest.max(axis=1, keepdims=True)
-    return z[:, cls] - (m[:, 0] + np.log(np.exp(rest - m).sum(axis=1)))
-
-
-class Engine:
-    """Batched class probabilities for binary images. Subclasses implement ``_logits``."""
-
-    kind = ""
-
-    def __init__(
-        self,
-        name: str,
-        batch_size: int,
-        threads: int,
-        n_classes: int,
-        input_shape: tuple[int, int] | None = None,
-    ):
-        if batch_size < 1 or threads < 1:
-            raise ConfigError(f"batch_size and threads must be >= 1 (got {batch_size}, {threads})")
-        self.name = name
-        self.batch_size = int(batch_size)
-        self.threads = int(threads)
-        self.n_classes = int(n_classes)
-        #: (H, W) of the images the engine takes; None: not declared (any shape)
-        self.input_shape = tuple(int(v) for v in input_shape) if input_shape else None
-
-    def _logits(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """``(B, n_classes)`` float64 logits for uint8 images ``(B, 1, H, W)`` of ``input_shape``."""
-        x = check_images(x)
-        if self.input_shape is not None and tuple(x.shape[2:]) != self.input_shape:
-            h, w = self.input_shape
+    trunk = get()
+    if isinstance(trunk, Mapping):
+        trunk = LutTrunk(**trunk)
+    if not isinstance(trunk, LutTrunk):
+        raise ConfigError(
+            f"{type(model).__name__}.lut_trunk() must return a LutTrunk, got {type(trunk).__name__}"
+        )
+    if len(trunk.blocks) != 3:
+        raise ConfigError(f"lookup engine: the trunk needs 3 blocks, got {len(trunk.blocks)}")
+    for i, block in enumerate(trunk.blocks, start=1):
+        conv, pool = block.conv, block.pool
+        if (
+            _attr(conv, "kernel_size") != (2, 2)
+            or _attr(conv, "stride") != (1, 1)
+            or _attr(conv, "padding") != (0, 0)
+            or _attr(conv, "dilation") != (1, 1)
+            or getattr(conv, "groups", None) != 1
+        ):
             raise ConfigError(
-                f"engine {self.name} takes {h} x {w} images (haplotypes x SNPs), got "
-                f"{x.shape[2]} x {x.shape[3]}; subsample or match the haplotypes to the model's "
-                "size (scan.sample_size)"
+                f"lookup engine: block {i} conv is not a 2x2 stride-1 valid convolution"
             )
-        if len(x) == 0:
-            return np.zeros((0, self.n_classes), np.float64)
-        out = [self._logits(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
-        return np.concatenate(out).astype(np.float64)
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """``(B, n_classes)`` float32 probabilities for uint8 images ``(B, 1, H, W)``."""
-        return _softmax(self.logits(x)).astype(np.float32)
-
-    def predict_log_odds(self, x: np.ndarray, cls: int = 1) -> np.ndarray:
-        """``log P(cls) - log P(not cls)`` per image, float64, from the logits (no saturation)."""
-        return log_odds(self.logits(x), cls)
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "batch_size": self.batch_size,
-            "threads": self.threads,
-            "input_shape": list(self.input_shape) if self.input_shape else None,
-        }
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.describe()})"
-
-
-class TorchEngine(Engine):
-    """A PyTorch model in eval mode; ``batch_size=1`` is the one-window-per-call baseline."""
-
-    kind = "torch_fp32"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        batch_size: int = 256,
-        threads: int = 1,
-        name: str | None = None,
-        channels_last: bool = True,
-    ):
-        model = model.eval()
-        super().__init__(name or self.kind, batch_size, threads, _n_classes(model))
-        self.model = model
-        self.channels_last = channels_last
-
-    def _logits(self, x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(x).float()
-        if self.channels_last and len(x) > 1:
-            t = t.contiguous(memory_format=torch.channels_last)
-        with torch_threads(self.threads), torch.inference_mode():
-            return self.model(t).numpy()
-
-
-class OnnxEngine(Engine):
-    """An ONNX Runtime CPU session (fp32 or int8 QDQ graph), fed one float32 batch at a time."""
-
-    kind = "onnx_fp32"
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        batch_size: int = 256,
-        threads: int = 1,
-        name: str | None = None,
-    ):
-        from .compress.int8 import OrtEngine
-
-        self.path = Path(path)
-        try:
-            self.session = OrtEngine(self.path, intra_op_threads=threads, activation="none")
-        except QuantscanError:  # a bad file is already an InputFormatError naming it
-            raise
-        except Exception as err:  # onnxruntime raises its own exception types
-            raise InputFormatError(f"{path}: not a loadable ONNX model: {err}") from err
-        shape = self.session.session.get_outputs()[0].shape
-        n_classes = shape[-1] if isinstance(shape[-1], int) else 2
-        dims = self.session.session.get_inputs()[0].shape
-        fixed = len(dims) == 4 and all(isinstance(d, int) for d in dims[2:])
-        super().__init__(
-            name or self.kind, batch_size, threads, n_classes, tuple(dims[2:]) if fixed else None
-        )
-
-    def _logits(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(x.astype(np.float32))
-
-
-# --------------------------------------------------------------------------------------------------
-# lookup engine
+        if _attr(pool, "kernel_size") != (2, 2) or _attr(pool, "stride") != (1, 1):
+            raise ConfigError(f"lookup engine: block {i} pool is not a 2x2 stride-1 max-pool")
+        if not isinstance(pool, nn.MaxPool2d):
+            raise ConfigError(f"lookup engine: block {i} pool is not a max-pool")
+    if getattr(trunk.blocks[0].conv, "in_channels", None) != 1:
+        raise ConfigError("lookup engine: the model must take one input channel")
+    for name in ("gate_squeeze", "gate_excite", "dense"):
+        if _attr(getattr(trunk, name), "kernel_size") != (1, 1):
+            raise ConfigError(f"lookup engine: {name} is not a 1x1 convolution")
+    if getattr(getattr(trunk.head, "weight", None), "ndim", None) != 2:
+        raise ConfigError("lookup engine: head is not a linear layer")
+    return trunk
 
 
 def _sub_patches(codes: np.ndarray, k: int, *, offset_major: bool) -> np.ndarray:
@@ -358,33 +253,11 @@ def _bias(module: nn.Module) -> torch.Tensor:
     return b.detach().float()
 
 
-def _check_sweepnet(model: nn.Module) -> None:
-    if not isinstance(model, SweepNet):
-        raise ConfigError(
-            f"the lookup engine runs SweepNet models only, got {type(model).__name__}"
-        )
-    for name in ("sweepnet_first_conv", "sweepnet_second_conv", "sweepnet_third_conv"):
-        conv = getattr(model, name)
-        if (
-            tuple(conv.kernel_size) != (2, 2)
-            or tuple(conv.stride) != (1, 1)
-            or tuple(conv.padding) != (0, 0)
-            or tuple(conv.dilation) != (1, 1)
-            or conv.groups != 1
-        ):
-            raise ConfigError(f"lookup engine: {name} is not a 2x2 stride-1 valid convolution")
-    for name in ("sweepnet_first_max_pool", "sweepnet_second_max_pool", "sweepnet_third_max_pool"):
-        pool = getattr(model, name)
-        if pool.kernel_size not in (2, (2, 2)) or pool.stride not in (1, (1, 1)):
-            raise ConfigError(f"lookup engine: {name} is not a 2x2 stride-1 max-pool")
-    if model.sweepnet_first_conv.in_channels != 1:
-        raise ConfigError("lookup engine: the model must take one input channel")
+class BinaryConvLutEngine(Engine):
+    """Exact inference of a :class:`LutTrunk` model on binary one-channel images, by patch lookup
+    and deduplication (module doc). Takes uint8 0/1 images ``(batch, 1, H, W)``, H, W >= 7.
 
-
-class SweepNetLutEngine(Engine):
-    """Exact SweepNet inference on binary images by patch lookup and deduplication (module doc).
-
-    ``kernels``: "numba" (compiled hash tables and fused gather-max, ``quantscan.lutkernels``),
+    ``kernels``: "numba" (compiled hash tables and fused gather-max, ``runtime.lutkernels``),
     "numpy" (sorts and ``index_select``; no compiler needed) or "auto" (numba when installed).
     ``chunk``: images deduplicated together (default 32 with numba, 8 with numpy).
     """
@@ -404,7 +277,7 @@ class SweepNetLutEngine(Engine):
         name: str | None = None,
     ):
         model = model.eval()
-        _check_sweepnet(model)
+        trunk = lut_trunk_of(model)
         if kernels not in self.KERNELS:
             raise ConfigError(
                 f"lookup engine kernels must be one of {self.KERNELS}, got {kernels!r}"
@@ -420,28 +293,27 @@ class SweepNetLutEngine(Engine):
             chunk = 32 if kernels == "numba" else 8
         if not 1 <= chunk <= self.MAX_CHUNK:
             raise ConfigError(f"lookup engine chunk must be in 1..{self.MAX_CHUNK}, got {chunk}")
-        super().__init__(name or self.kind, batch_size, threads, _n_classes(model))
+        super().__init__(
+            name or self.kind, batch_size, threads, n_classes_of(model), (1, None, None)
+        )
         self.model = model
+        self.trunk = trunk
         self.chunk = int(chunk)
         self.kernels = kernels
-        m = model
+        b1, b2, b3 = trunk.blocks
         with torch.inference_mode(), torch_threads(threads):
             idx = np.arange(1 << 16)
             patches = ((idx[:, None] >> np.arange(16)) & 1).astype(np.float32).reshape(-1, 1, 4, 4)
-            z = m.sweepnet_second_conv(
-                m.sweepnet_first_max_pool(
-                    m.sweepnet_first_activation(m.sweepnet_first_conv(torch.from_numpy(patches)))
-                )
-            )
-            self.a2_table = m.sweepnet_second_activation(z).reshape(1 << 16, -1).contiguous()
-            w3 = _weight(m.sweepnet_third_conv)
+            z = b2.conv(b1.pool(b1.activation(b1.conv(torch.from_numpy(patches)))))
+            self.a2_table = b2.activation(z).reshape(1 << 16, -1).contiguous()
+            w3 = _weight(b3.conv)
             # (in, 4 * out): one product per 5x5 patch gives all four kernel offsets
             self.w3 = torch.cat([w3[:, :, di, dj].T for di, dj in _OFFSETS], 1).contiguous()
-            self.b3 = _bias(m.sweepnet_third_conv)
-            self.wd = _weight(m.sweepnet_first_dense)[:, :, 0, 0].T.contiguous()
-            self.bd = _bias(m.sweepnet_first_dense)
-            self.wl = _weight(m.sweepnet_second_dense).T.contiguous()
-            self.bl = _bias(m.sweepnet_second_dense)
+            self.b3 = _bias(b3.conv)
+            self.wd = _weight(trunk.dense)[:, :, 0, 0].T.contiguous()
+            self.bd = _bias(trunk.dense)
+            self.wl = _weight(trunk.head).T.contiguous()
+            self.bl = _bias(trunk.head)
         self.channels = self.a2_table.shape[1]
         self.last_stats: dict = {}
         #: "auto" picks the cheaper way to run the dense layer; "per_patch"/"per_pair" force one
@@ -585,15 +457,15 @@ class SweepNetLutEngine(Engine):
         inv5 += np.arange(4)
         z3 = F.embedding_bag(torch.from_numpy(inv5), per_offset, mode="sum")
         z3 += self.b3
-        return self._act(self.model.sweepnet_third_activation, z3)
+        return self._act(self.trunk.blocks[2].activation, z3)
 
     def _head(self, shape, a3, pair_img, pair_patch, counts, stats, tick) -> np.ndarray:
-        """SE block, dense layers and the global mean, from the distinct patches' pool-3 outputs.
+        """Gate, dense layers and the global mean, from the distinct patches' pool-3 outputs.
 
         The means over positions are count-weighted sums over each image's (patch, count) pairs
         (``embedding_bag`` with per-sample weights over the pairs grouped by image).
         """
-        m = self.model
+        t = self.trunk
         b, h, w = shape
         n_pos = (h - 6) * (w - 6)
         n7 = a3.shape[0]
@@ -612,8 +484,8 @@ class SweepNetLutEngine(Engine):
             return F.embedding_bag(index, values, bag_off, mode="sum", per_sample_weights=bag_w)
 
         mean = per_image(a3) / n_pos
-        s = m.se_block_first_activation(m.se_block_first_conv(mean[:, :, None, None]))
-        s = m.se_block_second_activation(m.se_block_second_conv(s))[:, :, 0, 0]
+        s = t.gate_squeeze_activation(t.gate_squeeze(mean[:, :, None, None]))
+        s = t.gate_excite_activation(t.gate_excite(s))[:, :, 0, 0]
         scales, group = torch.unique(s, dim=0, return_inverse=True)
         n_groups = scales.shape[0]
         tick("se")
@@ -621,8 +493,8 @@ class SweepNetLutEngine(Engine):
         path = self.dense_path
         if path == "auto":
             path = "per_patch" if n_groups * n7 <= n_pairs else "per_pair"
-        act_d = m.sweepnet_dense_activation
-        if path == "per_patch":  # few distinct SE scales (1-bit sigmoid): once per patch
+        act_d = t.dense_activation
+        if path == "per_patch":  # few distinct gate scales (1-bit gate): once per patch
             out = torch.empty(b, self.wl.shape[1])
             for g in range(n_groups):
                 y = self._act(act_d, torch.addmm(self.bd, a3, scales[g][:, None] * self.wd))
@@ -631,7 +503,7 @@ class SweepNetLutEngine(Engine):
                 else:
                     rows = torch.nonzero(group == g)[:, 0]
                     out[rows] = per_image(y)[rows] @ self.wl
-        else:  # continuous SE scales (fp32 models): once per (image, patch) pair
+        else:  # continuous gate scales (fp32 models): once per (image, patch) pair
             img_t = torch.from_numpy(pair_img_sorted.astype(np.int64))
             rows = torch.index_select(a3, 0, bag_patch) * torch.index_select(s, 0, img_t)
             y = self._act(act_d, torch.addmm(self.bd, rows, self.wd))
@@ -673,125 +545,15 @@ class SweepNetLutEngine(Engine):
 
 
 def numba_available() -> bool:
-    """Whether the compiled lookup kernels (``quantscan.lutkernels``) can run: numba installed."""
+    """Whether the compiled lookup kernels (``runtime.lutkernels``) can run: numba installed."""
     return importlib.util.find_spec("numba") is not None
 
 
-def _n_classes(model: nn.Module) -> int:
-    last = [mod for mod in model.modules() if isinstance(mod, nn.Linear | nn.Conv2d)][-1]
-    return int(last.out_features if isinstance(last, nn.Linear) else last.out_channels)
-
-
-# --------------------------------------------------------------------------------------------------
-# factory
-
-
-def model_format(path: str | os.PathLike) -> str:
-    """'packed', 'onnx' or 'fp32' (a ``modelio`` file), by content."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except OSError as err:
-        raise InputFormatError(f"{path}: cannot read model file: {err.strerror or err}") from err
-    if head == _PACKED_MAGIC:
-        return "packed"
-    if path.suffix == ".onnx":
-        return "onnx"
-    return "fp32"
-
-
-def load_model(path: str | os.PathLike) -> nn.Module:
-    """The torch model of an fp32 (``modelio``) or packed (``compress.pack``) file, in eval mode."""
-    fmt = model_format(path)
-    if fmt == "packed":
-        from .compress.pack import load_packed
-
-        return load_packed(path)[0]
-    if fmt == "fp32":
-        from .modelio import load_fp32
-
-        return load_fp32(path)[0]
-    raise ConfigError(f"{path}: an ONNX file has no torch model; use kind onnx_fp32 or onnx_int8")
-
-
-def make_engine(
-    kind: str,
-    model_path: str | os.PathLike,
-    *,
-    batch_size: int = 256,
-    threads: int = 1,
-    chunk: int | None = None,
-    kernels: str = "auto",
-    name: str | None = None,
-    example_shape: tuple[int, int] | None = None,
-) -> Engine:
-    """Build an engine of ``kind`` (see ``KINDS``) from a model file.
-
-    ``torch_*`` and ``lut_fp32`` take an fp32 file (a packed file also works for ``torch_*``);
-    ``packed``/``packed_torch`` a packed file; ``onnx_int8`` an int8 ``.onnx``; ``onnx_fp32`` an
-    ``.onnx`` or an fp32 file, exported to a temporary ONNX file with ``example_shape`` (H, W).
-    ``example_shape`` is also the ``input_shape`` the torch and lookup engines declare (an ONNX
-    graph declares its own fixed dimensions).
-    """
-    if kind not in KINDS:
-        raise ConfigError(f"unknown engine kind {kind!r}; known: {', '.join(KINDS)}")
-    fmt = model_format(model_path)
-    name = name or kind
-    if kind in ("onnx_fp32", "onnx_int8"):
-        if fmt == "onnx":
-            engine = OnnxEngine(model_path, batch_size=batch_size, threads=threads, name=name)
-            engine.kind = kind
-            return engine
-        if kind == "onnx_int8":
-            raise ConfigError(
-                f"{model_path}: engine onnx_int8 needs an int8 .onnx file "
-                "(built by quantscan.compress.int8.build_int8)"
-            )
-        if example_shape is None:
-            raise ConfigError("engine onnx_fp32 from a torch model needs example_shape=(H, W)")
-        from .compress.int8 import export_onnx
-
-        with tempfile.TemporaryDirectory(prefix="quantscan-onnx-") as tmpdir:
-            tmp = Path(tmpdir) / "model.onnx"  # the session keeps the graph in memory
-            x = np.zeros((1, 1, *example_shape), np.float32)
-            export_onnx(load_model(model_path), x, tmp)
-            engine = OnnxEngine(tmp, batch_size=batch_size, threads=threads, name=name)
-        engine.kind = kind
-        return engine
-    if fmt == "onnx":
-        raise ConfigError(f"{model_path}: engine {kind} needs a torch or packed model, not ONNX")
-    if kind in ("packed", "packed_torch") and fmt != "packed":
-        raise ConfigError(f"{model_path}: engine {kind} needs a packed model file")
-    if kind == "lut_fp32" and fmt != "fp32":
-        raise ConfigError(f"{model_path}: engine lut_fp32 needs an fp32 model file")
-    model = load_model(model_path)
-    if kind == "torch_fp32_per_window":
-        engine = TorchEngine(model, batch_size=1, threads=threads, name=name, channels_last=False)
-    elif kind in ("torch_fp32", "packed_torch"):
-        engine = TorchEngine(model, batch_size=batch_size, threads=threads, name=name)
-    else:
-        engine = SweepNetLutEngine(
-            model, batch_size=batch_size, threads=threads, chunk=chunk, kernels=kernels, name=name
-        )
-    engine.kind = kind
-    if example_shape is not None:  # the model's training shape: other images are refused
-        engine.input_shape = tuple(int(v) for v in example_shape)
-    return engine
-
-
 __all__ = [
-    "KINDS",
-    "Engine",
-    "OnnxEngine",
-    "SweepNetLutEngine",
-    "TorchEngine",
-    "check_images",
-    "load_model",
-    "log_odds",
-    "make_engine",
-    "model_format",
+    "BinaryConvLutEngine",
+    "ConvBlock",
+    "LutTrunk",
+    "lut_trunk_of",
     "numba_available",
     "patch_codes7",
-    "torch_threads",
 ]

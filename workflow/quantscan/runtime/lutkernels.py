@@ -1,4 +1,4 @@
-"""Compiled (numba) kernels of the SweepNet lookup engine (``runtime.SweepNetLutEngine``).
+"""Compiled (numba) kernels of the lookup engine (``runtime.lut.BinaryConvLutEngine``).
 
 The engine's numpy path deduplicates patches with sorts and gathers rows with ``index_select``;
 both write large temporaries and hold the GIL between numpy calls. These kernels do the same work
@@ -6,13 +6,13 @@ in single passes: open-addressing hash tables (linear probing, Fibonacci hashing
 deduplication, and fused gather-max for the two max-pools. Matrix products stay in PyTorch (MKL is
 faster than a loop at these shapes). Every kernel releases the GIL, so worker threads scale.
 
-Codes are those of ``runtime.patch_codes7``: bit ``8 r + c`` of a k x k patch code is pixel
+Codes are those of ``runtime.lut.patch_codes7``: bit ``8 r + c`` of a k x k patch code is pixel
 ``(r, c)``; the sub-patch at offset ``(di, dj)`` is ``(code >> (8 di + dj)) & mask(k)``.
 
 Distinct codes come out in order of first appearance, so the results are deterministic. Hash
 tables are sized by the caller from an estimate (``table_bits``); a kernel whose table gets more
 than 3/4 full stops and returns ``None`` (the caller retries with a larger table).
-Importing this module needs numba (``runtime`` checks for it first).
+Importing this module needs numba (``runtime.lut`` checks for it first).
 """
 
 from __future__ import annotations
