@@ -3,9 +3,10 @@
 import torch
 from torch import nn
 
-from quantscan.compress.cost import SEED000_TABLE6, bits_table, layer_bits, model_bits
+from quantscan.compress.cost import bits_table, layer_bits, model_bits
 from quantscan.compress.layers import quantize_model
 from quantscan.models import SweepNet
+from quantscan.sweeps.compress_presets import SEED000_TABLE6
 
 
 def test_fp32_sweepnet_is_310400_bits():

@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantscan.compress.cost import SEED000_TABLE6
 from quantscan.compress.layers import (
     QActivation,
     QConv1d,
@@ -19,6 +18,7 @@ from quantscan.compress.layers import (
 from quantscan.compress.quantizers import parse_quantizer
 from quantscan.errors import ConfigError
 from quantscan.models import SweepNet
+from quantscan.sweeps.compress_presets import SEED000_TABLE6
 
 
 def toy(kind: str) -> tuple[nn.Module, torch.Tensor]:

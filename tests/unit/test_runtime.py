@@ -10,11 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from quantscan.compress.cost import SEED000_TABLE6
-from quantscan.compress.int8 import build_int8
 from quantscan.compress.layers import quantize_model
-from quantscan.compress.pack import save_packed
 from quantscan.errors import ConfigError
+from quantscan.export.onnx import build_int8
+from quantscan.export.packed import save_packed
 from quantscan.modelio import save_fp32
 from quantscan.models import SweepNet
 from quantscan.runtime import (
@@ -25,6 +24,7 @@ from quantscan.runtime import (
     numba_available,
     patch_codes7,
 )
+from quantscan.sweeps.compress_presets import SEED000_TABLE6
 
 ARCH = {"name": "sweepnet", "n_classes": 2, "filters": 8, "se_ratio": 2}
 KERNELS = ["numpy", "numba"]

@@ -129,6 +129,15 @@ COMPRESS_JOBS = qconfig.compress_jobs(config)
 CP_INT8 = [n for n, m in CP["methods"].items() if m["type"] == "int8"]
 CP_PACKED = [n for n in CP["methods"] if n not in CP_INT8]
 
+from quantscan.compress.presets import check_presets
+from quantscan.sweeps.compress_presets import LAYER_PRESETS as SWEEP_LAYER_PRESETS
+
+try:
+    # the named layer configurations compress.methods may use (rule sweeps_compress passes them)
+    check_presets(CP["methods"], SWEEP_LAYER_PRESETS)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
 
 def compress_metrics():
     """metrics.json of every (scenario, compression method) pair."""
@@ -230,6 +239,11 @@ VIRAL_INT8 = [
     if m["type"] in vdataset.UNPACKED_METHOD_TYPES
 ]
 VIRAL_PACKED = [n for n in VIRAL_COMPRESSED if n not in VIRAL_INT8]
+try:
+    # rule viral_compress passes no layer presets: a preset name there is unknown
+    check_presets(VIRAL["compress"]["methods"], {})
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 #: the baselines evaluated beside the CNN models (rule viral_assess; rows of summary.tsv)
 VIRAL_BASELINES = [f"kmer{k}" for k in VIRAL["evaluate"]["kmer"]] + (
     ["length_only"] if VIRAL["evaluate"]["length_baseline"] else []

@@ -50,6 +50,7 @@ rule sweeps_compress:
         finetune=CP["finetune"],
         class_names=["neutral", "sweep"],
         neutral_scenarios=NEUTRAL_SCENARIOS,
+        layer_presets=SWEEP_LAYER_PRESETS,
         seed=config["seed"],
     script:
         "../scripts/compress.py"
@@ -169,6 +170,7 @@ rule viral_compress:
         finetune=viral_finetune_params,
         class_names=VIRAL_OUTPUTS,
         neutral_scenarios=[],
+        layer_presets={},
         seed=config["seed"],
     script:
         "../scripts/compress.py"

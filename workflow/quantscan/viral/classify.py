@@ -25,7 +25,7 @@ Engines: anything with ``length`` (N), ``n_classes`` and ``predict_proba(x uint8
 (``predict_logits`` too if it has it; else the log-probabilities stand in); an engine whose
 ``length`` is None scores whole records (``predict_record_logits(list of str)``, the k-mer
 baselines). :func:`load_engine` opens fp32 model files (``modelio``), packed compressed models
-(``compress.pack``, fake-quantized torch) and ONNX files (``compress.int8.OrtEngine``).
+(``export.packed``, fake-quantized torch) and ONNX files (``export.onnx.OrtEngine``).
 """
 
 from __future__ import annotations
@@ -99,10 +99,10 @@ class TorchEngine:
 
 
 class OnnxEngine:
-    """An ONNX Runtime session (fp32 or int8 QDQ) through ``compress.int8.OrtEngine``."""
+    """An ONNX Runtime session (fp32 or int8 QDQ) through ``export.onnx.OrtEngine``."""
 
     def __init__(self, path, threads: int = 1, batch_size: int = 64):
-        from ..compress.int8 import OrtEngine
+        from ..export.onnx import OrtEngine
 
         self.ort = OrtEngine(path, intra_op_threads=threads)
         shape_in = self.ort.session.get_inputs()[0].shape
@@ -133,7 +133,7 @@ def load_engine(path: str | os.PathLike, *, threads: int = 1, batch_size: int = 
 
     torch.set_num_threads(max(1, int(threads)))
     if magic == b"QSPK":
-        from ..compress.pack import load_packed
+        from ..export.packed import load_packed
 
         model, header = load_packed(path)
         return TorchEngine(model, header["arch"], kind="torch-packed", batch_size=batch_size)
