@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from quantscan.compress.int8 import cpu_has_vnni
+from quantscan.export.onnx import cpu_has_vnni
 
 
 def cpu_model() -> str:

@@ -55,12 +55,12 @@ from quantscan.apps.sweeps.chromosome import (  # noqa: E402
     simulate_chromosome,
     write_trees,
 )
+from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6  # noqa: E402
 from quantscan.apps.sweeps.io import read_trees  # noqa: E402
 from quantscan.atomic import write_text  # noqa: E402
-from quantscan.compress.cost import SEED000_TABLE6  # noqa: E402
-from quantscan.compress.int8 import build_int8  # noqa: E402
 from quantscan.compress.layers import quantize_model  # noqa: E402
-from quantscan.compress.pack import save_packed  # noqa: E402
+from quantscan.export.onnx import build_int8  # noqa: E402
+from quantscan.export.packed import save_packed  # noqa: E402
 from quantscan.modelio import load_fp32, save_fp32  # noqa: E402
 from quantscan.models import build_model  # noqa: E402
 from quantscan.runtime import make_engine, numba_available  # noqa: E402
@@ -408,7 +408,7 @@ def main(argv=None) -> int:
             "encode_all_windows_seconds": enc_wall,
             "encode_windows_per_s": len(x) / enc_wall,
             "model": args.model or "SweepNet (9,700 params) with random weights",
-            "packed": "seed 000 Table 6 layer config (compress.cost.SEED000_TABLE6)",
+            "packed": "seed 000 Table 6 layer config (sweeps.compress_presets.SEED000_TABLE6)",
             "numba": numba_available(),
         },
         "engines": engines,

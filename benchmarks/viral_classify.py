@@ -10,7 +10,7 @@ with the same thread count for every engine:
 * ``torch_packed8``: the same weights quantized to 8 bits per layer (QKeras quantized_bits) and
   saved as a bit-packed file, run by the fake-quantized torch model (smaller file, same speed);
 * ``ort_fp32`` and ``ort_int8``: ONNX Runtime, fp32 and static int8 (QDQ, per-channel weights,
-  calibrated on simulated records) through ``quantscan.compress.int8``;
+  calibrated on simulated records) through ``quantscan.export.onnx``;
 * ``--packed PATH`` adds a compressed model file from the workflow (a pruned 8-bit model, an int8
   ``model.onnx``), as ``file_<its folder>`` (the method's name).
 
@@ -46,9 +46,9 @@ import yaml  # noqa: E402
 from quantscan import modelio  # noqa: E402
 from quantscan.apps.viral import classify, onehot, openset, simulate  # noqa: E402
 from quantscan.atomic import write_text  # noqa: E402
-from quantscan.compress import int8  # noqa: E402
 from quantscan.compress.layers import quantize_model  # noqa: E402
-from quantscan.compress.pack import save_packed  # noqa: E402
+from quantscan.export import onnx as int8  # noqa: E402
+from quantscan.export.packed import save_packed  # noqa: E402
 from quantscan.models import ViralCNN, build_model  # noqa: E402
 
 Q8 = "quantized_bits(8, 0, 1, alpha='auto')"

@@ -11,14 +11,16 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from quantscan.sweeps.compress_presets import LAYER_PRESETS, SEED000_TABLE6
 
 from quantscan import config as qconfig
 from quantscan.apps.sweeps import settings as sweeps_settings
 from quantscan.compress import methods
-from quantscan.compress.cost import SEED000_TABLE6, bits_per_layer, model_bits
+from quantscan.compress.cost import bits_per_layer, model_bits
 from quantscan.compress.layers import QuantizedWeights, layer_config_of, quantize_model
-from quantscan.compress.pack import load_packed, save_packed
+from quantscan.compress.methods import registry
 from quantscan.errors import ConfigError, InputFormatError
+from quantscan.export.packed import load_packed, save_packed
 from quantscan.models import SweepNet
 from quantscan.summary import COLUMNS, summary_table
 from quantscan.train import TrainConfig, predict_proba
@@ -34,7 +36,19 @@ SE_ACTS = ["se_block_first_activation", "se_block_second_activation"]
 def run(tiny_sweepnet, name, cfg, seed=11, extra_eval=None, finetune=FT):
     model, train, val, test = tiny_sweepnet
     return methods.run_method(
-        name, cfg, model, ARCH, train, val, test, CLASSES, finetune, seed, LOG, extra_eval
+        name,
+        cfg,
+        model,
+        ARCH,
+        train,
+        val,
+        test,
+        CLASSES,
+        finetune,
+        seed,
+        LOG,
+        extra_eval,
+        layer_presets=LAYER_PRESETS,
     )
 
 
@@ -134,9 +148,9 @@ def test_with_alpha_rewrites_only_scaled_weight_quantizers():
 
 def test_resolve_layers_preset_bits_and_alpha():
     net = SweepNet()
-    table6 = methods.resolve_layers("seed000_table6", net, "auto")
+    table6 = methods.resolve_layers("seed000_table6", net, "auto", LAYER_PRESETS)
     assert model_bits(quantize_model(net, table6)) == 19_238
-    po2 = methods.resolve_layers("seed000_table6", net, "auto_po2")
+    po2 = methods.resolve_layers("seed000_table6", net, "auto_po2", LAYER_PRESETS)
     assert po2["sweepnet_first_conv"]["kernel"] == "quantized_bits(2, 0, 1, alpha='auto_po2')"
     assert po2["se_block_first_conv"]["kernel"] == "binary(alpha='auto_po2')"
     assert po2["se_block_second_activation"] == SEED000_TABLE6["se_block_second_activation"]
@@ -147,7 +161,31 @@ def test_resolve_layers_preset_bits_and_alpha():
     with pytest.raises(ConfigError, match="unknown layer"):
         methods.resolve_layers({"conv9": 2}, net)
     with pytest.raises(ConfigError, match="preset"):
-        methods.resolve_layers("table7", net)
+        methods.resolve_layers("table7", net, presets=LAYER_PRESETS)
+    # the engine defines no presets: without the caller's, a preset name is unknown
+    with pytest.raises(ConfigError, match="unknown layer preset 'seed000_table6'"):
+        methods.resolve_layers("seed000_table6", net)
+
+
+def test_unknown_layer_preset_names_the_method_and_the_known_presets(tiny_sweepnet):
+    for cfg in (
+        {"type": "mixed", "layers": "table7"},
+        {"type": "uniform", "bits": [2], "mixed": "table7"},
+        {"type": "auto_search", "start_with": [4, "table7"]},
+        {"type": "po2_vs_auto", "configurations": {"a": 2, "b": "table7"}},
+    ):
+        msg = r"method 'm7': unknown layer preset 'table7'; known: seed000_table6"
+        with pytest.raises(ConfigError, match=msg):
+            run(tiny_sweepnet, "m7", cfg)
+        with pytest.raises(ConfigError, match=msg):
+            methods.check_layer_presets("m7", cfg, LAYER_PRESETS)
+    assert methods.check_layer_presets("m", {"type": "mixed"}, LAYER_PRESETS)["layers"] == (
+        "seed000_table6"
+    )
+    with pytest.raises(ConfigError, match=r"known: none"):
+        methods.check_layer_presets("m", {"type": "mixed"}, {})
+    # ternary 'layers' values are not presets
+    methods.check_layer_presets("t", {"type": "attq", "layers": "hessian"}, {})
 
 
 def test_normalize_method_fills_type_defaults_and_rejects_foreign_keys():
@@ -178,7 +216,9 @@ def test_mixed_table6_and_extra_eval(tiny_sweepnet):
     check_variants(res, "mixed", fp32_bits)
     v = res.primary
     assert v.name == "mixed_table6" and v.epochs == 1 and v.metrics["fpr_probe"] == 0.25
-    assert v.layer_config == methods.resolve_layers("seed000_table6", tiny_sweepnet[0], "auto")
+    assert v.layer_config == methods.resolve_layers(
+        "seed000_table6", tiny_sweepnet[0], "auto", LAYER_PRESETS
+    )
     assert "se_block_first_conv=1" in v.metrics["bits_per_layer"]
     assert "se_block_second_activation=1" in v.metrics["bits_per_layer"]
     total = res.details[res.details.name == "total"].total_bits.iloc[0]
@@ -219,7 +259,10 @@ def test_uniform_scan_flat_and_mixed(tiny_sweepnet, tmp_path):
     assert d.loc["uniform_flat_16bit_po2", "size_pct"] == pytest.approx(50)
     assert "alpha='auto_po2'" in json.dumps(res.variants[3].layer_config)
     assert d.loc["uniform_mixed_po2", "model_bits"] == model_bits(
-        quantize_model(tiny_sweepnet[0], methods.resolve_layers("seed000_table6", tiny_sweepnet[0]))
+        quantize_model(
+            tiny_sweepnet[0],
+            methods.resolve_layers("seed000_table6", tiny_sweepnet[0], presets=LAYER_PRESETS),
+        )
     )
     b = res.primary.info["bits"]
     assert res.primary.name == f"uniform_{b}bit" and b in (2, 8, 32)
@@ -428,13 +471,13 @@ def test_auto_search_trials_train_on_one_seeded_subset(tiny_sweepnet, monkeypatc
     """trial_samples: every trial fine-tunes on the same class-balanced subset; the best
     configuration is retrained on the whole training split."""
     seen = []
-    fit = methods.fit
+    fit = registry.fit
 
     def recording_fit(model, x, y, *rest, **kw):
         seen.append(y.copy())
         return fit(model, x, y, *rest, **kw)
 
-    monkeypatch.setattr(methods, "fit", recording_fit)
+    monkeypatch.setattr(registry, "fit", recording_fit)
     cfg = {"type": "auto_search", "n_trials": 3, "trial_epochs": 1, "weight_bits": [1, 2, 8]}
     res = run(tiny_sweepnet, "auto_search", {**cfg, "trial_samples": 40})
     y_train = tiny_sweepnet[1][1]
@@ -461,7 +504,20 @@ def test_a_killed_qat_job_resumes_from_its_checkpoints(tiny_sweepnet, tmp_path, 
 
     def go(ckpt):
         return methods.run_method(
-            "mixed", cfg, model, ARCH, train, val, test, CLASSES, ft, 11, LOG, None, ckpt
+            "mixed",
+            cfg,
+            model,
+            ARCH,
+            train,
+            val,
+            test,
+            CLASSES,
+            ft,
+            11,
+            LOG,
+            None,
+            ckpt,
+            LAYER_PRESETS,
         ).primary
 
     ref = go(None)
@@ -525,7 +581,20 @@ def test_a_resumed_search_replays_finished_trials_from_their_scores(
 
     def go():
         return methods.run_method(
-            "auto_search", cfg, model, ARCH, train, val, test, CLASSES, ft, 11, LOG, None, tmp_path
+            "auto_search",
+            cfg,
+            model,
+            ARCH,
+            train,
+            val,
+            test,
+            CLASSES,
+            ft,
+            11,
+            LOG,
+            None,
+            tmp_path,
+            LAYER_PRESETS,
         )
 
     first = go()
@@ -548,7 +617,20 @@ def test_a_resumed_search_replays_finished_trials_from_their_scores(
         next(other.parameters()).add_(0.01)
     keys.clear()
     methods.run_method(
-        "auto_search", cfg, other, ARCH, train, val, test, CLASSES, ft, 11, LOG, None, tmp_path
+        "auto_search",
+        cfg,
+        other,
+        ARCH,
+        train,
+        val,
+        test,
+        CLASSES,
+        ft,
+        11,
+        LOG,
+        None,
+        tmp_path,
+        LAYER_PRESETS,
     )
     assert sum(k.startswith("trial") for k in keys) == 3
 
@@ -573,7 +655,20 @@ def test_killed_pruning_and_ternary_jobs_resume_from_their_checkpoints(
 
     def go(ckpt):
         return methods.run_method(
-            cfg["type"], cfg, model, ARCH, train, val, test, CLASSES, ft, 11, LOG, None, ckpt
+            cfg["type"],
+            cfg,
+            model,
+            ARCH,
+            train,
+            val,
+            test,
+            CLASSES,
+            ft,
+            11,
+            LOG,
+            None,
+            ckpt,
+            LAYER_PRESETS,
         )
 
     ref = go(None)

@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from quantscan.sweeps.compress_presets import LAYER_PRESETS
 
 from quantscan import config as qconfig
 from quantscan.apps.sweeps import settings as sweeps_settings
 from quantscan.compress import methods
 from quantscan.compress.cost import bits_per_layer, model_bits, weight_bits
 from quantscan.compress.metrics import compression_report, effective_weights
-from quantscan.compress.pack import load_packed, save_packed
 from quantscan.compress.prune import GRID_BITS, make_schedule, weight_layers
 from quantscan.compress.ternary import DoReFaActivation, ternarize_model, ternary_layers
 from quantscan.errors import ConfigError
+from quantscan.export.packed import load_packed, save_packed
 from quantscan.models import SweepNet, build_model
 from quantscan.summary import COLUMNS
 from quantscan.train import TrainConfig, fit, predict_proba
@@ -36,7 +37,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def run(tiny_sweepnet, name, cfg, finetune=FT, arch=ARCH, seed=11):
     model, train, val, test = tiny_sweepnet
     return methods.run_method(
-        name, cfg, model, arch, train, val, test, CLASSES, finetune, seed, LOG
+        name,
+        cfg,
+        model,
+        arch,
+        train,
+        val,
+        test,
+        CLASSES,
+        finetune,
+        seed,
+        LOG,
+        layer_presets=LAYER_PRESETS,
     )
 
 

@@ -92,3 +92,32 @@ def test_cross_key_checks(edit, message):
     edit(cfg["sweeps"])
     with pytest.raises(ConfigError, match=message):
         qconfig.validate(cfg)
+
+
+def test_scan_calibration_samples_default_and_bounds():
+    assert qconfig.validate(default_config())["scan"]["calibration_samples"] == 256
+    cfg = default_config()
+    cfg.setdefault("scan", {})["calibration_samples"] = 0
+    with pytest.raises(ConfigError, match="scan.calibration_samples"):
+        qconfig.validate(cfg)
+
+
+def test_layer_preset_names_are_checked_against_the_callers_presets():
+    """The schema takes any preset name; the workflow checks them against the sweeps' presets
+    (common.smk) and the viral methods against none, before any job."""
+    from quantscan.sweeps.compress_presets import LAYER_PRESETS
+
+    from quantscan.compress.presets import check_presets
+
+    full = qconfig.validate(default_config())
+    check_presets(full["compress"]["methods"], LAYER_PRESETS)
+    check_presets(full["viral"]["compress"]["methods"], {})
+    cfg = default_config()
+    cfg["compress"]["methods"]["po2_vs_auto"]["configurations"]["t7"] = "table7"
+    methods = qconfig.validate(cfg)["compress"]["methods"]
+    with pytest.raises(
+        ConfigError, match="'po2_vs_auto': unknown layer preset 'table7'; known: seed"
+    ):
+        check_presets(methods, LAYER_PRESETS)
+    with pytest.raises(ConfigError, match="'mixed_table6': unknown layer preset 'seed000_table6'"):
+        check_presets(methods, {})

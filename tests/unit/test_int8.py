@@ -6,18 +6,20 @@ import pytest
 import torch
 from torch import nn
 
-from quantscan.compress.int8 import (
+from quantscan.compress.methods.int8 import stored_layers
+from quantscan.errors import ConfigError, InputFormatError
+from quantscan.export.onnx import (
     ArrayCalibrationReader,
     OrtEngine,
     build_int8,
+    calibration_sample,
     compare_latency,
     describe_onnx,
+    export_int8,
     export_onnx,
     quantize_onnx,
     runtime_op_counts,
 )
-from quantscan.compress.int8_method import stored_layers
-from quantscan.errors import ConfigError, InputFormatError
 from quantscan.models import SweepNet
 from quantscan.runtime import OnnxEngine, make_engine
 
@@ -189,7 +191,7 @@ def test_short_names_keep_the_model_and_its_weight_names(tmp_path):
     """shorten_names: same outputs and integer kernels, weight names kept, a smaller file."""
     import onnx
 
-    from quantscan.compress.int8 import runtime_op_counts, shorten_names
+    from quantscan.export.onnx import runtime_op_counts, shorten_names
 
     model, calib, (x, _) = trained("conv2d", steps=20)
     paths = build_int8(model, calib, tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
@@ -236,7 +238,7 @@ def test_compact_encoding_drops_zero_points_but_not_a_kernel(case, tmp_path):
     """Bias and conv-weight zero points go; outputs and ORT's fused integer kernels stay."""
     import onnx
 
-    from quantscan.compress.int8 import compact_encoding, runtime_op_counts
+    from quantscan.export.onnx import compact_encoding, runtime_op_counts
 
     model, calib, (x, _) = trained(case, steps=20)
     paths = build_int8(model, calib, tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
@@ -316,3 +318,28 @@ def test_damaged_onnx_raises_input_format_error_naming_the_file(damaged_onnx, op
     )
     assert str(err.value).startswith(f"{path}: {why}: ")
     assert not path.with_suffix(".q.onnx").exists()  # quantize_onnx wrote nothing
+
+
+def test_export_int8_calibrates_on_a_seeded_sample_in_input_order(tmp_path):
+    """The one int8 export path (the int8 method and the scan's onnx_int8 engine): a seeded draw of
+    calibration_samples inputs, kept in their order, calibrates build_int8."""
+    x = np.arange(20, dtype=np.float64).reshape(20, 1)
+    a, b = calibration_sample(x, 6, seed=5), calibration_sample(x, 6, seed=5)
+    assert a.dtype == np.float32 and np.array_equal(a, b) and len(a) == 6
+    assert np.all(np.diff(a[:, 0]) > 0) and not np.array_equal(a, calibration_sample(x, 6, 6))
+    assert len(calibration_sample(x, 500, seed=5)) == 20
+    with pytest.raises(ConfigError, match="at least one"):
+        calibration_sample(x, 0, seed=5)
+    xs, _ = easy_1d(np.random.default_rng(0), 40)
+    built = export_int8(
+        model_1d().eval(),
+        xs,
+        tmp_path / "f.onnx",
+        tmp_path / "q.onnx",
+        calibration_samples=8,
+        seed=1,
+    )
+    assert built["calibration_samples"] == 8 and built["int8"] == tmp_path / "q.onnx"
+    meta = describe_onnx(built["int8"])["metadata"]
+    assert meta["quantscan.calibration_samples"] == "8"
+    assert meta["quantscan.calibrate_method"] == "minmax"

@@ -7,12 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from quantscan.compress import int8_method
+from quantscan.compress import methods
 from quantscan.compress.cost import model_bits
-from quantscan.compress.int8_method import run_int8_method, stored_layers
+from quantscan.compress.methods import int8 as int8_method
+from quantscan.compress.methods.int8 import run_int8_method, stored_layers
 from quantscan.errors import ConfigError
 from quantscan.models import SweepNet
 from quantscan.summary import COLUMNS, metrics_json, rows_table
+from quantscan.train import TrainConfig
 
 
 def easy(rng, n):  # SweepNet-like 0/1 images: class 1 has more derived alleles
@@ -71,7 +73,7 @@ def test_metrics_from_the_int8_engine_close_to_fp32(result):
     assert 0 <= m["acc_neutral"] <= 1 and 0 <= m["acc_sweep"] <= 1 and -1 <= m["mcc"] <= 1
     assert 0 <= m["fpr_island"] <= 1
     # the int8 model in the file is what was evaluated: ORT on it reproduces the accuracy
-    from quantscan.compress.int8 import OrtEngine
+    from quantscan.export.onnx import OrtEngine
 
     x, y = easy(np.random.default_rng(1), 80)
     acc = float((OrtEngine(path).predict_proba(x).argmax(1) == y).mean())
@@ -211,7 +213,7 @@ def test_viral_cnn_int8_agrees_with_fp32_and_is_smaller(viral_result):
     assert m["agreement_fp32"] >= 0.95 and abs(m["accuracy_delta"]) <= 0.05
     assert {"acc_a", "acc_b", "acc_c"} <= set(m) and m["n"] == 64
     # the ONNX file loads and is the evaluated model: uint8 one-hot in, (B, 3) out
-    from quantscan.compress.int8 import OrtEngine
+    from quantscan.export.onnx import OrtEngine
 
     engine = OrtEngine(path)
     shape = engine.session.get_inputs()[0].shape
@@ -254,3 +256,12 @@ def test_viral_cnn_int8_folds_batch_norm_and_runs_integer_kernels(viral_result):
     assert 0.9 < m["density"] <= 1.0 and m["nops"] > 0 and m["weights_mbit"] <= 8 * n_w / 1e6
     layers, _ = stored_layers(path)
     assert [sl.op for sl in layers] == ["Conv"] * 4 + ["Gemm"] * 4
+
+
+def test_int8_is_a_registered_type_that_run_method_sends_to_run_int8_method(trained):
+    model, train, test = trained
+    assert "int8" in methods.METHOD_TYPES
+    with pytest.raises(ConfigError, match="run_int8_method"):
+        methods.run_method(
+            "q8", {"type": "int8"}, model, {}, train, train, test, ["a", "b"], TrainConfig(), 0
+        )

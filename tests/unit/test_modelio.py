@@ -10,13 +10,14 @@ import subprocess
 import sys
 import textwrap
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
 
 from quantscan import modelio
-from quantscan.compress import pack
 from quantscan.errors import InputFormatError
+from quantscan.export import packed as pack
 from quantscan.models import MAX_PARAMETERS, SweepNet, build_model, state_nbytes, validate_arch
 
 SMALL = {"name": "sweepnet", "filters": 4}
@@ -30,7 +31,7 @@ LOADER = textwrap.dedent(
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import torch
     torch.set_num_threads(1)
-    from quantscan.compress.pack import load_packed
+    from quantscan.export.packed import load_packed
     from quantscan.errors import InputFormatError
     from quantscan.modelio import load_fp32
     load = {"fp32": load_fp32, "packed": load_packed}[sys.argv[1]]
@@ -46,6 +47,8 @@ LOADER = textwrap.dedent(
     """
 )
 
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflow"
+
 
 def load_in_subprocess(kind: str, path) -> tuple[str, int]:
     """(the InputFormatError message, peak RSS growth in MB) of loading ``path`` under the limit."""
@@ -54,7 +57,8 @@ def load_in_subprocess(kind: str, path) -> tuple[str, int]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        # this checkout's quantscan, not an installed copy
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(WORKFLOW)},
     )
     assert done.returncode == 3, f"rc {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
     lines = done.stdout.splitlines()

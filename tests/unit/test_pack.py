@@ -8,12 +8,15 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from quantscan.sweeps.compress_presets import SEED000_TABLE6
 from torch import nn
 
-from quantscan.compress import pack
-from quantscan.compress.cost import SEED000_TABLE6, model_bits
+from quantscan.compress.cost import model_bits
 from quantscan.compress.layers import QuantizedWeights, layer_config_of, quantize_model
-from quantscan.compress.pack import (
+from quantscan.compress.quantizers import QuantizedTensor
+from quantscan.errors import ConfigError, InputFormatError
+from quantscan.export import packed as pack
+from quantscan.export.packed import (
     CODECS,
     QUANTIZER_CODECS,
     Codec,
@@ -24,8 +27,6 @@ from quantscan.compress.pack import (
     save_packed,
     unpack_bits,
 )
-from quantscan.compress.quantizers import QuantizedTensor
-from quantscan.errors import ConfigError, InputFormatError
 from quantscan.models import ARCHITECTURES, SweepNet
 
 SWEEPNET = {"name": "sweepnet"}

@@ -14,10 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from quantscan.compress import pack
 from quantscan.compress.layers import quantize_model
 from quantscan.compress.metrics import density, srqw
-from quantscan.compress.pack import decode_levels, encode_levels, load_packed, save_packed
 from quantscan.compress.prune import (
     gamma_sigma,
     make_schedule,
@@ -33,6 +31,8 @@ from quantscan.compress.ternary import (
     ternary_layers,
 )
 from quantscan.errors import ConfigError, InputFormatError
+from quantscan.export import packed as pack
+from quantscan.export.packed import decode_levels, encode_levels, load_packed, save_packed
 from quantscan.models import ARCHITECTURES, SweepNet
 
 SWEEPNET = {"name": "sweepnet"}
@@ -286,7 +286,7 @@ def test_a_fresh_process_importing_only_pack_reads_ternary_files(tmp_path):
     with torch.no_grad():
         torch.save(model.eval()(x), tmp_path / "y.pt")
     code = (
-        "import sys, torch; from quantscan.compress.pack import load_packed, read_packed_header; "
+        "import sys, torch; from quantscan.export.packed import load_packed, read_packed_header; "
         f"p = {str(path)!r}; assert 'ternary' in read_packed_header(p)['transforms']; "
         "m, _ = load_packed(p); "
         f"y = m(torch.load({str(tmp_path / 'x.pt')!r})); "

@@ -3,9 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from quantscan.sweeps.compress_presets import SEED000_TABLE6
 from torch import nn
 
-from quantscan.compress.cost import SEED000_TABLE6
 from quantscan.compress.layers import (
     QActivation,
     QConv1d,

@@ -10,13 +10,13 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from quantscan.sweeps.compress_presets import SEED000_TABLE6
 from torch import nn
 
-from quantscan.compress.cost import SEED000_TABLE6
-from quantscan.compress.int8 import build_int8
 from quantscan.compress.layers import quantize_model
-from quantscan.compress.pack import save_packed
 from quantscan.errors import ConfigError
+from quantscan.export.onnx import build_int8
+from quantscan.export.packed import save_packed
 from quantscan.modelio import save_fp32
 from quantscan.models import SweepNet
 from quantscan.runtime import (

@@ -15,12 +15,12 @@ import yaml
 from quantscan import config as qconfig
 from quantscan.apps.sweeps import scan, scan_metrics
 from quantscan.apps.sweeps import scan_workflow as qs
+from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from quantscan.apps.sweeps.io import MISSING, HaplotypeData
 from quantscan.apps.sweeps.simulate import Replicate, save_replicates
-from quantscan.compress.cost import SEED000_TABLE6
 from quantscan.compress.layers import quantize_model
-from quantscan.compress.pack import save_packed
 from quantscan.errors import ConfigError, InputFormatError
+from quantscan.export.packed import save_packed
 from quantscan.modelio import save_fp32
 from quantscan.models import SweepNet
 from quantscan.runtime import Engine

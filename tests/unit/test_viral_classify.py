@@ -203,8 +203,8 @@ def tiny_model(tmp_path_factory):
 
 
 def test_engines_from_model_files_agree(tiny_model):
-    from quantscan.compress import int8
-    from quantscan.compress.pack import save_packed
+    from quantscan.export import onnx as int8
+    from quantscan.export.packed import save_packed
 
     model, arch, d = tiny_model
     save_packed(model, d / "model.qspk", arch)

@@ -59,6 +59,7 @@ class FakeSnakemake:
             method_type="mixed",
             finetune={"epochs": 1, "batch_size": 4, "patience": 1, "class_weights": [1.0] * 3},
             class_names=CLASSES,
+            layer_presets={},  # as rule viral_compress: no layer presets
             seed=3,
         )
         if neutral:

@@ -1,7 +1,7 @@
 """fp32 model files: the architecture dict and the state dict, loaded with ``weights_only=True``.
 
 ``weights_only`` makes ``torch.load`` refuse anything but tensors and plain containers, so a model file
-cannot execute code. Compressed models use the bit-packed format of ``compress.pack``.
+cannot execute code. Compressed models use the bit-packed format of ``export.packed``.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ import numpy as np
 from quantscan import apps, modelio
 from quantscan.atomic import atomic_path, write_text
 from quantscan.compress.methods import run_method
-from quantscan.compress.pack import load_packed, save_packed
 from quantscan.data import load_split
 from quantscan.errors import QuantscanError
+from quantscan.export.packed import load_packed, save_packed
 from quantscan.scripting import extra_tests, run
 from quantscan.seeds import derive_seed
 from quantscan.summary import COLUMNS, metrics_json, rows_table
@@ -68,6 +68,7 @@ def main(smk, log):
         log,
         extra_eval if others else None,
         checkpoints,
+        layer_presets=smk.params.layer_presets,
     )
     primary = result.primary
 

@@ -7,7 +7,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 from quantscan import apps, modelio
 from quantscan.atomic import atomic_path, write_text
-from quantscan.compress.int8_method import run_int8_method
+from quantscan.compress.methods.int8 import run_int8_method
 from quantscan.data import load_split
 from quantscan.scripting import extra_tests, run
 from quantscan.seeds import derive_seed

@@ -52,7 +52,11 @@ class App:
 
     # ------------------------------------------------------------------ planned when parsing
     def check(self) -> None:
-        """Cross-key checks of the settings that a schema cannot express (ConfigError)."""
+        """Cross-key checks of the settings that a schema cannot express (ConfigError); the
+        default checks the layer presets the compression methods name."""
+        from ..compress.presets import check_presets
+
+        check_presets(self.compress_settings().get("methods", {}), self.layer_presets())
 
     def config_updates(self) -> dict:
         """Top-level config entries this application derives before the workflow is planned

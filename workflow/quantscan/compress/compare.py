@@ -4,7 +4,7 @@
 ``rows.tsv``, not only the primary row of the summary) and the fp32 baselines into one table with a
 ``family`` column (the method type, else the method name's known prefix). ``pareto`` draws test
 accuracy against model size (log x) with the Pareto front, one panel per scenario; ``density`` draws
-accuracy against the non-zero weight fraction for the pruning schedules (seed 004 Fig. 13).
+accuracy against the non-zero weight fraction for the pruning schedules (Fernandes & Kung, Fig. 13).
 ``engine_bars`` is the int8 method's figure (latency, size and accuracy per engine).
 """
 
@@ -39,7 +39,7 @@ FAMILIES = (
     "p_then_q_epochs",
     "int8",
 )
-#: the pruning schedules of seed 004, in the order of its Fig. 13
+#: the pruning schedules of Fernandes & Kung, in the order of their Fig. 13
 SCHEDULES = ("q_then_p_iter", "p_then_q_iter", "p_then_q_epochs")
 #: leading columns of variants.tsv
 LEAD = [
@@ -278,7 +278,7 @@ def schedule_lines(part: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
 
 def density(table: pd.DataFrame, path, title: str) -> None:
     """Test accuracy against density (non-zero weight fraction) for the pruning schedules, one line
-    per schedule and bit widths (:func:`schedule_lines`), one panel per scenario (seed 004 Fig. 13);
+    per schedule and bit widths (:func:`schedule_lines`), one panel per scenario (Fernandes & Kung, Fig. 13);
     fp32 as a dashed line. Without any schedule rows the figure says so."""
     has = len(table) and "density" in table.columns
     sched = table[table.family.isin(SCHEDULES) & table.density.notna()] if has else table.iloc[:0]
@@ -316,7 +316,7 @@ def engine_bars(
     latency: Mapping, sizes: Mapping[str, float], accuracy: Mapping[str, float], path, title: str
 ) -> None:
     """The int8 method's figure: latency per input, size and test accuracy of fp32 PyTorch, fp32
-    ONNX Runtime and int8 ONNX Runtime (``int8.compare_latency`` output, bytes, accuracies)."""
+    ONNX Runtime and int8 ONNX Runtime (``export.onnx.compare_latency`` output, bytes, accuracies)."""
     engines = ["torch_fp32", "ort_fp32", "ort_int8"]
     labels = ["PyTorch\nfp32", "ORT\nfp32", "ORT\nint8"]
     colors = ["C0", "C1", "C2"]

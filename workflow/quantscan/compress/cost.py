@@ -3,14 +3,14 @@
 A float layer costs 32 bits per parameter; a quantized layer costs its quantizer's ``bits`` per kernel
 and per bias element. Unlike QKeras (which counts Conv3D and other unregistered layers as 0), every
 module that owns parameters is counted: Conv1d/Conv3d/ConvTranspose, BatchNorm and the rest at 32
-bits unless quantized. Per-channel scales are not counted (as in QKeras and seed 000); the packed file
-size (``pack.save_packed``) is the number that includes them.
+bits unless quantized. Per-channel scales are not counted (as in QKeras and van de Wetering 2024); the packed file
+size (``export.packed.save_packed``) is the number that includes them.
 
 Layers quantized by other means count at their bit width too: ternary / DoReFa layers (``ternary.py``)
 at ``.bits`` (2, or k), their learned levels being scales (not counted); float layers whose weights a
 pruning schedule finalized onto a b-bit grid (``prune.py``, marked ``grid_bits``) at b. Every weight
 counts, zeros included (dense codes, as QKeras counts a quantized layer): the sparse sizes are
-``metrics.weights_mbit`` (non-zero weights x bits, seed 004) and the packed file (positions included).
+``metrics.weights_mbit`` (non-zero weights x bits, Fernandes & Kung) and the packed file (positions included).
 """
 
 from __future__ import annotations
@@ -24,27 +24,6 @@ from .prune import GRID_BITS, weight_layers
 from .ternary import DoReFaActivation, TernaryWeights
 
 FP_BITS = 32
-
-#: Seed 000, Table 6: the optimal per-layer configuration of SweepNet (19,238 weight bits).
-#: Every weight layer at 2 bits, the two SE-block convolutions and their activations at 1 bit. The
-#: 2-bit layers use quantized_bits with a per-channel float scale (QKeras 'auto': levels -s, 0, +s).
-#: The 1-bit convolutions use binary(alpha='auto') (sign times per-channel mean|w|): QKeras'
-#: quantized_bits(1, alpha='auto') has no levels and outputs zeros, and quantized_bits(1) without a
-#: scale fixes the weights at +-1. The 1-bit activations are quantized_relu(1) (outputs {0, 0.5}) and
-#: quantized_sigmoid(1) (hard sigmoid, outputs {0, 0.5}), as in the paper's section 5.1.1.
-_TWO_BITS = "quantized_bits(2, 0, 1, alpha='auto')"
-_ONE_BIT = "binary(alpha='auto')"
-SEED000_TABLE6: dict = {
-    "sweepnet_first_conv": _TWO_BITS,
-    "sweepnet_second_conv": _TWO_BITS,
-    "sweepnet_third_conv": _TWO_BITS,
-    "se_block_first_conv": _ONE_BIT,
-    "se_block_first_activation": "quantized_relu(1)",
-    "se_block_second_conv": _ONE_BIT,
-    "se_block_second_activation": "quantized_sigmoid(1)",
-    "sweepnet_first_dense": _TWO_BITS,
-    "sweepnet_second_dense": _TWO_BITS,
-}
 
 
 @dataclass(frozen=True)
@@ -151,7 +130,6 @@ def bits_table(model: nn.Module) -> str:
 
 __all__ = [
     "FP_BITS",
-    "SEED000_TABLE6",
     "LayerBits",
     "bits_per_layer",
     "bits_table",

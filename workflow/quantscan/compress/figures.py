@@ -1,4 +1,4 @@
-"""Figures of the compression methods (seed 000 Figs. 2-3, seed 002's search and po2 comparisons).
+"""Figures of the compression methods (van de Wetering 2024, Figs. 2-3; Chen 2024: search and po2 comparisons).
 
 Each function takes the method's details table (``methods.variant_table`` or the trial table) and
 writes one PNG through ``quantscan.plots.save`` (atomic). Accuracies are test accuracies unless the
@@ -39,7 +39,7 @@ def _primary_marker(ax, rows: pd.DataFrame, x: str, ms: float) -> None:
 
 
 def layer_sensitivity(table: pd.DataFrame, path, title: str) -> None:
-    """Accuracy per layer and bit width, one layer quantized at a time (seed 000 Fig. 2)."""
+    """Accuracy per layer and bit width, one layer quantized at a time (van de Wetering 2024 Fig. 2)."""
     scan = table[table.variant.ne("fp32") & table.kind.isin(["weight", "activation"])]
     bits = sorted(int(b) for b in scan.bits.unique())
     pos = {b: i for i, b in enumerate(bits)}
@@ -69,7 +69,7 @@ def layer_sensitivity(table: pd.DataFrame, path, title: str) -> None:
 
 
 def uniform(table: pd.DataFrame, path, title: str) -> None:
-    """Accuracy vs uniform bit width (seed 000 Fig. 3), and vs model size with flat and mixed."""
+    """Accuracy vs uniform bit width (van de Wetering 2024 Fig. 3), and vs model size with flat and mixed."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     rows = table[table.variant.ne("fp32")]
     series = [s for s in rows.series.unique() if s != "primary"]
@@ -102,7 +102,7 @@ def uniform(table: pd.DataFrame, path, title: str) -> None:
 
 
 def rounds(table: pd.DataFrame, path, title: str) -> None:
-    """Validation and test accuracy of each 1-bit round (seed 000 sections 3.4.4-3.4.5)."""
+    """Validation and test accuracy of each 1-bit round (van de Wetering 2024 sections 3.4.4-3.4.5)."""
     rows = table[table.variant.ne("fp32")].iloc[::-1]
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
     y = np.arange(len(rows))
@@ -118,7 +118,7 @@ def rounds(table: pd.DataFrame, path, title: str) -> None:
 
 
 def search(trials: pd.DataFrame, path, title: str) -> None:
-    """Score and validation accuracy over trials, and accuracy against size (seed 002 Figs. 3.17-18)."""
+    """Score and validation accuracy over trials, and accuracy against size (Chen 2024 Figs. 3.17-18)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(trials.trial, trials.score, "o", ms=4, label="score")
     ax1.plot(trials.trial, trials.val_accuracy, "x", ms=4, label="validation accuracy")
@@ -170,7 +170,7 @@ def layer_bits(table: pd.DataFrame, path, title: str, accuracy: float = math.nan
 
 def ternary(table: pd.DataFrame, path, title: str, accuracy: float = math.nan) -> None:
     """Per weight layer: zero fraction of the deployed weights and bits (ternary / DoReFa methods),
-    with the Hessian trace per weight when the layers were chosen by it (seed 001 section 4.3)."""
+    with the Hessian trace per weight when the layers were chosen by it (Vindas et al. section 4.3)."""
     rows = table[table.n_weights.notna()] if "n_weights" in table else table
     hessian = "trace_per_weight" in rows
     fig, axes = plt.subplots(
@@ -203,7 +203,7 @@ def ternary(table: pd.DataFrame, path, title: str, accuracy: float = math.nan) -
 
 
 def pruning(table: pd.DataFrame, path, title: str) -> None:
-    """Test and validation accuracy against density, one point per gamma (seed 004)."""
+    """Test and validation accuracy against density, one point per gamma (Fernandes & Kung)."""
     rows = table[table.variant.ne("fp32")].sort_values("density")
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(rows.density, rows.accuracy, "o-", color="C0", label="test")

@@ -1,4 +1,4 @@
-"""Per-layer Hessian traces (Hutchinson, HAWQ-v2) and Hessian-based layer selection (seed 001 §4.3).
+"""Per-layer Hessian traces (Hutchinson, HAWQ-v2) and Hessian-based layer selection (Vindas et al. §4.3).
 
 For each weight layer l, ``Tr(H_ll) ≈ mean_i v_iᵀ H_ll v_i`` with Rademacher ``v_i`` drawn for W_l only;
 ``H_ll v`` comes from double backprop: ``∂(g_l · v)/∂W_l`` of a ``create_graph=True`` gradient ``g_l``.

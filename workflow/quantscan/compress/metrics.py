@@ -1,4 +1,4 @@
-"""Compression metrics from a model's effective weights (seed 001 §3.2, seed 004 §III, V).
+"""Compression metrics from a model's effective weights (Vindas et al. §3.2, Fernandes & Kung §III, V).
 
 Weights are the ``weight`` tensors of Conv1d/Conv2d/Conv3d/Linear modules (biases are not counted: the
 seeds count weights, and quantize weights only). A module that defines ``effective_weight()`` (e.g. a
@@ -8,13 +8,13 @@ layers not named are 32-bit floats.
 
 | name | definition |
 |---|---|
-| density | non-zero weights / all weights, all weight layers (seed 004) |
-| SRQW | zero weights / all weights over the selected (quantized) layers (seed 001) |
-| CR_G | ``1 - nbits(model)/nbits(FP)``, nbits = Σ non-zero weights × bits (seed 001), whole model (T) and quantized layers (Q) |
-| EC_T, EC_G | seed 001 eq. 3-4, an energy *model* (see :func:`ec_g`) |
+| density | non-zero weights / all weights, all weight layers (Fernandes & Kung) |
+| SRQW | zero weights / all weights over the selected (quantized) layers (Vindas et al.) |
+| CR_G | ``1 - nbits(model)/nbits(FP)``, nbits = Σ non-zero weights × bits (Vindas et al.), whole model (T) and quantized layers (Q) |
+| EC_T, EC_G | Vindas et al. eq. 3-4, an energy *model* (see :func:`ec_g`) |
 | NOPs | multiply-accumulates with a non-zero weight, per input sample (one op per MAC) |
-| NOPs × bits | Σ_layers NOPs × weight bits, a linear lower-bound proxy (seed 004) |
-| weights-size | Σ non-zero weights × bits / 1e6 (Mbit, seed 004) |
+| NOPs × bits | Σ_layers NOPs × weight bits, a linear lower-bound proxy (Fernandes & Kung) |
+| weights-size | Σ non-zero weights × bits / 1e6 (Mbit, Fernandes & Kung) |
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from torch import nn
 from quantscan.compress.prune import weight_layers
 from quantscan.errors import ConfigError
 
-#: Horowitz (ISSCC 2014), 45 nm: energy of one fp32 multiply, charged per mult-add in seed 001 eq. 3
+#: Horowitz (ISSCC 2014), 45 nm: energy of one fp32 multiply, charged per mult-add in Vindas et al. eq. 3
 E_MAC_J = 3.7e-12
 #: Molka et al. (2010): energy of one 32-bit word moved from DRAM, charged per word in eq. 3
 E_WORD_J = 1e-9
 
 EC_G_MODEL = (
-    "seed 001 eq. 3-4 energy model: EC_T = N_MA*3.7e-12 J (Horowitz 45 nm fp32 multiply, charged "
+    "Vindas et al. eq. 3-4 energy model: EC_T = N_MA*3.7e-12 J (Horowitz 45 nm fp32 multiply, charged "
     "for every non-zero mult-add whatever its bit width) + 1e-9 J per 32-bit word of non-zero weights "
     "and scale factors (Molka 2010, DRAM), i.e. zero-skipping hardware is assumed; EC_G = "
     "|EC_T(FP) - EC_T(C)| / EC_T(FP) hides an increase (see ec_change). A model, not a measurement."
@@ -103,7 +103,7 @@ def nbits(
 
 
 def weights_mbit(model: nn.Module, bits: Mapping[str, int] | None = None) -> float:
-    """Weights-size in Mbit: Σ non-zero weights × bit width / 1e6 (seed 004)."""
+    """Weights-size in Mbit: Σ non-zero weights × bit width / 1e6 (Fernandes & Kung)."""
     return nbits(model, bits) / 1e6
 
 
@@ -120,7 +120,7 @@ def cr_g(
     quantized_layers: Iterable[str] | None = None,
     reference: nn.Module | None = None,
 ) -> dict:
-    """Compression-rate gains ``CR_G = 1 - nbits(model)/nbits(FP)`` (seed 001).
+    """Compression-rate gains ``CR_G = 1 - nbits(model)/nbits(FP)`` (Vindas et al.).
 
     ``reference`` is the fp32 model the compressed one came from (32 bits per non-zero weight); None
     means its dense version (every weight non-zero). ``quantized_layers`` defaults to the layers with
@@ -208,7 +208,7 @@ def nops_x_bits(
 
 
 def _default_n_sf(b: float) -> int:
-    # fp32: no scale; ternary (seed 001): two (W_l, W_r); any other uniform per-tensor quantizer: one
+    # fp32: no scale; ternary (Vindas et al.): two (W_l, W_r); any other uniform per-tensor quantizer: one
     return 0 if b >= 32 else 2 if b == 2 else 1
 
 
@@ -219,7 +219,7 @@ def ec_t(
     n_sf: Mapping[str, int] | None = None,
     ops_per_mac: int = 1,
 ) -> dict:
-    """Seed 001 eq. 3 for one input sample: ``N_MA·3.7e-12 + 1e-9·Σ_i(ceil(nnz_i·B_i/32) + N_SF_i)`` J.
+    """Vindas et al. eq. 3 for one input sample: ``N_MA·3.7e-12 + 1e-9·Σ_i(ceil(nnz_i·B_i/32) + N_SF_i)`` J.
 
     N_MA = non-zero MACs × ``ops_per_mac`` (1: a mult-add is one op costed as a multiply; 2 if you read
     "mult-adds" as multiplications plus additions, each costed as a multiply). ``n_sf`` overrides the
@@ -252,7 +252,7 @@ def ec_g(
     reference: nn.Module | None = None,
     ops_per_mac: int = 1,
 ) -> dict:
-    """Energy gain ``EC_G = |EC_T(FP) - EC_T(C)| / EC_T(FP)`` (seed 001 eq. 4), labelled as a model.
+    """Energy gain ``EC_G = |EC_T(FP) - EC_T(C)| / EC_T(FP)`` (Vindas et al. eq. 4), labelled as a model.
 
     ``reference`` is the fp32 model (32 bits, no scale factors, its own non-zeros); None means the
     dense fp32 version of ``model``. ``ec_change`` is the signed relative change that the absolute

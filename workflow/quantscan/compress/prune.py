@@ -1,7 +1,6 @@
-"""γσ magnitude pruning with uniform b-bit quantization and its three training orders (seed 004).
+"""γσ magnitude pruning with uniform b-bit quantization and its three training orders (Fernandes & Kung).
 
-Fernandes & Kung, "A Novel Training Strategy for Deep Learning Model Compression Applied to Viral
-Classifications":
+Fernandes & Kung (a novel training strategy for deep-learning model compression):
 
 - eq. 1-2, uniform quantizer: ``C = round(W/q) * q`` with ``q = max|W| / (2^(b-1) - 1)``.
 - eq. 3, pruning: ``C = W if |W| >= β else 0`` with ``β = γ·σ_k`` (σ_k the std of layer k's weights).
@@ -45,7 +44,7 @@ from torch import nn
 
 from quantscan.errors import ConfigError
 
-from .pack import register_transform
+from ..export.packed import register_transform
 
 #: module types whose ``weight`` is pruned and quantized (and counted by the metrics)
 WEIGHT_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)

@@ -1,10 +1,10 @@
 """Trained ternary (TTQ, aTTQ) and DoReFa binary / k-bit weights, as layers swapped in by name.
 
-Methods (shared/reference/compression.md section 3; seed 001):
+Methods (shared/reference/compression.md section 3; Vindas et al.):
 
 - **TTQ** (Zhu et al. 2017): ``Δ = t·max|W|``; ``W_t = W_p`` where ``W > Δ``, ``0`` where ``|W| <= Δ``,
   ``-W_n`` where ``W < -Δ``; ``W_p, W_n`` learned per layer.
-- **aTTQ** (Vindas et al., seed 001 eq. 1-2): ``Δ_min = μ + t_min·σ``, ``Δ_max = μ + t_max·σ`` (μ, σ of the
+- **aTTQ** (Vindas et al., eq. 1-2): ``Δ_min = μ + t_min·σ``, ``Δ_max = μ + t_max·σ`` (μ, σ of the
   layer's latent weights, ``t_min <= t_max``); ``W_t = W_l`` below Δ_min, ``0`` in ``[Δ_min, Δ_max]``,
   ``W_r`` above Δ_max; ``W_l, W_r`` learned per layer.
 - **DoReFa** (Zhou et al. 2016, tensorpack ``dorefa.py``): k = 1: ``sign(W)·E`` with ``E = mean|W|``
@@ -18,37 +18,37 @@ Conventions chosen here (the papers leave them open or disagree):
   straight-through rules below) plus its scales as parameters (``w_p``/``w_n`` for TTQ, ``w_l``/``w_r``
   for aTTQ, none for DoReFa): ``state_dict`` holds exactly what training needs. Thresholds and μ, σ are
   recomputed from the latent weights in every forward pass (the statistics move with training, as
-  seed 001 intends) and carry no gradient. σ is the population std (``unbiased=False``, as prune.py).
+  Vindas et al. intend) and carry no gradient. σ is the population std (``unbiased=False``, as prune.py).
 - **Levels.** TTQ's ``W_n`` is a positive magnitude (level ``-W_n``); aTTQ's ``W_l, W_r`` are *signed*
-  levels (seed 001 writes ``W_l, W_r ∈ R``), so ``W_l`` is normally negative.
+  levels (Vindas et al. write ``W_l, W_r ∈ R``), so ``W_l`` is normally negative.
 - **Scale gradients = autograd of the forward.** ``dW_p = Σ_{W>Δ} g``, ``dW_n = -Σ_{W<-Δ} g``;
   ``dW_l = Σ_{W<Δ_min} g``, ``dW_r = Σ_{W>Δ_max} g``. TTQ's paper (and TropComplique's code) use
   ``+Σ_{W<-Δ} g`` for W_n, which is the derivative with respect to the signed level ``-W_n``; applied to
   the magnitude it pushes W_n up the loss. We keep the true derivative so any optimizer descends.
 - **Latent-weight gradients** (straight-through): ``|level|·g`` outside the zero band (``W_p·g`` and
-  ``W_n·g`` for TTQ as in its paper; ``|W_l|·g`` and ``|W_r|·g`` for aTTQ: seed 001 eq. 2 writes
+  ``W_n·g`` for TTQ as in its paper; ``|W_l|·g`` and ``|W_r|·g`` for aTTQ: Vindas et al.'s eq. 2 writes
   ``W_l·g``, which with a signed, negative W_l would reverse the descent direction); inside the band
-  ``1·g`` for TTQ and ``0`` for aTTQ (seed 001 eq. 2: weights in the band only move when μ, σ move).
+  ``1·g`` for TTQ and ``0`` for aTTQ (Vindas et al. eq. 2: weights in the band only move when μ, σ move).
 - **Scale initialisation** ``init="mean"`` (default): each level starts at the mean of the latent weights
   it replaces (``W_p = mean(W[W>Δ])``, ``W_n = mean(|W[W<-Δ]|)``, ``W_l = mean(W[W<Δ_min])``, ...), the
   least-squares level for the initial assignment, so a layer fine-tuned from fp32 weights starts near
   its float function. ``init="one"`` is TTQ's 1.0 (±1), meant for weights normalised to [-1, 1]; on raw
   weights (|W| ~ 0.01-0.1) it rescales every ternarized layer's output 10-100x, which a few fine-tuning
-  epochs cannot undo (SweepNet has no batch norm to absorb it).
+  epochs cannot undo (a model without batch norm has nothing to absorb it).
 - **DoReFa k = 1** maps ``W = 0`` to ``+E`` (tensorpack), so the weights are strictly binary; E and the
   binary levels are per layer (one scale: N_SF = 1). k > 1 has no scale (levels in [-1, 1], N_SF = 0);
   its gradient flows through tanh and through max|tanh W| (tensorpack does not stop it).
 - **Which layers.** ``ternarize_model`` takes layer names; the default is every Conv1d/2d/3d and Linear
   except the first and the last in registration order (= forward order in quantscan models), as TTQ
-  does. Seed 001 picks layers by Hessian trace: pass ``hessian.select_layers(...)["selected"]``.
-  Biases stay fp32 (seed 001 quantizes weights only).
+  does. Vindas et al. pick layers by Hessian trace: pass ``hessian.select_layers(...)["selected"]``.
+  Biases stay fp32 (Vindas et al. quantize weights only).
 
 Accounting: each ternary layer exposes ``effective_weight()`` (what ``compress.metrics`` measures),
-``bits`` (2 ternary, 1 binary, k for DoReFa-k) and ``n_scales`` (seed 001's N_SF: 2, 2, 1, 0);
+``bits`` (2 ternary, 1 binary, k for DoReFa-k) and ``n_scales`` (Vindas et al.'s N_SF: 2, 2, 1, 0);
 ``ternary_bits`` / ``ternary_n_sf`` give the dicts ``metrics.compression_report`` takes.
 
 Packing: importing this module registers the ``ternary`` codec (effective weights stored through
-``pack.encode_levels``: a zero mask or gap index plus one bit per non-zero, or 2-bit codes, whichever is
+``export.packed.encode_levels``: a zero mask or gap index plus one bit per non-zero, or 2-bit codes, whichever is
 smaller; binary = 1 bit per weight + the scale) and the ``ternary`` model transform, so ``save_packed``
 stores a ternarized model compactly and ``load_packed`` rebuilds it with frozen layers whose weights hold
 the ternary values (same predictions, bit for bit).
@@ -66,8 +66,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..export.packed import Codec, decode_levels, encode_levels, register_codec, register_transform
 from ..models.conv1d import Conv1d
-from .pack import Codec, decode_levels, encode_levels, register_codec, register_transform
 from .prune import weight_layers
 
 METHODS = ("ttq", "attq", "dorefa")
@@ -392,7 +392,7 @@ class TernaryWeights:
         return self.ternarizer.n_scales
 
     def packing_quantizers(self) -> dict:
-        """For ``pack.save_packed``: the ``weight`` entry is stored by the ``ternary`` codec."""
+        """For ``export.packed.save_packed``: the ``weight`` entry is stored by the ``ternary`` codec."""
         return {"weight": _PackHandle(self)}
 
     def extra_repr(self) -> str:
@@ -532,7 +532,7 @@ def ternarize_model(
     """A deep copy of ``model`` with the named weight layers ternarized (or binarized) by ``method``.
 
     ``method``: "ttq" (``t=0.05, init="mean"``), "attq" (``t_min=-1.0, t_max=0.5, init="mean"``; the
-    defaults are seed 001 Table 1's for its 9,840-parameter MNIST CNN, SweepNet's size) or "dorefa"
+    defaults are Vindas et al.'s Table 1 values for their 9,840-parameter MNIST CNN, a small CNN) or "dorefa"
     (``k=1``). ``layers``: names of Conv1d/2d/3d/Linear modules, "all", or None for
     :func:`default_layers`. ``activations``: ``{activation module name: k}`` to replace those
     ReLU/Sigmoid/Tanh modules by :class:`DoReFaActivation` (DoReFa's activation quantizer).
@@ -583,7 +583,7 @@ def ternary_bits(model: nn.Module) -> dict[str, int]:
 
 
 def ternary_n_sf(model: nn.Module) -> dict[str, int]:
-    """``{layer: number of scale factors}`` (seed 001's N_SF; for ``metrics.compression_report``)."""
+    """``{layer: number of scale factors}`` (Vindas et al.'s N_SF; for ``metrics.compression_report``)."""
     return {n: m.n_scales for n, m in ternary_layers(model).items()}
 
 
@@ -629,7 +629,7 @@ def to_float(model: nn.Module) -> nn.Module:
 
 
 class _PackHandle:
-    """What ``pack`` sees as the quantizer of a ternary layer's ``weight``."""
+    """What ``export.packed`` sees as the quantizer of a ternary layer's ``weight``."""
 
     def __init__(self, layer: TernaryWeights):
         self.layer = layer
@@ -646,7 +646,7 @@ class _PackHandle:
 
 
 class TernaryCodec(Codec):
-    """Effective ternary / binary / DoReFa-k weights via ``pack.encode_levels`` (smallest layout)."""
+    """Effective ternary / binary / DoReFa-k weights via ``export.packed.encode_levels`` (smallest layout)."""
 
     name = "ternary"
 

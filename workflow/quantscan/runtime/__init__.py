@@ -17,8 +17,8 @@ kind                      what runs
 torch_fp32_per_window     PyTorch fp32, one input per call (the per-window baseline)
 torch_fp32                PyTorch fp32, batched, channels-last
 onnx_fp32                 ONNX Runtime fp32 (``.onnx``; a torch file is exported on the fly)
-onnx_int8                 ONNX Runtime static int8 (an ``.onnx`` from ``compress.int8.build_int8``)
-packed                    a packed low-bit model (``compress.pack``) through the lookup engine
+onnx_int8                 ONNX Runtime static int8 (an ``.onnx`` from ``export.onnx.build_int8``)
+packed                    a packed low-bit model (``export.packed``) through the lookup engine
 packed_torch              the same packed model, dequantized weights in PyTorch (dense reference)
 lut_fp32                  an fp32 model through the lookup engine (shows what binary inputs buy)
 ========================  ======================================================================
@@ -83,10 +83,10 @@ def model_format(path: str | os.PathLike) -> str:
 
 def load_model_arch(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     """(torch model in eval mode, its ``arch`` dict) of an fp32 (``modelio``) or packed
-    (``compress.pack``) file."""
+    (``export.packed``) file."""
     fmt = model_format(path)
     if fmt == "packed":
-        from ..compress.pack import load_packed
+        from ..export.packed import load_packed
 
         model, header = load_packed(path)
         return model.eval(), dict(header["arch"])
@@ -99,7 +99,7 @@ def load_model_arch(path: str | os.PathLike) -> tuple[nn.Module, dict]:
 
 
 def load_model(path: str | os.PathLike) -> nn.Module:
-    """The torch model of an fp32 (``modelio``) or packed (``compress.pack``) file, in eval mode."""
+    """The torch model of an fp32 (``modelio``) or packed (``export.packed``) file, in eval mode."""
     return load_model_arch(path)[0]
 
 
@@ -142,13 +142,13 @@ def make_engine(
         if kind == "onnx_int8":
             raise ConfigError(
                 f"{model_path}: engine onnx_int8 needs an int8 .onnx file "
-                "(built by quantscan.compress.int8.build_int8)"
+                "(built by quantscan.export.onnx.build_int8)"
             )
         if input_shape is None:
             raise ConfigError(
                 "engine onnx_fp32 from a torch model needs example_shape=(H, W) or input_shape"
             )
-        from ..compress.int8 import export_onnx
+        from ..export.onnx import export_onnx
 
         with tempfile.TemporaryDirectory(prefix="quantscan-onnx-") as tmpdir:
             tmp = Path(tmpdir) / "model.onnx"  # the session keeps the graph in memory

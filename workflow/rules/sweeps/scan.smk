@@ -76,7 +76,7 @@ rule scan_onnx:
         mem_mb=mem_by_attempt(2000),
         runtime=30,
     params:
-        calibration=256,
+        calibration_samples=SC["calibration_samples"],
         seed=config["seed"],
     script:
         "../../scripts/scan_onnx.py"

@@ -14,6 +14,7 @@ from functools import cached_property
 from ..base import App
 from . import CLASSES
 from . import settings as sw_settings
+from .compress_presets import LAYER_PRESETS
 
 
 class SweepsApp(App):
@@ -23,6 +24,7 @@ class SweepsApp(App):
 
     def check(self) -> None:
         sw_settings.check_sweeps(self.settings)
+        super().check()
         if "compress" in self.config:
             self.compress_jobs()  # checks the scenario names
 
@@ -65,7 +67,7 @@ class SweepsApp(App):
         return {s: f"results/sweeps/data/{s}/test.npz" for s in self.neutral_scenarios}
 
     def layer_presets(self) -> dict[str, dict]:
-        return {}
+        return LAYER_PRESETS
 
     def scan_inputs(self) -> dict[str, str]:
         return {}  # the genome scan is this application's own (rules/sweeps/scan.smk)

@@ -22,6 +22,7 @@ from . import dataset as vdataset
 class ViralApp(App):
     def check(self) -> None:
         vdataset.check_config(self.settings)
+        super().check()
 
     @cached_property
     def dataset(self) -> str:

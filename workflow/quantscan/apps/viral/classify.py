@@ -25,7 +25,7 @@ Engines: anything with ``length`` (N), ``n_classes`` and ``predict_proba(x uint8
 (``predict_logits`` too if it has it; else the log-probabilities stand in); an engine whose
 ``length`` is None scores whole records (``predict_record_logits(list of str)``, the k-mer
 baselines). :func:`load_engine` opens fp32 model files (``modelio``), packed compressed models
-(``compress.pack``, fake-quantized torch) and ONNX files (fp32 or int8), and runs them through the
+(``export.packed``, fake-quantized torch) and ONNX files (fp32 or int8), and runs them through the
 inference runtime (``quantscan.runtime``: ``TorchEngine``, ``OnnxEngine``).
 """
 

@@ -1,4 +1,5 @@
-"""Real int8 inference through ONNX Runtime: static post-training quantization (seed 003).
+"""ONNX export and real int8 inference through ONNX Runtime: static post-training quantization
+(after Hu, quantization for connectomics).
 
 Pipeline: ``torch.onnx.export`` (fp32, opset >= 17, dynamic batch axis, ``dynamo=False`` so no
 onnxscript is needed and the legacy exporter's graph is stable) -> ``quant_pre_process`` (shape
@@ -11,11 +12,17 @@ Conventions: activations default to **uint8 asymmetric** (per-tensor scale and z
 calibration; uses all 256 levels on ReLU outputs) with int8 symmetric per-channel weights (U8S8, the
 MLAS path ORT recommends on x86); ``activation_type="int8"`` gives S8S8. On x86 CPUs without VNNI,
 MLAS multiplies u8 x s8 with ``vpmaddubsw``, whose int16 pair sums saturate (2·255·127 > 32767): on
-such a CPU (AVX2 only) a random tiny Conv3d model and a trained tiny SweepNet had ~10x and ~25x the
+such a CPU (AVX2 only) a random tiny Conv3d model and a trained tiny 2-D CNN had ~10x and ~25x the
 mean logit error they have with 7-bit weights, and int8 activations gave the same error. ``reduce_range=None`` therefore picks 7-bit weights
 when the machine running the quantization lacks VNNI; pass it explicitly when the int8 model will run
 on another CPU. The choices made are written into the model's ``metadata_props``. Ops without an
 integer kernel (e.g. ReduceMean) run as DQ -> fp32 -> Q.
+
+Contents: :func:`export_onnx` (fp32), :func:`quantize_onnx` and :func:`build_int8` (static int8),
+:func:`export_int8` (the int8 export with a seeded calibration sample, used by the ``int8``
+compression method and by any caller that needs an int8 model); loading and sessions:
+:func:`load_onnx`, :func:`ort_session`, :class:`OrtEngine`; inspection: :func:`describe_onnx`,
+:func:`runtime_op_counts`; :func:`compare_latency` times torch fp32, ORT fp32 and ORT int8.
 """
 
 from __future__ import annotations
@@ -103,8 +110,8 @@ def shorten_names(m: onnx.ModelProto, *, node_names: bool = False) -> onnx.Model
     """Rename the graph's internal tensors to short hex ids; drop doc strings and, unless
     ``node_names`` (the fp32 export keeps them for ``quantize_onnx(nodes_to_exclude=...)``), node names.
 
-    The exporters' names (``sweepnet_second_conv.bias_quantized_zero_point``, repeated in every
-    node that reads a tensor) were half of SweepNet's int8 file. Kept: the graph's input and output
+    The exporters' names (``second_conv.bias_quantized_zero_point``, repeated in every
+    node that reads a tensor) were half of a small 2-D CNN's int8 file. Kept: the graph's input and output
     names and the names of weight initializers (2-D or more, as ``stored_layers`` matches them to
     the torch layers), so the file still says which layer each weight belongs to. In place.
     """
@@ -136,7 +143,7 @@ def compact_encoding(m: onnx.ModelProto) -> onnx.ModelProto:
     """Drop what an int8 QDQ file need not store; the outputs and ORT's integer kernels stay the same.
 
     * the all-zero zero points of the biases' (int32) and the convolution weights' (int8, 3-D or
-      more) ``DequantizeLinear`` nodes: an optional input that defaults to 0 (SweepNet: 1 kB of its
+      more) ``DequantizeLinear`` nodes: an optional input that defaults to 0 (a small 2-D CNN: 1 kB of its
       17 kB). Gemm weights keep theirs: without it ORT does not fuse the Gemm into ``QGemm``;
     * opset imports that no node uses.
 
@@ -269,6 +276,39 @@ def build_int8(
     export_onnx(model, calib_x[:1], fp32_path, opset=opset)
     quantize_onnx(fp32_path, int8_path, calib_x, **quantize_kwargs)
     return {"fp32": Path(fp32_path), "int8": Path(int8_path)}
+
+
+def calibration_sample(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``min(n, len(x))`` inputs of ``x`` drawn without replacement (seeded), in their order in ``x``,
+    as float32: the calibration set of :func:`export_int8`."""
+    if n < 1:
+        raise ConfigError(f"calibration needs at least one sample (asked for {n})")
+    rng = np.random.default_rng(seed)
+    n = min(int(n), len(x))
+    return x[np.sort(rng.permutation(len(x))[:n])].astype(np.float32)
+
+
+def export_int8(
+    model: nn.Module,
+    x: np.ndarray,
+    fp32_path: str | Path,
+    int8_path: str | Path,
+    *,
+    calibration_samples: int,
+    seed: int,
+    opset: int = 17,
+    **quantize_kwargs,
+) -> dict:
+    """The int8 export of a model: ``calibration_samples`` seeded inputs of ``x`` (training inputs;
+    :func:`calibration_sample`) calibrate :func:`build_int8`, which writes the fp32 export to
+    ``fp32_path`` and the static int8 QDQ model to ``int8_path``. ``quantize_kwargs`` go to
+    :func:`quantize_onnx` (calibrate_method, percentile, activation_type, reduce_range).
+
+    Returns ``{"fp32": path, "int8": path, "calibration_samples": number used}``.
+    """
+    calib = calibration_sample(x, calibration_samples, seed)
+    paths = build_int8(model, calib, fp32_path, int8_path, opset=opset, **quantize_kwargs)
+    return {**paths, "calibration_samples": len(calib)}
 
 
 def describe_onnx(path: str | Path) -> dict:

@@ -12,7 +12,7 @@ Layout (all integers little-endian)::
     payload plen     the arrays, back to back, in header order
 
 The header holds ``arch`` (to rebuild the model with ``quantscan.models.build_model``),
-``layer_config`` (``layers.layer_config_of``), ``extra`` (caller's metadata) and ``tensors``: one
+``layer_config`` (``compress.layers.layer_config_of``), ``extra`` (caller's metadata) and ``tensors``: one
 entry per state_dict tensor, ``[key, shape, codec, meta, arrays]`` where ``arrays`` lists
 ``[name, numpy dtype, shape]`` and array bytes follow each other in the payload.
 
@@ -25,11 +25,11 @@ auto=True)``; an auto codec may decline a tensor). The built-in auto codec ``lev
 tensors that are sparse or take few distinct values (pruned weights on a b-bit grid, ternary weights)
 exactly, through :func:`encode_levels`: where the non-zeros are (``full``, a bit ``mask`` or run-length
 ``gaps``, whichever is smallest) plus their values (b-bit codes on an inferred ``grid`` ``offset + k·step``
-replaying the float32 arithmetic of ``prune.py``, verified bit for bit; else a lookup ``tab``le of the
+replaying the float32 arithmetic of ``compress/prune.py``, verified bit for bit; else a lookup ``tab``le of the
 distinct values or of the magnitudes plus sign bits; else ``raw`` floats), or ``dense`` table codes
 when that is smaller. The layout chosen is recorded in the tensor's header entry.
 
-Modules that need more than ``layers.quantize_model`` to be rebuilt (``ternary.py``'s layers) register a
+Modules that need more than ``layers.quantize_model`` to be rebuilt (``compress/ternary.py``'s layers) register a
 *transform* (``register_transform(name, describe, apply)``): ``describe(model)`` is stored under the
 header's ``transforms`` and ``apply`` replays it on the rebuilt model before its tensors are loaded.
 Modules may expose ``packing_quantizers() -> {parameter name: quantizer}`` to choose the codec of their
@@ -50,10 +50,10 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
+from ..compress.layers import QuantizedWeights, layer_config_of, quantize_model
+from ..compress.quantizers import QuantizedTensor, WeightQuantizer
 from ..errors import ConfigError, InputFormatError
 from ..models import build_model, validate_arch
-from .layers import QuantizedWeights, layer_config_of, quantize_model
-from .quantizers import QuantizedTensor, WeightQuantizer
 
 MAGIC = b"QSPK"
 VERSION = 1
@@ -495,7 +495,7 @@ def register_transform(name: str, describe: Callable, apply: Callable) -> None:
 
 def _load_plugins() -> None:
     """Import the modules that register codecs and transforms here (they import this module)."""
-    from . import ternary  # noqa: F401
+    from ..compress import ternary  # noqa: F401
 
 
 def _apply_transforms(model: nn.Module, transforms: dict) -> nn.Module:

@@ -1,57 +1,33 @@
-"""Compression methods: a registry of method types, each run on any model and any application's data.
+"""The registry of compression method types and what every type shares: the run context, the
+results, layer configurations, tables and notes. A method type runs on any model and any caller's
+data.
 
 A method is a config entry ``{type: ..., **keys}`` (config/schema.yaml, ``$defs/compress_method``).
 ``run_method`` fine-tunes quantized copies of an fp32 model (quantization-aware training, QAT: start
 from the fp32 weights, ``quantize_model``, ``train.fit`` with early stopping on validation loss) and
 evaluates them on the test set. It returns a ``MethodResult``: the variants it trained (one of them
-*primary*: the one the workflow packs and puts in the summary), a method-specific table, a figure
-and notes.
+*primary*: the one the caller packs and reports), a method-specific table, a figure and notes.
+``register(type_name)`` adds a type ``f(ctx) -> MethodResult``; the types live in the modules of
+this package (``mixed``, ``search``, ``ternary``, ``prune_quant``, ``int8``).
 
 Layers are addressed by module name (``layers.quantizable_modules``), so every method works on any
-model built from named Conv/Linear/activation modules (SweepNet, the viral CNN, ...).
+model built from named Conv/Linear/activation modules (e.g. a 2-D or a 1-D CNN).
+
+Named per-layer configurations (*layer presets*) come from the caller: ``run_method(...,
+layer_presets={name: {module: spec}})``; a configuration entry may name one wherever a configuration
+is expected (``resolve_layers``). The engine defines none.
 
 Decisions that pick a configuration (tolerances, the search score) use the **validation** split;
 reported accuracies are on the **test** split.
 
-Method types (see the schema for every key):
-
-- ``mixed``: QAT of one per-layer configuration (default: seed 000 Table 6).
-- ``layer_sensitivity``: each layer alone at each bit width, the rest fp32 (seed 000 Fig. 2); the
-  primary combines, per layer, the smallest bit width within ``tolerance`` of fp32.
-- ``uniform``: every weight layer at each bit width (seed 000 Fig. 3), flat bit widths with
-  ``flat_alpha`` and a mixed configuration (seed 002); the primary is the smallest tolerated width.
-- ``one_bit_rounds``: all weight layers at ``base_bits``, one at a time at 1 bit, the tolerated ones
-  together (seed 000 Table 3), then activations at 1 bit alone and together (Table 4).
-- ``auto_search``: AutoQKeras-style search with Optuna's seeded TPE sampler; score = validation
-  accuracy x (1 + delta), the forgiving factor (compression.md section 2); with ``max_bits``,
-  configurations over that budget score 0 untrained.
-- ``po2_vs_auto``: the same configurations with ``alpha='auto'`` and ``'auto_po2'`` (seed 002).
-- ``ttq``, ``attq``, ``dorefa``: trained ternary, asymmetric ternary (seed 001) and DoReFa binary /
-  k-bit weight layers (``ternary.py``) fine-tuned from fp32 (one variant, the primary). ``layers``:
-  ``default`` (all but the first and last), ``all``, a list, or ``hessian``: Hutchinson traces of
-  the fp32 model on ``hessian.samples`` seeded training inputs, layers taken by ascending trace per
-  weight until ``hessian.fraction`` of the weights (``hessian.select_layers``); the traces, ranks
-  and the selection are in the details table and the notes. ``dorefa.activation_bits`` puts DoReFa
-  activations after every ReLU.
-- ``q_then_p_iter``, ``p_then_q_iter``, ``p_then_q_epochs``: γσ pruning plus uniform ``bits``-bit
-  quantization (seed 004, ``prune.py``), one variant per γ, each fine-tuned through ``fit``'s step
-  hook with the schedule, then ``schedule.finalize`` (after ``fit`` restored its best epoch, so the
-  model holds the pruned, quantized values with every mask applied; ``fit`` restores the
-  schedule's masks of that epoch with its weights). Early stopping watches the float latent
-  weights (``fit`` evaluates the model as it is between steps), so every variant is evaluated
-  after finalize (with the batch-norm statistics recomputed for the finalized weights when
-  ``recalibrate_bn``), and a finalize that loses more than ``FINALIZE_TOLERANCE`` (2 points) of
-  validation accuracy against the weights it started from fails the job (``check_finalize``). The primary is the
-  lowest-density variant within ``tolerance`` of fp32 on validation, else the most accurate.
-
 Every variant's metrics add ``metrics.compression_report`` on its deployed weights (one test input
 for the per-sample operation counts): ``density``, ``srqw`` and ``cr_g_q`` (quantized layers; NaN
 without any), ``cr_g`` (whole model), ``ec_g``/``ec_change`` (an energy *model*), ``nops``,
-``nops_x_bits`` and ``weights_mbit``. ``model_bits`` (the summary's weight bits of the deployed
-model) counts every weight at its layer's bit width, zeros included: QKeras quantizers at their
-``bits``, ternary layers at 2 (DoReFa at k), pruned layers at the schedule's ``bits``
-(``cost.py``). That is what dense codes take and what QKeras and seed 000 count, so it compares
-across methods; sparsity shows in ``weights_mbit`` (non-zero weights x bits, seed 004, positions
+``nops_x_bits`` and ``weights_mbit``. ``model_bits`` (the weight bits of the deployed model)
+counts every weight at its layer's bit width, zeros included: QKeras quantizers at their ``bits``,
+ternary layers at 2 (DoReFa at k), pruned layers at the schedule's ``bits`` (``cost.py``). That is
+what dense codes take and what QKeras and van de Wetering (2024) count, so it compares across
+methods; sparsity shows in ``weights_mbit`` (non-zero weights x bits, Fernandes & Kung; positions
 not counted) and in ``file_bytes`` (the packed file: positions, codes, scales).
 """
 
@@ -76,12 +52,12 @@ import torch
 import yaml
 from torch import nn
 
-from .. import config as qconfig
-from ..atomic import write_text
-from ..errors import ConfigError, QuantscanError
-from ..seeds import derive_seed
-from ..tasks.classification_metrics import classification_metrics
-from ..train import (
+from ... import config as qconfig
+from ...atomic import write_text
+from ...errors import ConfigError, QuantscanError
+from ...seeds import derive_seed
+from ...tasks.classification_metrics import classification_metrics
+from ...train import (
     EVAL_BATCH,
     TrainConfig,
     config_key,
@@ -91,33 +67,12 @@ from ..train import (
     to_tensor,
     weights_digest,
 )
-from . import figures
-from .cost import (
-    FP_BITS,
-    SEED000_TABLE6,
-    bits_per_layer,
-    bits_table,
-    kernel_bits_of,
-    model_bits,
-    weight_bits,
-)
-from .hessian import hutchinson_traces, select_layers
-from .layers import ACTIVATIONS, QActivation, layer_config_of, quantizable_modules, quantize_model
-from .metrics import compression_report, effective_weights, summary_scalars
-from .prune import make_schedule
-from .quantizers import WeightQuantizer, parse_quantizer
-from .ternary import (
-    DoReFaActivation,
-    make_ternarizer,
-    ternarize_model,
-    ternary_layers,
-    ternary_n_sf,
-    ternary_report,
-)
-
-#: named per-layer configurations usable wherever a configuration is expected
-PRESETS: dict[str, dict] = {"seed000_table6": SEED000_TABLE6}
-_ALPHA_TAGS = {"auto": "auto", "auto_po2": "po2", None: "fixed"}
+from ..cost import FP_BITS, bits_per_layer, bits_table, model_bits, weight_bits
+from ..layers import ACTIVATIONS, QActivation, layer_config_of, quantizable_modules, quantize_model
+from ..metrics import compression_report, summary_scalars
+from ..presets import PRESET_KEYS, preset, preset_names
+from ..quantizers import WeightQuantizer, parse_quantizer
+from ..ternary import ternary_n_sf
 
 Data = tuple[np.ndarray, np.ndarray]
 
@@ -229,19 +184,24 @@ def layer_spec(kinds: dict, name: str, bits: int, alpha: str | None):
     return activation_spec(nonlinearity, bits)
 
 
-def resolve_layers(entry, model: nn.Module, alpha: str | None = "auto") -> dict:
+def resolve_layers(
+    entry,
+    model: nn.Module,
+    alpha: str | None = "auto",
+    presets: Mapping[str, Mapping] | None = None,
+    method: str | None = None,
+) -> dict:
     """The canonical layer_config (``layer_config_of``) of a configuration entry.
 
-    ``entry``: a preset name (``PRESETS``), an integer (every weight layer at that many bits), or a
-    mapping of module names to bits, spec strings/dicts, None or ``{kernel, bias}``. ``alpha``
-    replaces the alpha of every data-dependent weight quantizer; None keeps the specs as written
-    (bit widths then get 'auto').
+    ``entry``: a preset name (a key of ``presets``, the caller's named configurations), an integer
+    (every weight layer at that many bits), or a mapping of module names to bits, spec
+    strings/dicts, None or ``{kernel, bias}``. ``alpha`` replaces the alpha of every data-dependent
+    weight quantizer; None keeps the specs as written (bit widths then get 'auto'). ``method``
+    names the method in the error for an unknown preset.
     """
     kinds = module_kinds(model)
     if isinstance(entry, str):
-        if entry not in PRESETS:
-            raise ConfigError(f"unknown configuration preset {entry!r}; known: {sorted(PRESETS)}")
-        entry = PRESETS[entry]
+        entry = preset(entry, presets, method)
     if isinstance(entry, int) and not isinstance(entry, bool):
         entry = {name: entry for name, (kind, _) in kinds.items() if kind == "weight"}
     if not isinstance(entry, Mapping):
@@ -259,6 +219,18 @@ def resolve_layers(entry, model: nn.Module, alpha: str | None = "auto") -> dict:
             spec = with_alpha(spec, alpha)
         config[name] = spec
     return layer_config_of(quantize_model(model, config))
+
+
+def check_layer_presets(
+    name: str, config: Mapping, presets: Mapping[str, Mapping] | None = None
+) -> dict:
+    """``normalize_method(config)``, checked that every preset name it uses is one of ``presets``
+    (ConfigError naming method ``name`` and the known presets); callers check a config with it
+    before any job runs."""
+    config = normalize_method(config)
+    for entry in preset_names(config):
+        preset(entry, presets, name)
+    return config
 
 
 def pasteable(name: str, layer_config: dict, model: nn.Module, description: str = "") -> str:
@@ -298,44 +270,6 @@ def normalize_method(config: Mapping) -> dict:
     if errors:
         raise ConfigError(f"invalid compression method {dict(config)!r}: " + "; ".join(errors))
     return config
-
-
-# --------------------------------------------------------------------------------------------------
-# forgiving factor (AutoQKeras, compression.md section 2)
-
-
-def forgiving_delta(
-    trial_bits: float, reference_bits: float, delta_p=8.0, delta_n=8.0, rate=2.0
-) -> float:
-    """``delta_p/100 * log_rate(reference/trial)`` when smaller than the reference, else delta_n."""
-    if trial_bits <= 0 or reference_bits <= 0:
-        raise ValueError("sizes must be positive")
-    d = delta_p if trial_bits < reference_bits else delta_n
-    return d / 100.0 * math.log(reference_bits / trial_bits) / math.log(rate)
-
-
-def forgiving_score(metric: float, trial_bits, reference_bits, delta_p=8.0, delta_n=8.0, rate=2.0):
-    """AutoQKeras' score ``metric x (1 + delta)``: half size x1.08, quarter x1.16, double x0.92."""
-    return metric * (1.0 + forgiving_delta(trial_bits, reference_bits, delta_p, delta_n, rate))
-
-
-def stats_lines(
-    trial_bits: int, fp32_bits: int, delta_p=8.0, delta_n=8.0, rate=2.0, stress=1.0
-) -> str:
-    """AutoQKeras' ``print_stats`` lines (delta_p/n printed as fractions, as QKeras does).
-
-    The cost is weight bits only, so there is no ``a_bits`` part.
-    """
-    reference = fp32_bits * stress
-    delta = forgiving_delta(trial_bits, reference, delta_p, delta_n, rate)
-    pct = 100.0 * (trial_bits - fp32_bits) / fp32_bits
-    return (
-        f"stats: delta_p={delta_p / 100:g} delta_n={delta_n / 100:g} rate={float(rate)!r} "
-        f"trial_size={trial_bits} reference_size={int(reference)}\n"
-        f"       delta={100 * delta:.2f}%\n"
-        f"       p_bits={trial_bits}/{fp32_bits} ({pct:.2f}%)\n"
-        f"       total={trial_bits}/{fp32_bits} ({pct:.2f}%)"
-    )
 
 
 def layer_lines(model: nn.Module) -> str:
@@ -378,6 +312,8 @@ class Context:
     #: where fine-tunes (QAT ``qat-*.pt``; ternary and pruning ``train-*.pt``) save their per-epoch
     #: checkpoints (``train.fit``), so that a rerun of a killed job resumes them; None: none
     checkpoint_dir: Path | None = None
+    #: the caller's named per-layer configurations (``resolve_layers``)
+    layer_presets: Mapping[str, Mapping] = field(default_factory=dict)
     _cache: dict = field(default_factory=dict)
 
     @property
@@ -405,6 +341,10 @@ class Context:
     def fp32(self) -> Variant:
         """The unmodified fp32 model as a reference row."""
         return self.variant("fp32", {}, 0)
+
+    def resolve_layers(self, entry, alpha: str | None = "auto") -> dict:
+        """``resolve_layers`` of a configuration entry of this method, with the caller's presets."""
+        return resolve_layers(entry, self.model, alpha, self.layer_presets, self.name)
 
     def scan_epochs(self) -> int:
         epochs = self.config.get("scan_epochs")
@@ -628,8 +568,8 @@ class Context:
         )
 
 
-#: the largest validation accuracy a pruning variant's finalize may lose (seed 004's schedules
-#: train float latent weights; finalize writes their pruned, quantized values)
+#: the largest validation accuracy a pruning variant's finalize may lose (the pruning schedules of
+#: Fernandes & Kung train float latent weights; finalize writes their pruned, quantized values)
 FINALIZE_TOLERANCE = 0.02
 
 
@@ -672,6 +612,7 @@ def run_method(
     log: logging.Logger | None = None,
     extra_eval: Callable[[nn.Module], dict] | None = None,
     checkpoint_dir: str | Path | None = None,
+    layer_presets: Mapping[str, Mapping] | None = None,
 ) -> MethodResult:
     """Run method ``name`` (config entry ``config``) on an fp32 ``model``; see the module docstring.
 
@@ -680,8 +621,11 @@ def run_method(
     ``checkpoint_dir``: every fine-tune (``mixed``, ``uniform``, the search trials, ternary, the
     pruning schedules ...) checkpoints every epoch there and resumes on a rerun; the caller deletes
     it when the results are saved.
+    ``layer_presets``: the caller's named per-layer configurations, ``{name: {module: spec}}``,
+    which configuration entries may name (``resolve_layers``); an unknown name is a ConfigError
+    naming the method and the known presets, raised before any training.
     """
-    config = normalize_method(config)
+    config = check_layer_presets(name, config, layer_presets)
     method = METHOD_TYPES[config["type"]]
     finetune = dataclasses.replace(finetune, **config["finetune"])
     ctx = Context(
@@ -698,6 +642,7 @@ def run_method(
         log or logging.getLogger(__name__),
         extra_eval,
         None if checkpoint_dir is None else Path(checkpoint_dir),
+        dict(layer_presets or {}),
     )
     ctx.log.info(
         "method %s (%s): fp32 %d bits, fine-tuning %s", name, ctx.type, ctx.fp32_bits, finetune
@@ -847,414 +792,6 @@ def _variants_result(
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# method types
-
-
-@register("mixed")
-def _mixed(ctx: Context) -> MethodResult:
-    alpha = ctx.config["alpha"]
-    config = resolve_layers(ctx.config["layers"], ctx.model, alpha)
-    v = ctx.variant(ctx.prefix, config, ctx.finetune.epochs, {"alpha": alpha or "as written"}, True)
-    table = layer_table(v.model)
-    return MethodResult(
-        [v],
-        table,
-        primary_notes(ctx, v),
-        lambda path, title: figures.layer_bits(table, path, title, v.metrics["accuracy"]),
-    )
-
-
-@register("layer_sensitivity")
-def _layer_sensitivity(ctx: Context) -> MethodResult:
-    cfg, alpha, epochs = ctx.config, ctx.config["alpha"], ctx.scan_epochs()
-    layers = list(cfg["layers"])
-    if not layers:
-        layers = [
-            n for n, (k, _) in ctx.kinds.items() if k == "weight" or cfg["include_activations"]
-        ]
-    bad = [n for n in layers if n not in ctx.kinds]
-    if bad:
-        raise ConfigError(
-            f"method {ctx.name!r}, key 'layers': unknown modules {bad}; valid: {list(ctx.kinds)}"
-        )
-    variants, best = [], {}
-    for layer in layers:
-        kind = ctx.kinds[layer][0]
-        for bits in cfg["bits"]:
-            spec = layer_spec(ctx.kinds, layer, bits, alpha)
-            v = ctx.variant(
-                f"{ctx.prefix}_{layer}_{bits}bit",
-                {layer: spec} if spec else {},
-                epochs,
-                {"layer": layer, "kind": kind, "bits": bits, "spec": spec or "fp32"},
-            )
-            variants.append(v)
-            if ctx.within(v) and bits < best.get(layer, (FP_BITS + 1, None))[0]:
-                best[layer] = (bits, spec)
-    combined = {layer: spec for layer, (bits, spec) in best.items() if spec is not None}
-    chosen = ",".join(f"{layer}={bits}" for layer, (bits, _) in best.items())
-    info = {"layer": "combined", "kind": "", "bits": math.nan, "spec": chosen or "fp32"}
-    primary = ctx.variant(f"{ctx.prefix}_combined", combined, ctx.finetune.epochs, info, True)
-    variants.append(primary)
-    header = (
-        f"# per layer, the smallest bit width whose validation accuracy stays within "
-        f"{cfg['tolerance']} of fp32 ({ctx.fp32.val_accuracy:.4f}): {chosen or 'none'}"
-    )
-    return _variants_result(ctx, variants, primary, figures.layer_sensitivity, header)
-
-
-@register("uniform")
-def _uniform(ctx: Context) -> MethodResult:
-    cfg, epochs = ctx.config, ctx.scan_epochs()
-    variants, scan = [], []
-
-    def uniform_config(bits, alpha):
-        return {n: weight_spec(bits, alpha) for n in ctx.weight_layers if bits < FP_BITS}
-
-    for bits in sorted(cfg["bits"]):
-        info = {"series": "uniform", "bits": bits, "alpha": str(cfg["alpha"])}
-        v = ctx.variant(
-            f"{ctx.prefix}_scan_{bits}bit", uniform_config(bits, cfg["alpha"]), epochs, info
-        )
-        variants.append(v)
-        scan.append(v)
-    flat_tag = _ALPHA_TAGS[cfg["flat_alpha"]]
-    for bits in sorted(cfg["flat_bits"]):
-        info = {
-            "series": f"flat ({cfg['flat_alpha']})",
-            "bits": bits,
-            "alpha": str(cfg["flat_alpha"]),
-        }
-        name = f"{ctx.prefix}_flat_{bits}bit_{flat_tag}"
-        variants.append(ctx.variant(name, uniform_config(bits, cfg["flat_alpha"]), epochs, info))
-    if cfg["mixed"] is not None:
-        mixed = resolve_layers(cfg["mixed"], ctx.model, cfg["flat_alpha"])
-        info = {
-            "series": f"mixed ({cfg['flat_alpha']})",
-            "bits": math.nan,
-            "alpha": str(cfg["flat_alpha"]),
-        }
-        variants.append(ctx.variant(f"{ctx.prefix}_mixed_{flat_tag}", mixed, epochs, info))
-    tolerated = [v for v in scan if ctx.within(v)]
-    chosen = tolerated[0] if tolerated else scan[-1]
-    bits = chosen.info["bits"]
-    primary = _choose_primary(
-        ctx,
-        variants,
-        chosen,
-        f"{ctx.prefix}_{bits}bit",
-        {"series": "primary", "bits": bits, "alpha": str(cfg["alpha"])},
-    )
-    header = (
-        f"# smallest uniform bit width with validation accuracy within {cfg['tolerance']} of "
-        f"fp32 ({ctx.fp32.val_accuracy:.4f}): {bits}" + ("" if tolerated else " (none: widest)")
-    )
-    return _variants_result(ctx, variants, primary, figures.uniform, header)
-
-
-@register("one_bit_rounds")
-def _one_bit_rounds(ctx: Context) -> MethodResult:
-    cfg, alpha, epochs = ctx.config, ctx.config["alpha"], ctx.scan_epochs()
-    layers = ctx.names(list(cfg["layers"]) or ctx.weight_layers, "weight", "layers")
-    acts = ctx.names(list(cfg["activations"]), "activation", "activations")
-    base = {n: weight_spec(cfg["base_bits"], alpha) for n in ctx.weight_layers}
-    one = weight_spec(1, alpha)
-    variants = []
-
-    def round_(name, config, round_name, one_bit):
-        info = {"round": round_name, "one_bit": ",".join(one_bit) or "-", "n_one_bit": len(one_bit)}
-        v = ctx.variant(f"{ctx.prefix}_{name}", config, epochs, info)
-        v.info["within_tolerance"] = ctx.within(v)
-        variants.append(v)
-        return v
-
-    candidates = [round_(f"base_{cfg['base_bits']}bit", base, "base", [])]
-    singles = [round_(f"1bit_{n}", {**base, n: one}, "single layer", [n]) for n in layers]
-    tolerant = [n for n, v in zip(layers, singles, strict=True) if ctx.within(v)]
-    act_base, act_one_bit = base, []
-    if tolerant:
-        combined = {**base, **{n: one for n in tolerant}}
-        candidates.append(round_("1bit_combined", combined, "tolerant layers together", tolerant))
-        act_base, act_one_bit = combined, tolerant
-    act_specs = {a: activation_spec(ctx.kinds[a][1], 1) for a in acts}
-    for a in acts:
-        candidates.append(
-            round_(f"1bit_act_{a}", {**act_base, a: act_specs[a]}, "activation", act_one_bit + [a])
-        )
-    if len(acts) > 1:
-        candidates.append(
-            round_(
-                "1bit_act_all",
-                {**act_base, **act_specs},
-                "activations together",
-                act_one_bit + acts,
-            )
-        )
-    ok = [v for v in candidates if v.info["within_tolerance"]] or candidates[:1]
-    # fewest weight bits, then most 1-bit activations, then best validation accuracy
-    chosen = min(ok, key=lambda v: (v.metrics["model_bits"], -v.info["n_one_bit"], -v.val_accuracy))
-    primary = _choose_primary(
-        ctx,
-        variants,
-        chosen,
-        f"{ctx.prefix}_best",
-        {**chosen.info, "round": f"best: {chosen.name}"},
-    )
-    primary.info["within_tolerance"] = ctx.within(primary)
-    header = (
-        f"# layers tolerating 1 bit (validation accuracy within {cfg['tolerance']} of fp32 "
-        f"{ctx.fp32.val_accuracy:.4f}): {', '.join(tolerant) or 'none'}\n"
-        f"# chosen round: {chosen.name}"
-    )
-    return _variants_result(ctx, variants, primary, figures.rounds, header)
-
-
-def _search_params(ctx: Context, entry, layers: list[str], acts: list[str]) -> dict[str, int]:
-    """The search's parameters (bits of each searched layer and activation) of a configuration
-    entry of ``start_with``; its bit widths must be among the searched ones."""
-    cfg = ctx.config
-    modules = dict(quantize_model(ctx.model, resolve_layers(entry, ctx.model)).named_modules())
-    params = {n: kernel_bits_of(modules[n]) for n in layers}
-    for a in acts:
-        m = modules[a]
-        params[a] = m.quantizer.bits if isinstance(m, QActivation) else FP_BITS
-    bad = {
-        n: bits
-        for n, bits in params.items()
-        if bits not in (cfg["weight_bits"] if n in layers else cfg["activation_bits"])
-    }
-    if bad:
-        raise ConfigError(
-            f"compress.methods.{ctx.name}.start_with: {entry!r} sets bit widths outside the "
-            f"searched ones (weight_bits {cfg['weight_bits']}, activation_bits "
-            f"{cfg['activation_bits']}): {bad}"
-        )
-    return params
-
-
-@register("auto_search")
-def _auto_search(ctx: Context) -> MethodResult:
-    import optuna
-
-    cfg = ctx.config
-    layers = ctx.names(list(cfg["layers"]) or ctx.weight_layers, "weight", "layers")
-    acts = []
-    if cfg["activation_bits"]:
-        acts = [
-            n
-            for n, (k, nl) in ctx.kinds.items()
-            if k == "activation" and nl in ("relu", "sigmoid", "tanh")
-        ]
-    reference = ctx.fp32_bits * cfg["stress"]
-    ff = {k: cfg[k] for k in ("delta_p", "delta_n", "rate")}
-    trials, seen = [], {}
-    # one subset for every trial, so the trials compare alike; the best is retrained on everything
-    trial_train = ctx.train_subset(cfg["trial_samples"], "trial_samples")
-
-    def objective(trial) -> float:
-        start = time.perf_counter()
-        config = {}
-        for n in layers:
-            config[n] = weight_spec(
-                trial.suggest_categorical(n, list(cfg["weight_bits"])), cfg["alpha"]
-            )
-        for a in acts:
-            config[a] = activation_spec(
-                ctx.kinds[a][1], trial.suggest_categorical(a, list(cfg["activation_bits"]))
-            )
-        key = json.dumps(config, sort_keys=True)
-        budget = cfg["max_bits"]
-        # the size does not depend on training: a configuration over the budget scores 0 untrained
-        size = model_bits(quantize_model(ctx.model, config)) if budget else 0
-        if key in seen:  # TPE may propose a configuration again: its score is known
-            val_acc, bits = seen[key]
-        elif budget and size > budget:
-            val_acc, bits = 0.0, size
-            seen[key] = (val_acc, bits)
-        else:
-            name = f"trial{trial.number}"
-
-            def train_and_score() -> list:
-                model = ctx.qat(config, cfg["trial_epochs"], name, trial_train)
-                return [ctx.val_accuracy(model), model_bits(model)]
-
-            # a resumed job replays the finished trials from their scores, not their models
-            what = (config, cfg["trial_epochs"], name, len(trial_train[1]))
-            val_acc, bits = ctx.cached("trial", train_and_score, *what)
-            seen[key] = (val_acc, bits)
-        delta = forgiving_delta(bits, reference, **ff)
-        score = val_acc * (1.0 + delta)
-        row = {
-            "trial": trial.number,
-            "score": score,
-            "val_accuracy": val_acc,
-            "delta": delta,
-            "model_bits": bits,
-            "size_pct": 100.0 * bits / ctx.fp32_bits,
-            "over_budget": bool(budget) and bits > budget,
-        }
-        row |= {n: trial.params[n] for n in layers + acts}
-        row["seconds"] = round(time.perf_counter() - start, 3)
-        trials.append(row)
-        ctx.log.info(
-            "trial %d: score %.4f (validation accuracy %.4f, delta %+.2f%%, %d bits)",
-            trial.number,
-            score,
-            val_acc,
-            100 * delta,
-            bits,
-        )
-        return score
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=derive_seed(ctx.seed, "sampler"))
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    for entry in cfg["start_with"]:
-        study.enqueue_trial(_search_params(ctx, entry, layers, acts))
-    study.optimize(objective, n_trials=cfg["n_trials"])
-    best = study.best_trial
-    config = {n: weight_spec(best.params[n], cfg["alpha"]) for n in layers}
-    config |= {a: activation_spec(ctx.kinds[a][1], best.params[a]) for a in acts}
-    info = {"best_trial": best.number, "score": best.value}
-    primary = ctx.variant(ctx.prefix, config, ctx.finetune.epochs, info, primary=True)
-    table = pd.DataFrame(trials)
-    table["best"] = table.trial == best.number
-    bits = primary.metrics["model_bits"]
-    header = "\n".join(
-        [
-            f"# AutoQKeras-style search: {len(trials)} trials (TPE), {cfg['trial_epochs']} epochs each "
-            f"on {len(trial_train[1])} of {len(ctx.train[1])} training inputs; "
-            "score = validation accuracy x (1 + delta)",
-            f"# best: trial {best.number}, score {best.value:.4f}, validation accuracy "
-            f"{table.val_accuracy[table.best].iloc[0]:.4f}; cost = weight bits, reference = fp32 x stress "
-            f"({cfg['stress']})",
-            stats_lines(
-                bits, ctx.fp32_bits, cfg["delta_p"], cfg["delta_n"], cfg["rate"], cfg["stress"]
-            ),
-        ]
-    )
-    return MethodResult(
-        [primary],
-        table,
-        primary_notes(ctx, primary, header),
-        lambda path, title: figures.search(table, path, title),
-    )
-
-
-@register("po2_vs_auto")
-def _po2_vs_auto(ctx: Context) -> MethodResult:
-    variants = []
-    for label, entry in ctx.config["configurations"].items():
-        for alpha in ("auto", "auto_po2"):
-            config = resolve_layers(entry, ctx.model, alpha)
-            info = {"configuration": label, "alpha": alpha}
-            name = f"{ctx.prefix}_{label}_{_ALPHA_TAGS[alpha]}"
-            variants.append(ctx.variant(name, config, ctx.finetune.epochs, info))
-    first_po2 = variants[1]
-    first_po2.primary = True
-    return _variants_result(ctx, variants, first_po2, figures.po2_vs_auto)
-
-
-# --------------------------------------------------------------------------------------------------
-# ternary / binary weights (seed 001) and pruning with quantization (seed 004)
-
-#: hyperparameters of each ternary method type, as ``ternary.make_ternarizer`` takes them
-_TERNARY_PARAMS = {"ttq": ("t", "init"), "attq": ("t_min", "t_max", "init"), "dorefa": ("k",)}
-#: inputs per Hessian batch (every batch's double-backprop graph is kept while sampling)
-HESSIAN_BATCH = 32
-
-
-def hessian_layers(ctx: Context) -> tuple[list[str], pd.DataFrame]:
-    """``layers: hessian``: the selected layers and a per-layer table of traces and ranks.
-
-    Hutchinson traces of the fp32 model's weight layers on ``hessian.samples`` training inputs (a
-    seeded draw, batches of ``HESSIAN_BATCH``, the fine-tuning loss); ``hessian.select_layers`` takes
-    the lowest traces per weight until ``hessian.fraction`` of the weights is selected.
-    """
-    h = ctx.config["hessian"]
-    x, y = ctx.train
-    if not len(y):
-        raise ConfigError(f"method {ctx.name!r}: 'layers: hessian' needs training inputs")
-    rng = np.random.default_rng(derive_seed(ctx.seed, "hessian_inputs"))
-    idx = np.sort(rng.choice(len(y), min(h["samples"], len(y)), replace=False))
-    batches = [
-        (to_tensor(x[part], x.ndim == 4), torch.from_numpy(np.asarray(y[part], np.int64)))
-        for part in np.array_split(idx, math.ceil(len(idx) / HESSIAN_BATCH))
-    ]
-    cw = ctx.finetune.class_weights
-    loss_fn = nn.CrossEntropyLoss(weight=None if cw is None else torch.tensor(cw).float())
-    start = time.perf_counter()
-    traces = hutchinson_traces(
-        copy.deepcopy(ctx.model),
-        loss_fn,
-        batches,
-        max_iter=h["max_iter"],
-        tol=h["tol"],
-        seed=derive_seed(ctx.seed, "hutchinson"),
-    )
-    selection = select_layers(traces, h["fraction"])
-    ctx.log.info(
-        "Hessian traces on %d inputs (%.1f s): selected %s (%.3f of the weights)",
-        len(idx),
-        time.perf_counter() - start,
-        selection["selected"],
-        selection["achieved_fraction"],
-    )
-    rank = {r["layer"]: (i + 1, r) for i, r in enumerate(selection["ranking"])}
-    table = pd.DataFrame(
-        [
-            {
-                "layer": n,
-                "trace": t["trace"],
-                "trace_per_weight": t["trace_per_param"],
-                "trace_stderr": t["stderr"],
-                "trace_samples": t["iterations"],
-                "trace_converged": t["converged"],
-                "hessian_rank": rank[n][0],
-                "cumulative_fraction": rank[n][1]["cumulative_fraction"],
-                "hessian_selected": rank[n][1]["selected"],
-            }
-            for n, t in traces.items()
-        ]
-    )
-    table.attrs["inputs"] = len(idx)
-    table.attrs["achieved_fraction"] = selection["achieved_fraction"]
-    return selection["selected"], table
-
-
-def ternary_table(model: nn.Module, hessian: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per weight layer: quantized or not, bits, scales, levels, zero band, sparsity (+ Hessian);
-    then the DoReFa activations."""
-    report, bits = ternary_report(model), weight_bits(model)
-    weights = effective_weights(model)
-    rows = []
-    for name, w in weights.items():
-        r, nonzero = report.get(name, {}), int(torch.count_nonzero(w))
-        rows.append(
-            {
-                "layer": name,
-                "quantized": name in report,
-                "bits": bits[name],
-                "n_scales": r.get("n_scales", 0),
-                "n_weights": w.numel(),
-                "nonzero": nonzero,
-                "sparsity": 1.0 - nonzero / w.numel(),
-                "levels": " ".join(f"{x:.6g}" for x in r.get("levels") or ()),
-                "zero_band": " ".join(f"{x:.6g}" for x in r.get("thresholds") or ()),
-            }
-        )
-    table = pd.DataFrame(rows)
-    if hessian is not None:
-        table = table.merge(hessian, on="layer", how="left")
-    acts = [
-        {"layer": n, "quantized": True, "bits": m.k, "levels": f"DoReFa activation ({m.k} bits)"}
-        for n, m in model.named_modules()
-        if isinstance(m, DoReFaActivation)
-    ]
-    return pd.concat([table, pd.DataFrame(acts)], ignore_index=True) if acts else table
-
-
 def paste_entry(ctx: Context, **keys) -> str:
     """A ``compress.methods`` YAML entry of this method's type with ``keys`` overriding its own."""
     body = {
@@ -1293,162 +830,34 @@ def entry_notes(ctx: Context, v: Variant, header: str, sections: list[str], past
     return "\n".join(lines) + "\n"
 
 
-@register("ttq")
-@register("attq")
-@register("dorefa")
-def _ternary(ctx: Context) -> MethodResult:
-    cfg = ctx.config
-    params = {k: cfg[k] for k in _TERNARY_PARAMS[ctx.type]}
-    hessian = None
-    if cfg["layers"] == "hessian":
-        layers, hessian = hessian_layers(ctx)
-    else:
-        layers = None if cfg["layers"] == "default" else cfg["layers"]
-    acts = {}
-    if ctx.type == "dorefa" and cfg["activation_bits"] is not None:
-        relus = [n for n, m in ctx.model.named_modules() if type(m) is nn.ReLU]
-        acts = dict.fromkeys(relus, cfg["activation_bits"])
-    try:
-        model = ternarize_model(ctx.model, ctx.type, layers, activations=acts, **params)
-    except ConfigError as err:
-        raise ConfigError(f"method {ctx.name!r} ({ctx.type}): {err}") from None
-    chosen = list(ternary_layers(model))
-    selection = cfg["layers"] if isinstance(cfg["layers"], str) else "listed"
-    info = {**params, "selection": selection, "layers": ",".join(chosen)}
-    if acts:
-        info["activation_bits"] = cfg["activation_bits"]
-    v = ctx.train_variant(ctx.prefix, model, ctx.finetune.epochs, info, primary=True)
-    table = ternary_table(v.model, hessian)
-    ternarizer = make_ternarizer(ctx.type, **params)
-    n_layers = len(ctx.weight_layers)
-    header = f"# {ternarizer!r} on {len(chosen)} of {n_layers} weight layers ({selection}): " + (
-        ", ".join(chosen)
-    )
-    if acts:
-        header += f"\n# DoReFa activations at {cfg['activation_bits']} bits after {', '.join(acts)}"
-    sections = []
-    if hessian is not None:
-        h = cfg["hessian"]
-        sections.append(
-            f"# Hessian traces (Hutchinson, {hessian.attrs['inputs']} training inputs, up to "
-            f"{h['max_iter']} samples per layer, tol {h['tol']}): layers ranked by trace per weight, "
-            f"the least sensitive taken until {h['fraction']} of the weights "
-            f"(reached {hessian.attrs['achieved_fraction']:.4f})\n"
-            + hessian.sort_values("hessian_rank").to_string(index=False, float_format="%.6g")
-        )
-    sections.append(
-        "# per-layer weights (levels: negative, positive; zero band: its edges)\n"
-        + table.drop(
-            columns=[c for c in table if c.startswith(("trace", "hessian_", "cumul"))]
-        ).to_string(index=False, float_format="%.6g")
-    )
-    paste = {**params, "layers": chosen}
-    if ctx.type == "dorefa":
-        paste["activation_bits"] = cfg["activation_bits"]
-    return MethodResult(
-        [v],
-        table,
-        entry_notes(ctx, v, header, sections, paste_entry(ctx, **paste)),
-        lambda path, title: figures.ternary(table, path, title, v.metrics["accuracy"]),
-    )
-
-
-def sparsest_within(variants: list[Variant]) -> tuple[Variant, bool]:
-    """The lowest-density variant with ``info["within_tolerance"]`` (ties: better validation
-    accuracy, then the earlier one), else the most accurate on validation (ties: sparser); and
-    whether one was within tolerance."""
-    ok = [v for v in variants if v.info["within_tolerance"]]
-    if ok:
-        return min(ok, key=lambda v: (v.metrics["density"], -v.val_accuracy)), True
-    return max(
-        variants, key=lambda v: (np.nan_to_num(v.val_accuracy, nan=-1.0), -v.metrics["density"])
-    ), False
-
-
-@register("q_then_p_iter")
-@register("p_then_q_iter")
-@register("p_then_q_epochs")
-def _prune(ctx: Context) -> MethodResult:
-    cfg = ctx.config
-    layers = cfg["layers"]
-    if layers is not None:
-        ctx.names(list(layers), "weight", "layers")
-    variants, reports = [], {}
-    for gamma in cfg["gammas"]:
-        name = f"{ctx.prefix}_g{float(gamma)}"
-        schedule = make_schedule(ctx.type, gamma, cfg["bits"], layers)
-
-        def finalize(model, schedule=schedule, name=name):
-            reports[name] = schedule.finalize(model)  # pruned + quantized values, masks applied
-
-        info = {"gamma": float(gamma), "bits": cfg["bits"]}
-        v = ctx.train_variant(
-            name,
-            copy.deepcopy(ctx.model),
-            ctx.finetune.epochs,
-            info,
-            step=schedule.step,
-            finalize=finalize,
-            step_state=schedule,
-        )
-        v.info["density_pruned_layers"] = reports[name]["density"]
-        v.info["within_tolerance"] = ctx.within(v)
-        variants.append(v)
-    primary, ok = sparsest_within(variants)
-    primary.primary = True
-    table = variant_table(variants, ctx.fp32)
-    header = (
-        f"# {ctx.type}: gamma-sigma pruning with {cfg['bits']}-bit uniform quantization (seed 004), "
-        f"gammas {list(cfg['gammas'])}, layers: {', '.join(layers) if layers else 'every weight layer'}\n"
-        f"# primary: the lowest density whose validation accuracy is within {cfg['tolerance']} of fp32 "
-        f"({ctx.fp32.val_accuracy:.4f}): gamma {primary.info['gamma']}"
-        + ("" if ok else " (none within tolerance: the most accurate)")
-    )
-    cols = ["variant", "gamma", "density", "val_accuracy", "accuracy", "mcc", "weights_mbit"]
-    per_layer = pd.DataFrame(
-        [
-            {"layer": n, **{k: r[k] for k in ("n_weights", "nonzero", "beta")}, **r["grid"]}
-            for n, r in reports[primary.name]["layers"].items()
-        ]
-    )
-    sections = [
-        "# variants\n" + table[cols].to_string(index=False, float_format="%.6g"),
-        "# primary per layer (beta = gamma x sigma; values offset + k x step)\n"
-        + per_layer.to_string(index=False, float_format="%.6g"),
-    ]
-    return MethodResult(
-        variants,
-        table,
-        entry_notes(
-            ctx, primary, header, sections, paste_entry(ctx, gammas=[primary.info["gamma"]])
-        ),
-        lambda path, title: figures.pruning(table, path, title),
-    )
-
-
 __all__ = [
+    "FINALIZE_TOLERANCE",
     "METHOD_TYPES",
-    "PRESETS",
+    "PRESET_KEYS",
     "Context",
+    "Data",
     "MethodResult",
     "Variant",
     "activation_spec",
+    "check_finalize",
+    "check_layer_presets",
+    "deployed_metrics",
     "entry_notes",
-    "forgiving_delta",
-    "forgiving_score",
-    "hessian_layers",
+    "layer_lines",
     "layer_spec",
     "layer_table",
+    "metrics_line",
     "module_kinds",
     "normalize_method",
     "paste_entry",
+    "paste_name",
     "pasteable",
+    "preset",
+    "preset_names",
+    "primary_notes",
     "register",
     "resolve_layers",
     "run_method",
-    "sparsest_within",
-    "stats_lines",
-    "ternary_table",
     "variant_table",
     "weight_spec",
     "with_alpha",

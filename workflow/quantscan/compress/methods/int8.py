@@ -1,10 +1,10 @@
-"""Compression method type ``int8``: post-training static int8 run by ONNX Runtime (seed 003).
+"""Compression method type ``int8``: post-training static int8 run by ONNX Runtime (Hu).
 
-``run_int8_method`` exports the fp32 model to ONNX, quantizes it (``int8.build_int8``: QDQ,
+``run_int8_method`` exports the fp32 model to ONNX, quantizes it (``export.onnx.export_int8``: QDQ,
 per-channel symmetric int8 weights, activations calibrated on ``calibration_samples`` training
 inputs) and measures, in one run, the **real** int8 engine against fp32 ONNX Runtime and fp32
 PyTorch: test metrics from the int8 ORT session's outputs, file sizes and interleaved latency medians
-(``int8.compare_latency``). It returns an ``Int8Result`` (metrics.json content, the summary row, a
+(``export.onnx.compare_latency``). It returns an ``Int8Result`` (metrics.json content, the summary row, a
 details table, notes and a figure) that the workflow writes next to the int8 ``model.onnx``.
 
 Size conventions (written into the notes):
@@ -39,13 +39,14 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from ..errors import ConfigError
-from ..tasks.classification_metrics import classification_metrics
-from ..train import predict_proba, to_tensor
-from . import int8 as qint8
-from .cost import model_bits as torch_model_bits
-from .metrics import compression_report, summary_scalars
-from .prune import weight_layers
+from ...errors import ConfigError
+from ...export import onnx as qonnx
+from ...tasks.classification_metrics import classification_metrics
+from ...train import predict_proba, to_tensor
+from ..cost import model_bits as torch_model_bits
+from ..metrics import compression_report, summary_scalars
+from ..prune import weight_layers
+from .registry import Context, MethodResult, normalize_method, register
 
 TYPE = "int8"
 EVAL_BATCH = 64
@@ -121,7 +122,7 @@ def _dequantize(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: i
 def stored_layers(path: str | Path) -> tuple[list[StoredLayer], int]:
     """Weight layers of an (int8 QDQ or fp32) ONNX file in graph order, and the bits of the
     quantization parameters (scales and zero points of weights and activations) as stored."""
-    m = qint8.load_onnx(path)
+    m = qonnx.load_onnx(path)
     inits = {i.name: i for i in m.graph.initializer}
     producer = {out: n for n in m.graph.node for out in n.output}
     qparams: set[str] = set()
@@ -222,6 +223,16 @@ def _latency_inputs(x: np.ndarray, batch: int) -> np.ndarray:
     return np.resize(x, (batch, *x.shape[1:])) if len(x) < batch else x[:batch]
 
 
+@register(TYPE)
+def _int8(ctx: Context) -> MethodResult:
+    """Type ``int8`` in the registry: post-training, it writes an ONNX model (not a packed one) and
+    times engines, so it runs through ``run_int8_method``, not ``run_method``."""
+    raise ConfigError(
+        f"method {ctx.name!r} has type {TYPE!r} (post-training static int8 through ONNX Runtime): "
+        "run it with quantscan.compress.methods.run_int8_method, which writes an ONNX model"
+    )
+
+
 def run_int8_method(
     name: str,
     config: Mapping,
@@ -240,12 +251,10 @@ def run_int8_method(
     """Quantize ``model`` to static int8 with ONNX Runtime, write ``int8_path``, measure it.
 
     ``config`` is the method's config entry (``type: int8``; defaults filled from the schema).
-    ``extra_sets`` maps names to data sets whose every input has the same true class: their
-    ``fpr_<name>`` is the share the int8 model gets wrong (the sweeps' neutral-only scenarios).
-    Latency runs ``threads`` intra-op threads for each engine.
+    ``extra_sets`` maps names to extra test sets whose inputs all have one true class: their
+    ``fpr_<name>`` is the share the int8 model gets wrong (a false-positive rate when that class
+    is the negative one). Latency runs ``threads`` intra-op threads for each engine.
     """
-    from .methods import normalize_method  # the schema's defaults for every method type
-
     log = log or logging.getLogger(__name__)
     cfg = normalize_method(config)
     if cfg["type"] != TYPE:
@@ -256,32 +265,32 @@ def run_int8_method(
     x_test, y_test = test
     if len(x_train) == 0 or len(x_test) == 0:
         raise ConfigError(f"method {name!r}: needs training inputs (calibration) and test inputs")
-    rng = np.random.default_rng(seed)
-    n_cal = min(cfg["calibration_samples"], len(x_train))
-    calib = x_train[np.sort(rng.permutation(len(x_train))[:n_cal])].astype(np.float32)
     method = method_name(name)
 
     with tempfile.TemporaryDirectory(prefix="quantscan-int8-method-") as tmp:
         fp32_path = Path(tmp) / "model.fp32.onnx"
-        qint8.build_int8(
+        built = qonnx.export_int8(
             model,
-            calib,
+            x_train,
             fp32_path,
             int8_path,
+            calibration_samples=cfg["calibration_samples"],
+            seed=seed,
             calibrate_method=cfg["calibration"],
             percentile=cfg["percentile"],
             activation_type=cfg["activation_type"],
             reduce_range=cfg["reduce_range"],
         )
-        stored_int8 = qint8.describe_onnx(int8_path)
-        stored_fp32 = qint8.describe_onnx(fp32_path)
+        n_cal = built["calibration_samples"]
+        stored_int8 = qonnx.describe_onnx(int8_path)
+        stored_fp32 = qonnx.describe_onnx(fp32_path)
         runtime_ops = {
-            "ort_fp32": qint8.runtime_op_counts(fp32_path),
-            "ort_int8": qint8.runtime_op_counts(int8_path),
+            "ort_fp32": qonnx.runtime_op_counts(fp32_path),
+            "ort_int8": qonnx.runtime_op_counts(int8_path),
         }
         engines = {
-            "ort_fp32": qint8.OrtEngine(fp32_path, intra_op_threads=threads),
-            "ort_int8": qint8.OrtEngine(int8_path, intra_op_threads=threads),
+            "ort_fp32": qonnx.OrtEngine(fp32_path, intra_op_threads=threads),
+            "ort_int8": qonnx.OrtEngine(int8_path, intra_op_threads=threads),
         }
         proba = {"torch_fp32": predict_proba(model, x_test, EVAL_BATCH)}
         for k, eng in engines.items():
@@ -293,7 +302,7 @@ def run_int8_method(
             for n, (x, y) in (extra_sets or {}).items()
             if len(y)
         }
-        latency = qint8.compare_latency(
+        latency = qonnx.compare_latency(
             model,
             fp32_path,
             int8_path,
@@ -352,7 +361,7 @@ def run_int8_method(
             "stored_ops": stored_int8["op_counts"],
             "runtime_ops": runtime_ops["ort_int8"],
             "latency": latency,
-            "cpu_has_vnni": qint8.cpu_has_vnni(),
+            "cpu_has_vnni": qonnx.cpu_has_vnni(),
             "machine": platform.machine(),
             "unmatched_layers": [n for n in weight_layers(model) if n not in matched],
             "seconds": round(time.perf_counter() - start, 2),
@@ -387,7 +396,7 @@ def run_int8_method(
     accs = {k: e["accuracy"] for k, e in evals.items()}
 
     def plot(path, title):
-        from . import compare
+        from .. import compare
 
         compare.engine_bars(latency, sizes, accs, path, title)
 
@@ -445,7 +454,7 @@ def details_table(latency, evals, stored, runtime_ops, metrics) -> pd.DataFrame:
 def notes_text(name, cfg, metrics, latency, n_cal) -> str:
     meta = metrics["int8"]["onnx_metadata"]
     lines = [
-        f"# {metrics['method']} (type int8): post-training static int8, ONNX Runtime QDQ (seed 003)",
+        f"# {metrics['method']} (type int8): post-training static int8, ONNX Runtime QDQ (Hu)",
         f"calibration: {cfg['calibration']} on {n_cal} training inputs"
         + (f" (percentile {cfg['percentile']})" if cfg["calibration"] == "percentile" else ""),
         f"weights: int8 symmetric per channel; activations: {cfg['activation_type']} per tensor; "
