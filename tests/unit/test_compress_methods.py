@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from quantscan.sweeps.compress_presets import LAYER_PRESETS, SEED000_TABLE6
+from quantscan.apps.sweeps.compress_presets import LAYER_PRESETS, SEED000_TABLE6
 
 from quantscan import config as qconfig
 from quantscan.apps.sweeps import settings as sweeps_settings

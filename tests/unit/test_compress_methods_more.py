@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from quantscan.sweeps.compress_presets import LAYER_PRESETS
+from quantscan.apps.sweeps.compress_presets import LAYER_PRESETS
 
 from quantscan import config as qconfig
 from quantscan.apps.sweeps import settings as sweeps_settings

@@ -103,9 +103,9 @@ def test_scan_calibration_samples_default_and_bounds():
 
 
 def test_layer_preset_names_are_checked_against_the_callers_presets():
-    """The schema takes any preset name; the workflow checks them against the sweeps' presets
-    (common.smk) and the viral methods against none, before any job."""
-    from quantscan.sweeps.compress_presets import LAYER_PRESETS
+    """The schema takes any preset name; validation checks them against each application's
+    presets (the sweeps' Table 6, none for the viral model), before any job."""
+    from quantscan.apps.sweeps.compress_presets import LAYER_PRESETS
 
     from quantscan.compress.presets import check_presets
 
@@ -114,10 +114,15 @@ def test_layer_preset_names_are_checked_against_the_callers_presets():
     check_presets(full["viral"]["compress"]["methods"], {})
     cfg = default_config()
     cfg["compress"]["methods"]["po2_vs_auto"]["configurations"]["t7"] = "table7"
-    methods = qconfig.validate(cfg)["compress"]["methods"]
+    # validation asks each application to check its methods (App.check)
     with pytest.raises(
         ConfigError, match="'po2_vs_auto': unknown layer preset 'table7'; known: seed"
     ):
-        check_presets(methods, LAYER_PRESETS)
+        qconfig.validate(cfg)
+    cfg = default_config()
+    cfg["viral"]["compress"]["methods"]["t6"] = {"type": "mixed", "layers": "seed000_table6"}
+    with pytest.raises(ConfigError, match="'t6': unknown layer preset 'seed000_table6'; known: none"):
+        qconfig.validate(cfg)
+    methods = qconfig.validate(default_config())["compress"]["methods"]
     with pytest.raises(ConfigError, match="'mixed_table6': unknown layer preset 'seed000_table6'"):
         check_presets(methods, {})

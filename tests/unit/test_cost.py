@@ -1,7 +1,7 @@
 """Weight-bit accounting: SweepNet fp32 and seed 000 Tables 5-6, plus Conv1d/Conv3d (QKeras counts 0)."""
 
 import torch
-from quantscan.sweeps.compress_presets import SEED000_TABLE6
+from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from torch import nn
 
 from quantscan.compress.cost import bits_table, layer_bits, model_bits

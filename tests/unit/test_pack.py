@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from quantscan.sweeps.compress_presets import SEED000_TABLE6
+from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from torch import nn
 
 from quantscan.compress.cost import model_bits

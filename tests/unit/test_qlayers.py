@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from quantscan.sweeps.compress_presets import SEED000_TABLE6
+from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from torch import nn
 
 from quantscan.compress.layers import (

@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from quantscan.sweeps.compress_presets import SEED000_TABLE6
+from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from torch import nn
 
 from quantscan.compress.layers import quantize_model

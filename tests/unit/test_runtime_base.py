@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from quantscan.compress.int8 import export_onnx
+from quantscan.export.onnx import export_onnx
 from quantscan.errors import ConfigError, InputFormatError
 from quantscan.modelio import save_fp32
 from quantscan.models import SweepNet

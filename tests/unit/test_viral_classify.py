@@ -225,7 +225,7 @@ def test_model_engines_run_through_the_runtime(tiny_model):
     """Torch and ONNX models run as runtime engines: logits of the model itself, float64;
     windows of another length are refused naming both lengths."""
     from quantscan import runtime
-    from quantscan.compress import int8
+    from quantscan.export import onnx as int8
 
     model, arch, d = tiny_model
     x = onehot.encode(["ACGT" * 16, "GATTACA" * 5, "N" * 10], 64)

@@ -46,12 +46,13 @@ def viral_job(tmp_path_factory):
 
 
 class FakeSnakemake:
-    """The parts of the ``snakemake`` object compress.py reads, as the viral_compress rule sets
-    them (``neutral`` False: the sweeps-only keys left out altogether)."""
+    """The parts of the ``snakemake`` object compress.py reads, as the engine's compress rule sets
+    them for the viral application (``extra`` False: the extra-test keys left out altogether)."""
 
     def __init__(self, tmp, paths, neutral=True):
         out = tmp / "out"
-        self.wildcards = SimpleNamespace(dataset="simulated", method="mixed8")
+        self.wildcards = SimpleNamespace(app="viral", dataset="simulated", method="mixed8")
+        self.config = {"viral": {}}
         self.input = SimpleNamespace(**{k: str(v) for k, v in paths.items()})
         method = {"type": "mixed", "layers": 8}
         self.params = SimpleNamespace(
@@ -63,8 +64,8 @@ class FakeSnakemake:
             seed=3,
         )
         if neutral:
-            self.input.neutral_tests = []
-            self.params.neutral_scenarios = []
+            self.input.extra_tests = []
+            self.params.extra_test_names = []
         names = ("model.qsp", "metrics.json", "rows.tsv", "details.tsv", "notes.txt", "plot.png")
         self.output = SimpleNamespace(
             **{n.split(".")[0]: str(out / n) for n in names if n != "model.qsp"},
@@ -72,7 +73,7 @@ class FakeSnakemake:
         )
         self.log = [str(tmp / "compress.log")]
         self.threads = 1
-        self.rule = "viral_compress"
+        self.rule = "compress"
         self.scriptdir = str(ROOT / "workflow" / "scripts")
 
 
@@ -131,13 +132,14 @@ def test_int8_script_on_a_viral_model(viral_job):
     names = ("model.onnx", "metrics.json", "rows.tsv", "details.tsv", "notes.txt", "plot.png")
     cfg = {"type": "int8", "calibration_samples": 16, "latency_batch": 8, "latency_repeats": 2}
     smk = SimpleNamespace(
-        wildcards=SimpleNamespace(dataset="simulated", method="int8"),
+        wildcards=SimpleNamespace(app="viral", dataset="simulated", method="int8"),
+        config={"viral": {}},
         input=SimpleNamespace(**{k: str(paths[k]) for k in ("model", "train", "test")}),
         output=SimpleNamespace(**{n.split(".")[0]: str(out / n) for n in names}),
         params=SimpleNamespace(method=cfg, class_names=CLASSES, seed=3),
         log=[str(tmp / "int8.log")],
         threads=1,
-        rule="viral_compress_int8",
+        rule="compress_int8",
         scriptdir=str(ROOT / "workflow" / "scripts"),
     )
     runpy.run_path(str(ROOT / "workflow/scripts/compress_int8.py"), init_globals={"snakemake": smk})

@@ -52,8 +52,8 @@ def best_epoch_first(monkeypatch):
     real = qtrain._evaluate
     losses = iter([0.1 + 0.1 * i for i in range(100)])
 
-    def fake(model, loss_fn, x, y, batch_size):
-        _, acc = real(model, loss_fn, x, y, batch_size)
+    def fake(model, loss_fn, x, y, batch_size, *task):
+        _, acc = real(model, loss_fn, x, y, batch_size, *task)
         return next(losses), acc
 
     monkeypatch.setattr(qtrain, "_evaluate", fake)
