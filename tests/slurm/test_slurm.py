@@ -34,11 +34,11 @@ PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 SCAN = "results/sweeps/scan/regions/simulated/fp32/torch_fp32/chrSim.region{}.tsv"
 TARGETS = ["results/sweeps/models/constant/fp32/model.pt", SCAN.format(0), SCAN.format(1)]
 #: the rule whose job is cancelled while it runs
-KILLED = "sweeps_train"
+KILLED = "train"
 TIMEOUT = 600
 
 
-def _profile_asks(rules=("sweeps_train", "scan_region")) -> dict[str, tuple[int, int | None]]:
+def _profile_asks(rules=("train", "scan_region")) -> dict[str, tuple[int, int | None]]:
     """Threads and mem_mb (None: the rule's own) the profile asks for, before its caps."""
     text = (PROFILE / "config.yaml").read_text()
     threads = dict(re.findall(r'\?node\.threads\("(\w+)", (\d+)\)', text))

@@ -61,7 +61,7 @@ def test_unknown_partition_or_no_slurm_caps_nothing(capsys):
     assert (limits.cpus, limits.memory_mb, limits.status_command) == (None, None, None)
     assert run.calls == ["sinfo"]  # no sacct probe without SLURM
     assert "no SLURM here" in capsys.readouterr().err
-    assert limits.threads("sweeps_train", 8) == 8 and limits.mem_mb("sweeps_train", 16000) == 16000
+    assert limits.threads("train", 8) == 8 and limits.mem_mb("train", 16000) == 16000
     assert limits.resources(["ncbi=1"]) == ["ncbi=1"] and limits.max_threads is None
 
 
@@ -78,16 +78,16 @@ def test_environment_overrides_sinfo():
 
 def test_caps_name_the_rule(capsys):
     limits = SlurmLimits.probe(env={}, run=fake(), quiet=True)
-    assert limits.threads("sweeps_train", 8) == 4 and limits.threads("x", 2) == 2
-    assert limits.mem_mb("sweeps_train", 16000) == 7000 and limits.mem_mb("x", 2000) == 2000
+    assert limits.threads("train", 8) == 4 and limits.threads("x", 2) == 2
+    assert limits.mem_mb("train", 16000) == 7000 and limits.mem_mb("x", 2000) == 2000
     assert capsys.readouterr().err == ""  # quiet
     limits = SlurmLimits.probe(env={}, run=fake())
     capsys.readouterr()
-    limits.threads("sweeps_train", 8)
-    limits.mem_mb("sweeps_train", 16000)
+    limits.threads("train", 8)
+    limits.mem_mb("train", 16000)
     err = capsys.readouterr().err
-    assert "rule sweeps_train: 8 threads capped to 4" in err
-    assert "rule sweeps_train: mem_mb 16000 capped to 7000" in err
+    assert "rule train: 8 threads capped to 4" in err
+    assert "rule train: mem_mb 16000 capped to 7000" in err
     assert limits.resources(["ncbi=1"]) == ["ncbi=1", "mem_mb=7000"] and limits.max_threads == 4
 
 
@@ -108,8 +108,8 @@ def test_profile_renders_capped_settings(monkeypatch):
     assert args["max-threads"] == "2"
     assert args["resources"] == ["ncbi=1", "mem_mb=6000"]
     assert args["slurm-status-command"] == "squeue"
-    assert "sweeps_train=2" in args["set-threads"] and "scan_region=2" in args["set-threads"]
-    assert "sweeps_train:mem_mb=6000" in args["set-resources"]
+    assert "train=2" in args["set-threads"] and "scan_region=2" in args["set-threads"]
+    assert "train:mem_mb=6000" in args["set-resources"]
     assert "sweeps_simulate:mem_mb=2000" in args["set-resources"]
     assert "__use_yte__" not in args and "node" not in args
 
@@ -127,5 +127,5 @@ def test_profile_reads_its_partition(monkeypatch, tmp_path):
         args = ProfileConfigFileParser().parse(fh)
     assert "slurm_partition=big" in args["default-resources"]
     assert args["max-threads"] == "64" and args["slurm-status-command"] == "sacct"
-    assert "sweeps_train=8" in args["set-threads"]
-    assert "sweeps_train:mem_mb=16000" in args["set-resources"]
+    assert "train=8" in args["set-threads"]
+    assert "train:mem_mb=16000" in args["set-resources"]

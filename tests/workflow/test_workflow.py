@@ -133,7 +133,7 @@ def test_int8_method_and_comparison_plots(workdir):
     )
     job = res / "compress/constant/int8"
     assert (job / "model.onnx").stat().st_size == row.file_bytes
-    assert not (job / "model.qsp").exists()  # not run by sweeps_compress
+    assert not (job / "model.qsp").exists()  # not run by rule compress
     metrics = json.loads((job / "metrics.json").read_text())
     assert row.file_bytes < metrics["fp32_onnx_bytes"]
     assert metrics["int8"]["runtime_ops"].get("QLinearConv", 0) > 0
@@ -189,7 +189,7 @@ def test_viral_compressed_model_joins_summary_and_classifies(workdir):
     ]
     assert {"density", "weights_mbit", "nops_x_bits", "size_pct"} <= set(table.columns)
     assert table.scenario.tolist() == ["simulated"] * 6
-    # q_then_p_iter's row is its primary variant; int8 (tiny.yaml) runs in viral_compress_int8;
+    # q_then_p_iter's row is its primary variant; int8 (tiny.yaml) runs in rule compress_int8;
     # the baselines are rows too, in the same units (per record, per fragment, open set)
     methods = ["fp32", "q_then_p_iter_g1.0", "int8", "kmer3", "kmer5", "length_only"]
     assert table.method.tolist() == methods
@@ -240,7 +240,7 @@ def test_viral_int8_method_joins_summary_compare_and_classifies(workdir):
     assert i8.model_bits < fp32.model_bits / 3
     job = res / "compress/simulated/int8"
     assert (job / "model.onnx").stat().st_size == i8.file_bytes
-    assert not (job / "model.qsp").exists()  # not run by viral_compress
+    assert not (job / "model.qsp").exists()  # not run by rule compress
     metrics = json.loads((job / "metrics.json").read_text())
     classes = metrics["confusion_matrix"]["classes"]
     assert classes[0] == "Alphasatellitidae" and classes[4:] == ["background"]
@@ -293,13 +293,13 @@ def test_slurm_profile_requests_rule_resources(workdir):
     jobs = re.findall(r"rule (\w+):.*?resources: ([^\n]*)", text, flags=re.S)
     resources = {rule: res for rule, res in jobs}
     assert (
-        "mem_mb=16000" in resources["sweeps_train"] and "runtime=720" in resources["sweeps_train"]
+        "mem_mb=16000" in resources["train"] and "runtime=720" in resources["train"]
     )
     assert (
         "mem_mb=2000" in resources["sweeps_simulate"]
         and "runtime=120" in resources["sweeps_simulate"]
     )
-    assert "mem_mb=8000" in resources["sweeps_evaluate"]
+    assert "mem_mb=8000" in resources["evaluate"]
     assert "mem_mb=2000" in resources["sweeps_split"]  # profile default
     assert "tasks_per_gpu=0" in resources["sweeps_split"]
 

@@ -1,4 +1,4 @@
-"""The genome-scan part of the workflow (workflow/rules/scan.smk): plan, inputs, engines, tables.
+"""The genome-scan part of the workflow (workflow/rules/sweeps/scan.smk): plan, inputs, engines, tables.
 
 ``plan(config, ...)`` checks the ``scan`` config section against the rest of the config and says
 what runs: which inputs and chromosomes (known when the workflow is parsed: listed in the config,

@@ -45,7 +45,7 @@ SOURCES = {"simulate": "simulated", "ncbi": "ncbi", "local": "local"}
 BACKGROUND_CLASS = "background"
 RESERVED_NAMES = (BACKGROUND_CLASS, "unclassified")
 #: compression method types that write an ONNX Runtime model (model.onnx, rule
-#: viral_compress_int8) instead of a packed one (model.qsp, rule viral_compress)
+#: compress_int8) instead of a packed one (model.qsp, rule compress)
 UNPACKED_METHOD_TYPES = ("int8",)
 _OTHER = CHANNELS.index("N")
 _KEYS = (

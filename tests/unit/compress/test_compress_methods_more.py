@@ -31,7 +31,7 @@ FT = TrainConfig(epochs=1, batch_size=16, learning_rate=0.01, patience=1)
 LOG = logging.getLogger("test_compress_methods_more")
 METRIC_KEYS = ("density", "srqw", "cr_g", "cr_g_q", "ec_g", "nops", "nops_x_bits", "weights_mbit")
 PRUNING = ["q_then_p_iter", "p_then_q_iter", "p_then_q_epochs"]
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def run(tiny_sweepnet, name, cfg, finetune=FT, arch=ARCH, seed=11):

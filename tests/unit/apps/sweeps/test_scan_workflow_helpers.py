@@ -25,7 +25,7 @@ from quantscan.modelio import save_fp32
 from quantscan.models import SweepNet
 from quantscan.runtime import Engine
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 ARCH = {"name": "sweepnet", "n_classes": 2, "filters": 8, "se_ratio": 2}
 TRAINED = ["constant", "mild_bottleneck"]
 JOBS = [("constant", "mixed_table6"), ("mild_bottleneck", "mixed_table6"), ("constant", "uni")]

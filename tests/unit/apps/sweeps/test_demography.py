@@ -14,7 +14,7 @@ from quantscan.apps.sweeps import settings as sweeps_settings
 from quantscan.apps.sweeps import simulate
 from quantscan.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 DEMES = ROOT / "resources" / "demes"
 
 BASE = {

@@ -16,7 +16,7 @@ from quantscan.apps.viral import classify, dataset, simulate
 from quantscan.errors import ConfigError
 from quantscan.models import build_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 CLASSES = ["a", "b", "c"]
 LENGTH = 64
 
@@ -60,7 +60,7 @@ class FakeSnakemake:
             method_type="mixed",
             finetune={"epochs": 1, "batch_size": 4, "patience": 1, "class_weights": [1.0] * 3},
             class_names=CLASSES,
-            layer_presets={},  # as rule viral_compress: no layer presets
+            layer_presets={},  # as rule compress for the viral application: no layer presets
             seed=3,
         )
         if neutral:
@@ -115,7 +115,7 @@ def test_viral_compress_config_checks():
     viral["compress"]["methods"]["q8"]["scenarios"] = ["constant"]
     with pytest.raises(ConfigError, match=r"methods.q8.scenarios: sweep scenarios do not apply"):
         dataset.check_config(viral)
-    # int8 runs in viral_compress_int8 (model.onnx) and classify can name it; fine-tuning does not apply
+    # int8 runs in rule compress_int8 (model.onnx) and classify can name it; fine-tuning does not apply
     viral["compress"]["methods"]["q8"] = {"type": "int8", "finetune": {}}
     viral["classify"]["model"] = "q8"
     dataset.check_config(viral)
@@ -125,7 +125,7 @@ def test_viral_compress_config_checks():
 
 
 def test_int8_script_on_a_viral_model(viral_job):
-    """compress_int8.py as viral_compress_int8 runs it: the data set wildcard, no neutral test
+    """compress_int8.py as rule compress_int8 runs it for the viral application: the data set wildcard, no neutral test
     sets; the int8 model.onnx is what viral_classify loads (through ONNX Runtime)."""
     tmp, paths = viral_job
     out = tmp / "int8"

@@ -144,7 +144,7 @@ def test_match_policy_adds_a_scenario_at_the_inputs_size():
 
     from quantscan import config as qconfig
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[4]
     cfg = yaml.safe_load((root / "config" / "config.yaml").read_text())
     cfg["scan"]["sample_size"] = {"policy": "match", "sizes": []}
     cfg["scan"]["inputs"] = [

@@ -13,7 +13,7 @@ from quantscan.apps.viral import dataset
 from quantscan.errors import ConfigError
 from quantscan.models import build_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def cfg_with(**viral):

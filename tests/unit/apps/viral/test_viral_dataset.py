@@ -15,7 +15,7 @@ from quantscan.apps.viral.fasta import Record, read_fasta, write_fasta
 from quantscan.data import load_split
 from quantscan.errors import ConfigError, InputFormatError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 NAMES = ["a", "b", "c"]
 

@@ -292,7 +292,7 @@ def test_a_fresh_process_importing_only_pack_reads_ternary_files(tmp_path):
         f"y = m(torch.load({str(tmp_path / 'x.pt')!r})); "
         f"sys.exit(0 if torch.equal(y, torch.load({str(tmp_path / 'y.pt')!r})) else 3)"
     )
-    workflow = Path(__file__).resolve().parents[2] / "workflow"
+    workflow = Path(__file__).resolve().parents[3] / "workflow"
     env = {**os.environ, "PYTHONPATH": str(workflow)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

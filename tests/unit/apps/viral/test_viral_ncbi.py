@@ -14,7 +14,7 @@ from quantscan.apps.viral import ncbi
 from quantscan.apps.viral.fasta import read_fasta
 from quantscan.errors import ConfigError, InputFormatError
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "ncbi"
+DATA = Path(__file__).resolve().parents[3] / "data" / "ncbi"
 TERM = "txid687329[Organism:exp] AND 1000:3500[SLEN]"
 ACCESSIONS = [f"ZZ{100100 + i:06d}.1" for i in range(1, 8)]
 SECRET = "d3adb33fSECRETkey0123456789abcdef0"

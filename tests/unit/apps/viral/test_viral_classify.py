@@ -13,7 +13,7 @@ from quantscan.apps.viral import classify, dataset, onehot
 from quantscan.errors import ConfigError, InputFormatError
 from quantscan.models import build_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 ODD = ROOT / "resources" / "viral" / "odd_records.fasta"
 NAMES = ["A_rich", "C_rich", "G_rich", "T_rich"]
 

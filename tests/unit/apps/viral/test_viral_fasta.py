@@ -8,7 +8,7 @@ import pytest
 from quantscan.apps.viral import fasta
 from quantscan.errors import ConfigError, InputFormatError
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "fasta"
+DATA = Path(__file__).resolve().parents[3] / "data" / "fasta"
 
 
 def test_good_file_is_normalised():
