@@ -106,7 +106,6 @@ def test_layer_preset_names_are_checked_against_the_callers_presets():
     """The schema takes any preset name; validation checks them against each application's
     presets (the sweeps' Table 6, none for the viral model), before any job."""
     from quantscan.apps.sweeps.compress_presets import LAYER_PRESETS
-
     from quantscan.compress.presets import check_presets
 
     full = qconfig.validate(default_config())
@@ -121,7 +120,9 @@ def test_layer_preset_names_are_checked_against_the_callers_presets():
         qconfig.validate(cfg)
     cfg = default_config()
     cfg["viral"]["compress"]["methods"]["t6"] = {"type": "mixed", "layers": "seed000_table6"}
-    with pytest.raises(ConfigError, match="'t6': unknown layer preset 'seed000_table6'; known: none"):
+    with pytest.raises(
+        ConfigError, match="'t6': unknown layer preset 'seed000_table6'; known: none"
+    ):
         qconfig.validate(cfg)
     methods = qconfig.validate(default_config())["compress"]["methods"]
     with pytest.raises(ConfigError, match="'mixed_table6': unknown layer preset 'seed000_table6'"):

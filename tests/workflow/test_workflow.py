@@ -292,9 +292,7 @@ def test_slurm_profile_requests_rule_resources(workdir):
     text = out.stdout
     jobs = re.findall(r"rule (\w+):.*?resources: ([^\n]*)", text, flags=re.S)
     resources = {rule: res for rule, res in jobs}
-    assert (
-        "mem_mb=16000" in resources["train"] and "runtime=720" in resources["train"]
-    )
+    assert "mem_mb=16000" in resources["train"] and "runtime=720" in resources["train"]
     assert (
         "mem_mb=2000" in resources["sweeps_simulate"]
         and "runtime=120" in resources["sweeps_simulate"]

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from quantscan.apps.sweeps.compress_presets import LAYER_PRESETS, SEED000_TABLE6
 
 from quantscan import config as qconfig
 from quantscan.apps.sweeps import settings as sweeps_settings
+from quantscan.apps.sweeps.compress_presets import LAYER_PRESETS, SEED000_TABLE6
 from quantscan.compress import methods
 from quantscan.compress.cost import bits_per_layer, model_bits
 from quantscan.compress.layers import QuantizedWeights, layer_config_of, quantize_model

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from quantscan.apps.sweeps.compress_presets import LAYER_PRESETS
 
 from quantscan import config as qconfig
 from quantscan.apps.sweeps import settings as sweeps_settings
+from quantscan.apps.sweeps.compress_presets import LAYER_PRESETS
 from quantscan.compress import methods
 from quantscan.compress.cost import bits_per_layer, model_bits, weight_bits
 from quantscan.compress.metrics import compression_report, effective_weights

@@ -1,9 +1,9 @@
 """Weight-bit accounting: SweepNet fp32 and seed 000 Tables 5-6, plus Conv1d/Conv3d (QKeras counts 0)."""
 
 import torch
-from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from torch import nn
 
+from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from quantscan.compress.cost import bits_table, layer_bits, model_bits
 from quantscan.compress.layers import quantize_model
 from quantscan.models import SweepNet

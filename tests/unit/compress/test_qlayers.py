@@ -3,9 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from torch import nn
 
+from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from quantscan.compress.layers import (
     QActivation,
     QConv1d,

@@ -8,9 +8,9 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from torch import nn
 
+from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from quantscan.compress.cost import model_bits
 from quantscan.compress.layers import QuantizedWeights, layer_config_of, quantize_model
 from quantscan.compress.quantizers import QuantizedTensor

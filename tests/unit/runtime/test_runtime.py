@@ -10,9 +10,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from torch import nn
 
+from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from quantscan.compress.layers import quantize_model
 from quantscan.errors import ConfigError
 from quantscan.export.onnx import build_int8

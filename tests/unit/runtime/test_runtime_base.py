@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from quantscan.export.onnx import export_onnx
 from quantscan.errors import ConfigError, InputFormatError
+from quantscan.export.onnx import export_onnx
 from quantscan.modelio import save_fp32
 from quantscan.models import SweepNet
 from quantscan.runtime import (
