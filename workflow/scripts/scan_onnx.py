@@ -6,6 +6,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 from quantscan import modelio
+from quantscan.apps import sweeps as _sweeps  # noqa: F401 - registers the image split layout
 from quantscan.data import load_split
 from quantscan.export.onnx import describe_onnx, export_int8
 from quantscan.scripting import run
