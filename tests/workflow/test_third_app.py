@@ -60,6 +60,23 @@ APP = ToyApp
 '''
 
 
+def run_snakemake(workdir, configfile, *args):
+    """The workflow CLI in ``workdir`` with its config/config.yaml plus ``configfile``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "workflow" / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / configfile),
+        *args,
+    ]
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def test_toy_application_runs_through_every_engine_rule(tmp_path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text((ROOT / "config" / "config.yaml").read_text())
@@ -96,21 +113,7 @@ def test_toy_application_runs_through_every_engine_rule(tmp_path):
         "toy_int8": "results/toy/scan/default/toy_int8/onnx_int8/probe.tsv",
     }
     targets = [*scans.values(), "results/toy/compare/pareto.png"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "workflow" / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(tmp_path / "toy.yaml"),
-        "--cores",
-        "2",
-        *targets,
-    ]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = run_snakemake(tmp_path, "toy.yaml", "--cores", "2", *targets)
     assert proc.returncode == 0, proc.stdout[-6000:]
     for rule in ("app_data", "train", "evaluate", "compress", "compress_int8", "score"):
         assert f"rule {rule}:" in proc.stdout or f"localrule {rule}:" in proc.stdout, rule
@@ -138,18 +141,6 @@ def test_unknown_application_module_is_a_named_error(tmp_path):
     (tmp_path / "config" / "config.yaml").write_text((ROOT / "config" / "config.yaml").read_text())
     cfg = {"apps": {"toy": {"module": "missing_app.py", "data": {}, "model": {"name": "x"}}}}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "workflow" / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(tmp_path / "bad.yaml"),
-        "-n",
-    ]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = run_snakemake(tmp_path, "bad.yaml", "-n")
     assert proc.returncode != 0
     assert "apps.toy.module: no such file missing_app.py" in proc.stdout, proc.stdout[-3000:]

@@ -38,8 +38,17 @@ class SweepsApp(App):
     def neutral_scenarios(self) -> list[str]:
         return sw_settings.neutral_scenarios(self.settings)
 
-    def datasets(self) -> list[str]:
+    @cached_property
+    def _datasets(self) -> list[str]:
+        # each call reads the scenarios' demography files: once per App
         return sw_settings.sweep_scenarios(self.settings)
+
+    @cached_property
+    def _compress_jobs(self) -> list[tuple[str, str]]:
+        return sw_settings.compress_jobs(self.config)
+
+    def datasets(self) -> list[str]:
+        return list(self._datasets)
 
     def class_names(self) -> list[str]:
         return list(CLASSES)
@@ -61,7 +70,7 @@ class SweepsApp(App):
         return self.compress
 
     def compress_jobs(self) -> list[tuple[str, str]]:
-        return sw_settings.compress_jobs(self.config)
+        return list(self._compress_jobs)
 
     def extra_tests(self, dataset: str) -> dict[str, str]:
         return {s: f"results/sweeps/data/{s}/test.npz" for s in self.neutral_scenarios}
