@@ -1,0 +1,215 @@
+"""Block planning, halo checks, resumable blockwise prediction and block label merging
+(quantscan.apps.connectomics.blockwise)."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from quantscan.apps.connectomics import blockwise as B
+from quantscan.apps.connectomics import segment as S
+from quantscan.apps.connectomics.metrics import adapted_rand
+from quantscan.errors import ConfigError
+
+SHAPE = (13, 20, 22)
+BLOCK = (5, 8, 8)
+
+
+def tiny_net():
+    """Three same-padding Conv3d layers: receptive-field radius (1+0+1, 1+1+1, 1+1+1)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv3d(4, 4, (1, 3, 3), padding=(0, 1, 1)),
+        torch.nn.ReLU(),
+        torch.nn.Conv3d(4, 3, 3, padding=1),
+    )
+    return net.double().eval()
+
+
+def torch_predict(net):
+    def predict(x):
+        with torch.no_grad():
+            return net(torch.from_numpy(np.ascontiguousarray(x))[None, None])[0].numpy()
+
+    return predict
+
+
+def whole(predict, raw, halo):
+    """Whole-volume inference on the reflect-padded volume, cropped back."""
+    y = predict(np.pad(raw, [(h, h) for h in halo], mode="reflect"))
+    return y[(slice(None),) + tuple(slice(h, h + s) for h, s in zip(halo, raw.shape, strict=True))]
+
+
+def raw_volume():
+    return np.random.default_rng(0).random(SHAPE)
+
+
+def test_plan_blocks_cover_the_volume_once():
+    halo = (2, 3, 3)
+    blocks = B.plan_blocks(SHAPE, BLOCK, halo)
+    assert len(blocks) == 3 * 3 * 3
+    cover = np.zeros(SHAPE, dtype=int)
+    for b in blocks:
+        cover[b.core] += 1
+        padded = [r.stop - r.start + p0 + p1 for r, (p0, p1) in zip(b.read, b.pad, strict=True)]
+        core = [c.stop - c.start for c in b.core]
+        assert padded == [c + 2 * h for c, h in zip(core, halo, strict=True)]
+        assert [s.stop - s.start for s in b.core_in_read] == core
+    assert (cover == 1).all()
+    assert [b.id for b in blocks] == list(range(len(blocks)))
+    assert blocks[0].pad == ((2, 0), (3, 0), (3, 0)) and blocks[0].name == "b0_0_0"
+    assert blocks[-1].core == (slice(10, 13), slice(16, 20), slice(16, 22))
+
+
+def test_slabs():
+    blocks = B.plan_blocks(SHAPE, BLOCK)
+    groups = B.slabs(blocks, 4)
+    assert [len(g) for g in groups] == [7, 7, 7, 6]
+    assert [b.id for g in groups for b in g] == list(range(27))
+    assert [len(g) for g in B.slabs(blocks[:2], 3)] == [1, 1, 0]
+    with pytest.raises(ConfigError):
+        B.slabs(blocks, 0)
+
+
+def test_receptive_field_radius_and_halo_check():
+    assert B.receptive_field_radius(tiny_net()) == (2, 3, 3)
+    assert B.receptive_field_radius([3, (1, 3, 3), 3]) == (2, 3, 3)
+    assert B.receptive_field_radius([5, 5]) == (4, 4, 4)
+    pooled = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 1, 3, padding=1), torch.nn.MaxPool3d(2), torch.nn.Conv3d(1, 1, 3)
+    )
+    assert B.receptive_field_radius(pooled) == (4, 4, 4)  # 1 + 0.5 + 2, rounded up
+    B.check_halo((2, 3, 3), (2, 3, 3))
+    with pytest.raises(ConfigError, match="receptive-field radius"):
+        B.check_halo((2, 2, 3), (2, 3, 3))
+
+
+def test_stitched_equals_whole_volume_for_conv_net():
+    net = tiny_net()
+    predict = torch_predict(net)
+    raw = raw_volume()
+    halo = B.receptive_field_radius(net)
+    out = np.full((3, *SHAPE), np.nan)
+    ran = B.predict_blockwise(predict, raw, out, B.plan_blocks(SHAPE, BLOCK, halo))
+    assert len(ran) == 27
+    np.testing.assert_allclose(out, whole(predict, raw, halo), rtol=0, atol=1e-12)
+    # the check is sensitive: a halo one voxel short changes the block faces
+    short = np.zeros_like(out)
+    B.predict_blockwise(predict, raw, short, B.plan_blocks(SHAPE, BLOCK, (1, 2, 2)))
+    assert np.abs(short - out).max() > 1e-6
+
+
+def integer_predict(x):
+    """Deterministic integer-valued 'network' with radius 1 (zero padding at the array edge)."""
+    x = x.astype(np.int64)
+    box = ndimage.convolve(x, np.ones((3, 3, 3), dtype=np.int64), mode="constant")
+    return np.stack([box, 2 * x])
+
+
+def test_stitched_is_bit_identical_for_integer_predict():
+    raw = np.random.default_rng(1).integers(0, 255, SHAPE).astype(np.uint8)
+    out = np.zeros((2, *SHAPE), dtype=np.int64)
+    B.predict_blockwise(integer_predict, raw, out, B.plan_blocks(SHAPE, (4, 7, 9), 1))
+    assert np.array_equal(out, whole(integer_predict, raw, (1, 1, 1)))
+
+
+def test_resume_after_a_killed_job(tmp_path):
+    raw = np.random.default_rng(2).integers(0, 255, SHAPE).astype(np.uint8)
+    blocks = B.plan_blocks(SHAPE, BLOCK, 1)
+    out = np.lib.format.open_memmap(tmp_path / "out.npy", "w+", np.int64, (2, *SHAPE))
+    markers = B.MarkerDir(tmp_path / "done")
+    calls = []
+
+    def dies_after_five(x):
+        if len(calls) == 5:
+            raise KeyboardInterrupt("killed")
+        calls.append(1)
+        return integer_predict(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        B.predict_blockwise(dies_after_five, raw, out, blocks, done=markers)
+    assert sorted(p.name for p in (tmp_path / "done").iterdir()) == sorted(
+        f"{b.name}.done" for b in blocks[:5]
+    )
+    calls.clear()
+    ran = B.predict_blockwise(integer_predict, raw, out, blocks, done=markers)
+    assert ran == [b.id for b in blocks[5:]]
+    assert np.array_equal(out, whole(integer_predict, raw, (1, 1, 1)))
+
+
+class FailingWrite:
+    """An output array whose writes die half way through the third block."""
+
+    def __init__(self, shape):
+        self.data = np.zeros(shape, dtype=np.int64)
+        self.ndim = len(shape)
+        self.writes = 0
+
+    def __setitem__(self, key, value):
+        self.writes += 1
+        if self.writes == 3:
+            self.data[key][..., :1] = value[..., :1]  # part of the core, then the job dies
+            raise KeyboardInterrupt("killed during the write")
+        self.data[key] = value
+
+
+def test_block_not_marked_when_its_write_dies():
+    raw = np.random.default_rng(3).integers(0, 255, SHAPE).astype(np.uint8)
+    blocks = B.plan_blocks(SHAPE, BLOCK, 1)
+    done = B.MemoryMarkers()
+    with pytest.raises(KeyboardInterrupt):
+        B.predict_blockwise(integer_predict, raw, FailingWrite((2, *SHAPE)), blocks, done=done)
+    assert done.done == {0, 1}
+
+
+def test_zarr_output():
+    zarr = pytest.importorskip("zarr")
+    raw = np.random.default_rng(4).integers(0, 255, SHAPE).astype(np.uint8)
+    out = zarr.zeros(shape=(2, *SHAPE), chunks=(2, *BLOCK), dtype="int64")
+    B.predict_blockwise(integer_predict, raw, out, B.plan_blocks(SHAPE, BLOCK, 1))
+    assert np.array_equal(out[:], whole(integer_predict, raw, (1, 1, 1)))
+
+
+def gt_volume():
+    from scipy.spatial import cKDTree
+    from skimage.measure import label
+
+    rng = np.random.default_rng(5)
+    shape = (12, 36, 40)
+    pts = rng.uniform(0, 1, (12, 3)) * np.array(shape)
+    grid = np.indices(shape).reshape(3, -1).T
+    cells = (cKDTree(pts).query(grid)[1] + 1).reshape(shape)
+    return label(cells, connectivity=1).astype(np.uint64)
+
+
+def test_merge_block_labels_with_perfect_affinities():
+    gt = gt_volume()
+    affs = S.affinities_from_labels(gt)
+    blocks = B.plan_blocks(gt.shape, (5, 16, 16))
+    local = np.zeros(gt.shape, dtype=np.uint64)
+    for b in blocks:  # per-block ids: each block's connected pieces of the GT, 1..k
+        local[b.core] = S.affinity_components(affs[(slice(None),) + b.core], 0.5, min_size=1)
+    merged, k = B.merge_block_labels(local, blocks, affs, 0.5)
+    assert merged.dtype == np.uint64
+    assert k == len(np.unique(gt))
+    assert adapted_rand(merged, gt)["arand"] == pytest.approx(0.0, abs=1e-12)
+    # no merges above the largest affinity: every block keeps its own ids, made unique
+    apart, n_apart = B.merge_block_labels(local, blocks, affs, 1.5)
+    assert n_apart == sum(int(local[b.core].max()) for b in blocks)
+    assert len(np.unique(apart)) == n_apart
+
+
+def test_fragments_blockwise_then_merge():
+    gt = gt_volume()
+    affs = S.affinities_from_labels(gt)
+    blocks = B.plan_blocks(gt.shape, (6, 18, 20), (1, 4, 4))
+    frags = np.zeros(gt.shape, dtype=np.uint64)
+    markers = B.MemoryMarkers()
+    # per block: watershed fragments agglomerated inside the block (halo included), then the
+    # blocks' segments are merged across faces
+    ran = B.fragments_blockwise(S.segment, affs, frags, blocks, done=markers)
+    assert len(ran) == len(blocks) == len(markers.done)
+    merged, _ = B.merge_block_labels(frags, blocks, affs, 0.5)
+    assert adapted_rand(merged, gt)["arand"] < 1e-9

@@ -1,0 +1,116 @@
+"""Affinities -> segmentation (quantscan.apps.connectomics.segment) on synthetic toys."""
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from quantscan.apps.connectomics import segment as S
+from quantscan.apps.connectomics.metrics import adapted_rand, voi
+
+pytest.importorskip("skimage")
+
+#: ARAND bound for the noisy toy (measured: below 1e-3 for both seeding modes)
+NOISY_ARAND_BOUND = 0.02
+
+
+def voronoi(shape=(12, 40, 40), n=15, seed=0):
+    """Voronoi cells of random seeds, touching without membranes, split into their
+    6-connected pieces (a discrete convex cell can fall apart along a thin edge)."""
+    from skimage.measure import label
+
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(0, 1, (n, 3)) * np.array(shape)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    cells = (cKDTree(pts).query(grid.reshape(-1, 3))[1] + 1).reshape(shape)
+    return label(cells, connectivity=1).astype(np.uint64)
+
+
+def same_partition(a, b):
+    """Whether two label volumes are equal up to relabelling (0 included as a label)."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def test_affinities_from_labels_convention():
+    labels = np.array([[1, 1, 2], [1, 0, 2]])
+    affs = S.affinities_from_labels(labels)
+    assert affs.shape == (2, 2, 3)
+    # axis 0: (row 1, col c) against (row 0, col c)
+    assert affs[0][1].tolist() == [1, 0, 1]
+    assert affs[0][0].tolist() == [0, 0, 0]
+    # axis 1: (r, c) against (r, c - 1)
+    assert affs[1][:, 1:].tolist() == [[1, 0], [0, 0]]
+
+
+def test_components_follow_affinity_edges_exactly():
+    labels = np.ones((7, 6, 5), dtype=np.uint64)
+    labels[3] = 2  # a one-voxel-thin sheet between two slabs of different labels
+    labels[4:] = 3
+    labels[4:, :, 2] = 4  # a one-voxel-thin wall
+    labels[4:, :, 3:] = 5
+    affs = S.affinities_from_labels(labels)
+    seg = S.affinity_components(affs, 0.5, min_size=1)
+    assert seg.dtype == np.uint64
+    assert same_partition(seg, labels)
+    # thresholding a voxel mask instead would lose the sheet (its voxels have a cut edge)
+    mask = affs.min(axis=0)[1:] >= 0.5
+    assert not mask[2].any()
+
+
+def test_min_size_and_within():
+    affs = np.zeros((3, 2, 2, 3), dtype=np.float32)
+    affs[2, 0, 0, 1] = 1  # joins (0,0,0)-(0,0,1)
+    seg = S.affinity_components(affs, 0.5)
+    assert sorted(np.unique(seg).tolist()) == [0, 1]
+    assert seg[0, 0, 0] == seg[0, 0, 1] == 1
+    within = np.ones((2, 2, 3), dtype=np.uint64)
+    within[0, 0, 1] = 2
+    assert S.affinity_components(affs, 0.5, within=within).max() == 0
+
+
+@pytest.mark.parametrize(
+    "method, options",
+    [("components", {}), ("watershed", {}), ("watershed", {"seeds": "components"})],
+)
+def test_perfect_affinities_recover_labels(method, options):
+    gt = voronoi()
+    seg = S.segment(S.affinities_from_labels(gt), method=method, **options)
+    assert seg.dtype == np.uint64 and seg.shape == gt.shape
+    assert same_partition(seg, gt)
+    assert adapted_rand(seg, gt)["arand"] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("seeds", ["distance", "components"])
+def test_noisy_affinities_stay_below_bound(seeds):
+    gt = voronoi(seed=1)
+    rng = np.random.default_rng(7)
+    affs = S.affinities_from_labels(gt)
+    noisy = np.clip(affs + rng.normal(0, 0.2, affs.shape), 0, 1).astype(np.float32)
+    seg = S.segment(noisy, method="watershed", seeds=seeds)
+    assert adapted_rand(seg, gt)["arand"] < NOISY_ARAND_BOUND
+    assert voi(seg, gt)["voi"] < 0.2
+
+
+def test_region_graph_statistics():
+    frags = np.zeros((1, 2, 4), dtype=np.uint64)
+    frags[0, :, :2] = 5
+    frags[0, :, 2:] = 9
+    frags[0, 1, 3] = 0  # background has no edges
+    affs = np.zeros((3, 1, 2, 4))
+    affs[2, 0, :, 2] = [0.2, 0.6]  # the two x-edges between 5 and 9
+    u, v, s, c = S.region_graph(frags, affs)
+    assert u.tolist() == [5] and v.tolist() == [9]
+    assert s.tolist() == pytest.approx([0.8]) and c.tolist() == [2]
+
+
+def test_agglomerate_merges_oversegmentation_and_respects_threshold():
+    gt = voronoi(seed=2)
+    affs = S.affinities_from_labels(gt)
+    # over-segment: cut every cell by a 4 x 4 x 4 grid of boxes
+    zz, yy, xx = np.indices(gt.shape)
+    box = (zz // 4) * 100 + (yy // 4) * 10 + xx // 4
+    frags = S.relabel_consecutive(gt * np.uint64(1000) + box.astype(np.uint64))
+    assert len(np.unique(frags)) > 3 * len(np.unique(gt))
+    assert same_partition(S.agglomerate(frags, affs, 0.5), gt)
+    untouched = S.agglomerate(frags, affs, 1.5)
+    assert same_partition(untouched, frags)

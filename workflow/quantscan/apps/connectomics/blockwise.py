@@ -1,0 +1,420 @@
+"""Blockwise inference with halos, resumable block markers, and relabelling of per-block fragments.
+
+A volume is cut into core blocks; each block is read with a halo of at least the network's
+receptive-field radius (reflect padding where the halo leaves the volume), predicted, and only its
+core is written, so writes never overlap and the stitched output equals whole-volume inference
+on the reflect-padded volume. This is the runner of shared/reference/em.md section 4 without a
+database: daisy's scheme (Funke lab; LSD tutorial ``01_predict_blockwise.py``, Sheridan et al.,
+Nat. Methods 2022) with same-padding networks, one done-marker per block, and the markers grouped
+into job slabs.
+
+For same-padding networks with pooling (U-Nets) the output is translation-equivariant only for
+shifts that are multiples of the total downsampling factor: make block shapes multiples of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ...errors import ConfigError
+
+__all__ = [
+    "Block",
+    "plan_blocks",
+    "slabs",
+    "receptive_field_radius",
+    "check_halo",
+    "DoneMarkers",
+    "MemoryMarkers",
+    "MarkerDir",
+    "predict_blockwise",
+    "fragments_blockwise",
+    "merge_block_labels",
+]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a volume.
+
+    ``id``: its position in plan order (C order over the block grid); ``index``: its grid
+    coordinates; ``core``: the slices of the volume it writes; ``read``: the slices it reads
+    (core plus halo, clipped to the volume); ``pad``: ``(before, after)`` padding per axis that
+    makes the read array core + 2 halo; ``core_in_read``: the core's slices in the padded read
+    array. All tuples have one entry per spatial axis.
+    """
+
+    id: int
+    index: tuple[int, ...]
+    core: tuple[slice, ...]
+    read: tuple[slice, ...]
+    pad: tuple[tuple[int, int], ...]
+    core_in_read: tuple[slice, ...]
+
+    @property
+    def name(self) -> str:
+        """``"b<i>_<j>_<k>"``: a file-name friendly name from the grid index."""
+        return "b" + "_".join(str(i) for i in self.index)
+
+
+def _per_axis(value, ndim: int, what: str) -> tuple[int, ...]:
+    if np.isscalar(value):
+        value = (value,) * ndim
+    value = tuple(int(v) for v in value)
+    if len(value) != ndim:
+        raise ConfigError(f"{what} {value} has {len(value)} axes, the volume {ndim}")
+    return value
+
+
+def plan_blocks(
+    shape: Sequence[int], block: int | Sequence[int], halo: int | Sequence[int] = 0
+) -> list[Block]:
+    """Blocks covering a volume of ``shape``: cores of ``block`` voxels (smaller at the far
+    faces), read with ``halo`` voxels of context on every side; the part of the halo outside the
+    volume is padding. Returns the blocks in C order of the block grid."""
+    shape = tuple(int(s) for s in shape)
+    ndim = len(shape)
+    block = _per_axis(block, ndim, "block shape")
+    halo = _per_axis(halo, ndim, "halo")
+    if any(b < 1 for b in block) or any(h < 0 for h in halo):
+        raise ConfigError(f"block shape {block} must be positive and halo {halo} non-negative")
+    grid = [range((s + b - 1) // b) for s, b in zip(shape, block, strict=True)]
+    blocks = []
+    for n, index in enumerate(itertools.product(*grid)):
+        core, read, pad, inner = [], [], [], []
+        for i, s, b, h in zip(index, shape, block, halo, strict=True):
+            c0, c1 = i * b, min((i + 1) * b, s)
+            r0, r1 = max(c0 - h, 0), min(c1 + h, s)
+            before, after = h - (c0 - r0), h - (r1 - c1)
+            core.append(slice(c0, c1))
+            read.append(slice(r0, r1))
+            pad.append((before, after))
+            inner.append(slice(h, h + c1 - c0))
+        blocks.append(Block(n, tuple(index), tuple(core), tuple(read), tuple(pad), tuple(inner)))
+    return blocks
+
+
+def slabs(blocks: Sequence[Block], n: int) -> list[list[Block]]:
+    """``n`` job slabs: consecutive runs of ``blocks`` (plan order, so z-slabs of the grid when
+    blocks come from :func:`plan_blocks`) whose sizes differ by at most one; slabs past the
+    number of blocks are empty, so a workflow may plan ``n`` jobs without knowing the volume."""
+    if n < 1:
+        raise ConfigError(f"number of slabs must be positive, not {n}")
+    q, r = divmod(len(blocks), n)
+    out, start = [], 0
+    for i in range(n):
+        size = q + (1 if i < r else 0)
+        out.append(list(blocks[start : start + size]))
+        start += size
+    return out
+
+
+def _layer_geometry(module) -> tuple[str, tuple, tuple, tuple] | None:
+    """(kind, kernel, stride, dilation) of a torch layer that changes the receptive field."""
+    import torch.nn as nn
+
+    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    pool = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+    tconv = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    if isinstance(module, conv):
+        return "conv", module.kernel_size, module.stride, module.dilation
+    if isinstance(module, tconv):
+        return "up", module.kernel_size, module.stride, module.dilation
+    if isinstance(module, pool):
+        nd = int(type(module).__name__[-2])
+        k = _tuple(module.kernel_size, nd)
+        s = _tuple(module.stride if module.stride is not None else module.kernel_size, nd)
+        d = _tuple(getattr(module, "dilation", 1), nd)
+        return "conv", k, s, d
+    if isinstance(module, nn.Upsample):
+        return "up", None, module.scale_factor, None
+    return None
+
+
+def _tuple(v, nd: int) -> tuple:
+    return tuple(v) if isinstance(v, tuple | list) else (v,) * nd
+
+
+def receptive_field_radius(model_or_kernels, ndim: int = 3) -> tuple[int, ...]:
+    """Per-axis receptive-field radius: how many voxels beyond an output voxel its value depends
+    on (the halo a block needs; for same padding, the radius is ``(rf - 1) / 2``).
+
+    ``model_or_kernels``: a list of stride-1 kernel sizes (ints or per-axis tuples), one per
+    layer in sequence, or a torch module whose Conv / ConvTranspose / pooling / Upsample layers
+    are walked in registration order with the standard recursion (Araujo et al., "Computing
+    receptive fields of convolutional neural networks", Distill 2019): each layer adds
+    ``dilation (kernel - 1) / 2`` times the current input-voxel step, strides multiply the step
+    and upsampling divides it. For a U-Net registered in forward order (encoder, then decoder)
+    this follows the deepest path, which bounds the radius of every skip path. Rounded up.
+    """
+    if isinstance(model_or_kernels, Sequence) and not isinstance(model_or_kernels, str):
+        radius = np.zeros(ndim)
+        for k in model_or_kernels:
+            radius += (np.asarray(_tuple(k, ndim), dtype=float) - 1) / 2
+        return tuple(int(np.ceil(r)) for r in radius)
+    radius = None
+    step = None
+    for module in model_or_kernels.modules():
+        geo = _layer_geometry(module)
+        if geo is None:
+            continue
+        kind, k, s, d = geo
+        nd = len(k) if k is not None else ndim
+        if radius is None:
+            radius = np.zeros(nd)
+            step = np.ones(nd)
+        if kind == "conv":
+            radius += np.asarray(_tuple(d, nd)) * (np.asarray(_tuple(k, nd)) - 1) / 2 * step
+            step = step * np.asarray(_tuple(s, nd))
+        else:
+            step = step / np.asarray(_tuple(s, nd), dtype=float)
+            if k is not None:  # a transposed conv's kernel beyond its stride reaches further
+                extra = np.maximum(np.asarray(_tuple(k, nd)) - np.asarray(_tuple(s, nd)), 0)
+                radius += extra / 2 * step
+    if radius is None:
+        return (0,) * ndim
+    return tuple(int(np.ceil(r - 1e-9)) for r in radius)
+
+
+def check_halo(halo: int | Sequence[int], radius: Sequence[int]) -> None:
+    """Raise :class:`~quantscan.errors.ConfigError` when ``halo`` is smaller than the
+    receptive-field ``radius`` along any axis (the stitched output would then differ from
+    whole-volume inference near block faces)."""
+    halo = _per_axis(halo, len(radius), "halo")
+    short = [i for i, (h, r) in enumerate(zip(halo, radius, strict=True)) if h < r]
+    if short:
+        raise ConfigError(
+            f"halo {halo} is smaller than the network's receptive-field radius "
+            f"{tuple(radius)} along axes {short}: block faces would differ from whole-volume "
+            "inference"
+        )
+
+
+class DoneMarkers(Protocol):
+    """Which blocks are finished. A block is marked only after its core is fully written."""
+
+    def is_done(self, block: Block) -> bool:
+        """Whether ``block`` was marked done."""
+        ...
+
+    def mark_done(self, block: Block) -> None:
+        """Record that ``block``'s core is written."""
+        ...
+
+
+class MemoryMarkers:
+    """Done markers kept in a set of block ids (tests, single-process runs)."""
+
+    def __init__(self, done: Iterable[int] = ()):
+        self.done = set(done)
+
+    def is_done(self, block: Block) -> bool:
+        """Whether ``block.id`` is in the set."""
+        return block.id in self.done
+
+    def mark_done(self, block: Block) -> None:
+        """Add ``block.id`` to the set."""
+        self.done.add(block.id)
+
+
+class MarkerDir:
+    """One empty file ``<directory>/<block.name>.done`` per finished block, written atomically
+    (temporary file + rename, :mod:`quantscan.atomic`), so a killed job leaves either no marker
+    or a complete one."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def path(self, block: Block) -> Path:
+        """The marker file of ``block``."""
+        return self.directory / f"{block.name}.done"
+
+    def is_done(self, block: Block) -> bool:
+        """Whether the marker file exists."""
+        return self.path(block).exists()
+
+    def mark_done(self, block: Block) -> None:
+        """Write the marker file."""
+        from ...atomic import write_text
+
+        write_text(self.path(block), "")
+
+
+def _read_padded(array, block: Block, mode: str) -> np.ndarray:
+    """``array``'s read region of ``block`` (leading non-spatial axes kept), padded to
+    core + 2 halo with ``np.pad`` ``mode``."""
+    lead = np.ndim(array) - len(block.read)
+    x = np.asarray(array[(slice(None),) * lead + block.read])
+    if any(b or a for b, a in block.pad):
+        x = np.pad(x, ((0, 0),) * lead + block.pad, mode=mode)
+    return x
+
+
+def _flush(array) -> None:
+    flush = getattr(array, "flush", None)
+    if callable(flush):
+        flush()
+
+
+def predict_blockwise(
+    predict_fn: Callable[[np.ndarray], np.ndarray],
+    raw,
+    out,
+    blocks: Iterable[Block],
+    *,
+    done: DoneMarkers | None = None,
+    pad_mode: str = "reflect",
+) -> list[int]:
+    """Run ``predict_fn`` on every block of ``raw`` and write the cores into ``out``.
+
+    ``raw``: a numpy, memmap or zarr array whose last axes are the spatial axes of the blocks
+    (leading axes, e.g. channels, are passed through). ``predict_fn`` gets the padded read
+    region (numpy) and returns an array whose last axes have the same spatial shape (leading
+    axes: output channels, channels-first). Only the core is written, into
+    ``out[..., core]``; then (after a flush for memmaps) the block is marked in ``done``. Blocks
+    already done are skipped, so a killed job can be rerun. ``pad_mode``: ``np.pad`` mode where
+    the halo leaves the volume (reflect by default). Returns the ids of the blocks run.
+    """
+    ran = []
+    out_lead = None
+    for block in blocks:
+        if done is not None and done.is_done(block):
+            continue
+        x = _read_padded(raw, block, pad_mode)
+        y = np.asarray(predict_fn(x))
+        spatial = x.shape[-len(block.core) :]
+        if y.shape[-len(block.core) :] != spatial:
+            raise ValueError(
+                f"predict_fn returned shape {y.shape} for input {x.shape}: the spatial shape "
+                "must be kept (same padding)"
+            )
+        lead = y.ndim - len(block.core)
+        if out_lead is None:
+            out_lead = np.ndim(out) - len(block.core)
+            if out_lead != lead:
+                raise ValueError(f"output array has {np.ndim(out)} axes, predictions {y.ndim}")
+        out[(slice(None),) * lead + block.core] = y[(slice(None),) * lead + block.core_in_read]
+        _flush(out)
+        if done is not None:
+            done.mark_done(block)
+        ran.append(block.id)
+    return ran
+
+
+def fragments_blockwise(
+    fragment_fn: Callable[[np.ndarray], np.ndarray],
+    affs,
+    out,
+    blocks: Iterable[Block],
+    *,
+    done: DoneMarkers | None = None,
+) -> list[int]:
+    """Per-block fragments: ``fragment_fn`` (e.g. :func:`..segment.watershed_fragments`) gets a
+    block's affinities with their halo (no padding outside the volume) and returns labels; the
+    core is renumbered 1..k (0 kept) and written into ``out``. Ids are local to each block:
+    :func:`merge_block_labels` makes them global. Returns the ids of the blocks run."""
+    from .segment import relabel_consecutive
+
+    ran = []
+    for block in blocks:
+        if done is not None and done.is_done(block):
+            continue
+        a = np.asarray(affs[(slice(None),) + block.read])
+        labels = np.asarray(fragment_fn(a))
+        inner = tuple(
+            slice(c.start - r.start, c.stop - r.start)
+            for c, r in zip(block.core, block.read, strict=True)
+        )
+        out[block.core] = relabel_consecutive(labels[inner])
+        _flush(out)
+        if done is not None:
+            done.mark_done(block)
+        ran.append(block.id)
+    return ran
+
+
+def merge_block_labels(
+    labels,
+    blocks: Sequence[Block],
+    affs,
+    threshold: float = 0.5,
+    *,
+    out=None,
+) -> tuple[np.ndarray, int]:
+    """Make per-block fragment ids global and merge fragments that touch across block faces.
+
+    ``labels`` holds, in each block's core, that block's local ids (0 = background, as written
+    by :func:`fragments_blockwise`). Each block's ids are shifted by the number of ids of the
+    blocks before it, so they are unique. For every face between two neighbouring cores, the
+    pairs of non-zero fragments facing each other are collected with the affinity of the edge
+    between them (module :mod:`.segment` convention: ``affs[c][p]`` joins ``p`` and ``p - e_c``);
+    pairs whose mean face affinity is ``>= threshold`` are merged (union-find over face pairs;
+    memory bounded by the number of fragments and face voxels). The result, renumbered 1..k as
+    uint64, is written into ``out`` (a new numpy array when None) block by block. Returns
+    ``(out, k)``.
+    """
+    shape = tuple(np.shape(labels))
+    ndim = len(shape)
+    by_index = {b.index: b for b in blocks}
+    offsets = np.zeros(len(blocks) + 1, dtype=np.uint64)
+    for b in blocks:
+        offsets[b.id + 1] = np.asarray(labels[b.core]).max(initial=0)
+    offsets = np.cumsum(offsets, dtype=np.uint64)
+    total = int(offsets[-1])
+
+    def global_ids(block: Block, region: tuple[slice, ...]) -> np.ndarray:
+        local = np.asarray(labels[region]).astype(np.uint64)
+        return np.where(local > 0, local + offsets[block.id], np.uint64(0))
+
+    keys, sums = [], []
+    for b in blocks:
+        for c in range(ndim):
+            nxt = by_index.get(tuple(i + (d == c) for d, i in enumerate(b.index)))
+            if nxt is None:
+                continue
+            face = b.core[c].stop  # first plane of the next core
+            minus = tuple(slice(face - 1, face) if d == c else s for d, s in enumerate(b.core))
+            plus = tuple(slice(face, face + 1) if d == c else s for d, s in enumerate(b.core))
+            lo = global_ids(b, minus).ravel()
+            hi = global_ids(nxt, plus).ravel()
+            a = np.asarray(affs[(c,) + plus], dtype=np.float64).ravel()
+            touch = (lo > 0) & (hi > 0)
+            keys.append(np.stack([lo[touch], hi[touch]], axis=1))
+            sums.append(a[touch])
+    parent = np.arange(total + 1, dtype=np.int64)
+    if keys:
+        pairs, pos = np.unique(np.concatenate(keys), axis=0, return_inverse=True)
+        pos = pos.ravel()
+        mean = np.bincount(pos, weights=np.concatenate(sums)) / np.bincount(pos)
+        for lo, hi in pairs[mean >= threshold].astype(np.int64).tolist():
+            ra, rb = _find(parent, lo), _find(parent, hi)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    roots = parent  # parent[i] <= i (unions point to the smaller root): pointer jumping ends
+    while True:
+        nxt = roots[roots]
+        if np.array_equal(nxt, roots):
+            break
+        roots = nxt
+    uniq, lut = np.unique(roots, return_inverse=True)  # root 0 (background) is the smallest
+    lut = lut.astype(np.uint64)
+    if out is None:
+        out = np.zeros(shape, dtype=np.uint64)
+    for b in blocks:
+        out[b.core] = lut[global_ids(b, b.core).astype(np.int64)]
+    return out, len(uniq) - 1
+
+
+def _find(parent: np.ndarray, i: int) -> int:
+    """Union-find root of ``i`` with path halving."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = int(parent[i])
+    return i

@@ -1,0 +1,342 @@
+"""Affinities -> segmentation: seeded watershed fragments, mean-affinity agglomeration, and the
+connected components of thresholded affinities.
+
+Affinity convention (as in gunpowder's ``AddAffinities`` with the neighbourhood
+``[[-1, 0, 0], [0, -1, 0], [0, 0, -1]]`` and shared/reference/em.md section 5): ``affs`` has
+shape ``(ndim, *spatial)`` and ``affs[c][p]`` is the affinity of the edge between voxel ``p`` and
+its neighbour ``p - e_c`` one step back along spatial axis ``c`` (z, y, x for 3-D). The first plane
+along axis ``c`` has no such neighbour and its value is unused. High affinity = same object.
+
+The pipeline is the standard cheap one of Funke et al. ("Large scale image segmentation with
+structured loss based deep learning for connectome reconstruction", TPAMI 2018; ``waterz``):
+watershed fragments on ``1 - mean affinity``, then a region-adjacency-graph agglomeration that
+repeatedly merges the pair of regions with the highest mean affinity along their common
+boundary while it is at least a threshold. ``waterz`` and ``mwatershed`` are not needed: this is
+numpy / scipy / scikit-image. Outputs are uint64 label volumes with 0 = background.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
+
+__all__ = [
+    "affinities_from_labels",
+    "boundary_map",
+    "affinity_components",
+    "watershed_fragments",
+    "region_graph",
+    "agglomerate",
+    "segment",
+    "relabel_consecutive",
+]
+
+
+def _axis_slices(ndim: int, axis: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """(plus, minus) slices pairing every voxel p (plus side) with p - e_axis (minus side)."""
+    plus = [slice(None)] * ndim
+    minus = [slice(None)] * ndim
+    plus[axis] = slice(1, None)
+    minus[axis] = slice(None, -1)
+    return tuple(plus), tuple(minus)
+
+
+def _check_affs(affs: np.ndarray) -> np.ndarray:
+    affs = np.asarray(affs)
+    if affs.ndim < 2 or affs.shape[0] != affs.ndim - 1:
+        raise ValueError(
+            f"affinities of shape {affs.shape}: expected (ndim, *spatial) with one channel per "
+            "spatial axis"
+        )
+    return affs
+
+
+def affinities_from_labels(labels: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Nearest-neighbour affinities of a label volume: ``affs[c][p] = labels[p] == labels[p - e_c]
+    and labels[p] != 0``; the first plane along each axis is 0."""
+    labels = np.asarray(labels)
+    affs = np.zeros((labels.ndim, *labels.shape), dtype=dtype)
+    for c in range(labels.ndim):
+        plus, minus = _axis_slices(labels.ndim, c)
+        affs[c][plus] = (labels[plus] == labels[minus]) & (labels[plus] != 0)
+    return affs
+
+
+def relabel_consecutive(labels: np.ndarray) -> np.ndarray:
+    """``labels`` renumbered 1..k in sorted order of the old ids, 0 kept as 0, as uint64."""
+    labels = np.asarray(labels)
+    ids, inv = np.unique(labels, return_inverse=True)
+    new = np.arange(len(ids), dtype=np.uint64) + (0 if ids[0] == 0 else 1)
+    return new[inv.reshape(labels.shape)]
+
+
+def _incident(affs: np.ndarray, reduce: str) -> np.ndarray:
+    """Mean (``reduce="mean"``) or minimum (``"min"``) of the affinities of every voxel's
+    incident edges that lie inside the volume (2 per axis, 1 at the volume faces)."""
+    ndim = affs.shape[0]
+    shape = affs.shape[1:]
+    if reduce == "mean":
+        total = np.zeros(shape, dtype=np.float64)
+        count = np.zeros(shape, dtype=np.int8)
+    else:
+        total = np.full(shape, np.inf, dtype=np.float64)
+    for c in range(ndim):
+        plus, minus = _axis_slices(ndim, c)
+        edge = affs[c][plus].astype(np.float64)
+        if reduce == "mean":
+            total[plus] += edge
+            total[minus] += edge
+            count[plus] += 1
+            count[minus] += 1
+        else:
+            np.minimum(total[plus], edge, out=total[plus])
+            np.minimum(total[minus], edge, out=total[minus])
+    if reduce == "mean":
+        return total / np.maximum(count, 1)
+    total[np.isinf(total)] = 1.0  # a volume of one voxel
+    return total
+
+
+def boundary_map(affs: np.ndarray) -> np.ndarray:
+    """``1 - mean affinity`` of every voxel's incident edges (both directions along every axis, so
+    both sides of a cut get the same boundary height), float64 in [0, 1]."""
+    return 1.0 - _incident(_check_affs(affs), "mean")
+
+
+def affinity_components(
+    affs: np.ndarray,
+    threshold: float = 0.5,
+    *,
+    min_size: int = 2,
+    within: np.ndarray | None = None,
+) -> np.ndarray:
+    """Connected components of the voxel graph whose edges are the affinities ``>= threshold``.
+
+    Each affinity is the edge between ``p`` and ``p - e_c`` (module docstring), so a component
+    follows the thresholded edges exactly; labelling a thresholded voxel mask with
+    ``scipy.ndimage.label`` would not (it links any two face neighbours of the mask). The graph is
+    solved with ``scipy.sparse.csgraph.connected_components`` (about 12-16 bytes per kept edge).
+    Components of fewer than ``min_size`` voxels (default 2: voxels with no kept edge) get label
+    0. With ``within`` (a label volume), only edges joining two voxels of the same non-zero
+    ``within`` label count, which splits each ``within`` segment into its pieces that the kept
+    edges connect (``within`` 0 voxels become singletons). Returns uint64 labels 1..k.
+    """
+    affs = _check_affs(affs)
+    ndim = affs.shape[0]
+    shape = affs.shape[1:]
+    n = int(np.prod(shape))
+    index_dtype = np.int32 if n < 2**31 else np.int64
+    index = np.arange(n, dtype=index_dtype).reshape(shape)
+    rows, cols = [], []
+    for c in range(ndim):
+        plus, minus = _axis_slices(ndim, c)
+        strong = affs[c][plus] >= threshold
+        if within is not None:
+            strong &= (within[plus] == within[minus]) & (within[plus] != 0)
+        rows.append(index[plus][strong])
+        cols.append(index[minus][strong])
+        del strong
+    del index
+    rows = np.concatenate(rows)
+    cols = np.concatenate(cols)
+    graph = sparse.csr_matrix(
+        (np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n), dtype=np.int8
+    )
+    del rows, cols
+    _, comp = csgraph.connected_components(graph, directed=False)
+    del graph
+    sizes = np.bincount(comp)
+    keep = sizes >= max(int(min_size), 1)
+    lut = np.zeros(len(sizes), dtype=np.uint64)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint64)
+    return lut[comp].reshape(shape)
+
+
+def watershed_fragments(
+    affs: np.ndarray,
+    *,
+    seeds: str = "distance",
+    threshold: float = 0.5,
+    seed_threshold: float = 0.9,
+    min_seed_distance: int = 1,
+    sampling: Sequence[float] | None = None,
+    background_threshold: float | None = None,
+    split_at: float | None = 0.5,
+) -> np.ndarray:
+    """Seeded watershed fragments of an affinity volume (uint64, 1..k; 0 = background).
+
+    The flooded height is :func:`boundary_map` (``1 - mean incident affinity``), as in the
+    watershed fragments of Funke et al. (TPAMI 2018) and the LSD pipeline (Sheridan et al.,
+    "Local shape descriptors for neuron segmentation", Nat. Methods 2022). Seeds:
+
+    - ``"distance"``: maxima of the Euclidean distance transform (anisotropic with ``sampling``,
+      e.g. the voxel size) of the voxels whose incident affinities are all ``> threshold``,
+      within a ``2 min_seed_distance + 1`` window; each connected plateau of maxima is one seed;
+    - ``"components"``: :func:`affinity_components` at ``seed_threshold`` (components of at least
+      2 voxels).
+
+    With ``background_threshold``, voxels whose mean incident affinity is below it stay 0 (the
+    watershed mask); otherwise every voxel reachable from a seed gets a fragment.
+
+    A voxel watershed can put a few voxels on the wrong side of a cut where two objects touch
+    without a membrane between them (corners, one-voxel-thin parts), and agglomeration only
+    merges. With ``split_at`` (default 0.5) every fragment is therefore split into the pieces
+    that its affinities ``>= split_at`` connect (:func:`affinity_components` with ``within``);
+    agglomeration merges the pieces back where their boundary affinity is high.
+    """
+    affs = _check_affs(affs)
+    boundary = boundary_map(affs)
+    if seeds == "distance":
+        inside = _incident(affs, "min") > threshold
+        dist = ndimage.distance_transform_edt(inside, sampling=sampling)
+        size = 2 * int(min_seed_distance) + 1
+        peaks = (dist == ndimage.maximum_filter(dist, size=size)) & inside
+        markers, _ = ndimage.label(peaks, structure=ndimage.generate_binary_structure(dist.ndim, 1))
+        del dist, peaks, inside
+    elif seeds == "components":
+        markers = affinity_components(affs, seed_threshold, min_size=2)
+        markers = markers.astype(np.int64)
+    else:
+        raise ValueError(f"seeds must be 'distance' or 'components', not {seeds!r}")
+    mask = None
+    if background_threshold is not None:
+        mask = (1.0 - boundary) >= background_threshold
+        markers[~mask] = 0
+    if not markers.any():  # no seed: one fragment over the whole (masked) volume
+        return np.ones(boundary.shape, dtype=np.uint64) if mask is None else mask.astype(np.uint64)
+    from skimage.segmentation import watershed
+
+    frags = watershed(boundary, markers=markers, mask=mask)
+    if split_at is not None:
+        pieces = affinity_components(affs, split_at, min_size=1, within=frags)
+        pieces[frags == 0] = 0
+        return relabel_consecutive(pieces)
+    return relabel_consecutive(frags)
+
+
+def region_graph(
+    fragments: np.ndarray, affs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Region adjacency graph of ``fragments`` weighted by ``affs``: ``(u, v, aff_sum, count)``,
+    one row per pair of touching non-zero fragments ``u < v`` (their ids, fragments' dtype), with
+    the sum and number of the affinity edges that cross between them. Memory is bounded by the
+    number of voxels and of touching pairs (no ``n x n`` table)."""
+    affs = _check_affs(affs)
+    fragments = np.asarray(fragments)
+    if fragments.shape != affs.shape[1:]:
+        raise ValueError(f"fragments {fragments.shape} and affinities {affs.shape} differ")
+    ids, inv = np.unique(fragments, return_inverse=True)
+    inv = inv.reshape(fragments.shape).astype(np.int64)
+    zero = np.searchsorted(ids, 0) if ids.size and ids[0] == 0 else -1
+    n = len(ids)
+    keys, sums = [], []
+    for c in range(fragments.ndim):
+        plus, minus = _axis_slices(fragments.ndim, c)
+        a = inv[plus]
+        b = inv[minus]
+        cross = a != b
+        if zero >= 0:
+            cross &= (a != zero) & (b != zero)
+        a = a[cross]
+        b = b[cross]
+        keys.append(np.minimum(a, b) * n + np.maximum(a, b))
+        sums.append(affs[c][plus][cross].astype(np.float64))
+        del a, b, cross
+    keys = np.concatenate(keys)
+    sums = np.concatenate(sums)
+    pairs, pos = np.unique(keys, return_inverse=True)
+    aff_sum = np.bincount(pos, weights=sums, minlength=len(pairs))
+    count = np.bincount(pos, minlength=len(pairs)).astype(np.int64)
+    return ids[pairs // n], ids[pairs % n], aff_sum, count
+
+
+def agglomerate(
+    fragments: np.ndarray,
+    affs: np.ndarray,
+    threshold: float = 0.5,
+) -> np.ndarray:
+    """Merge fragments by mean boundary affinity down to ``threshold`` (uint64 labels 1..k).
+
+    Hierarchical agglomeration on the region adjacency graph (:func:`region_graph`): the pair
+    of regions with the highest mean affinity along their whole common boundary is merged and
+    the boundary statistics of the merged region are recomputed (sums and counts added), until
+    the best remaining mean is below ``threshold``: waterz's ``OneMinus<MeanAffinity>`` scoring
+    (Funke et al., TPAMI 2018) with one threshold. Fragment 0 stays 0.
+    """
+    fragments = np.asarray(fragments)
+    u, v, s, c = region_graph(fragments, affs)
+    ids, inv = np.unique(fragments, return_inverse=True)
+    n = len(ids)
+    ui = np.searchsorted(ids, u).tolist()
+    vi = np.searchsorted(ids, v).tolist()
+    adj: list[dict[int, list[float]]] = [{} for _ in range(n)]
+    heap = []
+    for a, b, total, k in zip(ui, vi, s.tolist(), c.tolist(), strict=True):
+        stats = [total, k]
+        adj[a][b] = stats
+        adj[b][a] = stats
+        heap.append((-total / k, a, b))
+    heapq.heapify(heap)
+    parent = list(range(n))
+    while heap:
+        neg, a, b = heapq.heappop(heap)
+        if -neg < threshold:
+            break
+        if parent[a] != a or parent[b] != b:
+            continue
+        stats = adj[a].get(b)
+        if stats is None or stats[0] / stats[1] != -neg:
+            continue  # stale entry: the boundary grew since it was pushed
+        if len(adj[a]) < len(adj[b]):
+            a, b = b, a
+        parent[b] = a
+        del adj[a][b]
+        for w, ew in adj[b].items():
+            if w == a:
+                continue
+            del adj[w][b]
+            ea = adj[a].get(w)
+            if ea is None:
+                adj[a][w] = ew
+                adj[w][a] = ew
+                ea = ew
+            else:
+                ea[0] += ew[0]
+                ea[1] += ew[1]
+            heapq.heappush(heap, (-ea[0] / ea[1], a, w))
+        adj[b] = {}
+    root = np.asarray(parent, dtype=np.int64)
+    while True:
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    merged = ids[root]
+    if ids.size and ids[0] == 0:
+        merged[0] = 0
+    return relabel_consecutive(merged[inv.reshape(fragments.shape)])
+
+
+def segment(
+    affs: np.ndarray,
+    *,
+    method: str = "watershed",
+    threshold: float = 0.5,
+    **fragment_options,
+) -> np.ndarray:
+    """Affinities -> uint64 segmentation.
+
+    ``method="watershed"``: :func:`watershed_fragments` (``fragment_options``) then
+    :func:`agglomerate` at ``threshold``; ``method="components"``: :func:`affinity_components` at
+    ``threshold`` (``fragment_options`` may give ``min_size``).
+    """
+    if method == "watershed":
+        fragments = watershed_fragments(affs, **fragment_options)
+        return agglomerate(fragments, affs, threshold)
+    if method == "components":
+        return affinity_components(affs, threshold, **fragment_options)
+    raise ValueError(f"method must be 'watershed' or 'components', not {method!r}")
