@@ -170,7 +170,7 @@ def test_fp32_state_dict_that_disagrees_with_arch_names_the_tensor(tmp_path):
         (
             {"name": "nope"},
             "field 'arch.name' = 'nope': cannot rebuild the model, no such architecture "
-            "(known: sweepnet, viralcnn)",
+            "(known: position, sweepnet, unet3d, viralcnn)",
         ),
         (
             {"name": "sweepnet", "bogus": 1},

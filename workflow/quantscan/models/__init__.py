@@ -11,16 +11,40 @@ import math
 import torch
 
 from ..errors import InputFormatError
+from .position import PositionNet
 from .sweepnet import SweepNet
+from .unet3d import UNet3d
 from .viralcnn import ViralCNN
 
-ARCHITECTURES = {"sweepnet": SweepNet, "viralcnn": ViralCNN}
+ARCHITECTURES = {
+    "sweepnet": SweepNet,
+    "viralcnn": ViralCNN,
+    "unet3d": UNet3d,
+    "position": PositionNet,
+}
 
 #: inclusive (low, high) bounds of the integer fields a model file may declare, per architecture;
 #: far beyond any model of the workflow (SweepNet 32 filters, ViralCNN length 3,500)
 ARCH_LIMITS = {
     "sweepnet": {"n_classes": (1, 100_000), "filters": (1, 4096), "se_ratio": (1, 4096)},
     "viralcnn": {"n_classes": (2, 100_000), "length": (16, 10_000_000), "in_channels": (1, 4096)},
+    # the default 3-D U-Net has 16 filters and 3 levels; 8 levels need y, x multiples of 2**7
+    "unet3d": {
+        "in_channels": (1, 64),
+        "out_channels": (1, 256),
+        "filters": (1, 512),
+        "levels": (1, 8),
+        "growth": (1, 4),
+        "anisotropic_levels": (0, 8),
+    },
+    "position": {
+        "columns": (7, 100_000),
+        "n_bins": (2, 10_000),
+        "in_channels": (1, 64),
+        "filters": (1, 4096),
+        "depth": (1, 16),
+        "hidden": (1, 65_536),
+    },
 }
 #: most parameters and buffers (elements) a model file may declare: 200 MB of float32
 MAX_PARAMETERS = 50_000_000
@@ -98,6 +122,7 @@ __all__ = [
     "ARCH_LIMITS",
     "MAX_PARAMETERS",
     "SweepNet",
+    "UNet3d",
     "ViralCNN",
     "build_model",
     "register_architecture",

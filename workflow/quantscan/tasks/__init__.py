@@ -2,9 +2,9 @@
 
 A task is the part of training and evaluation that depends on the kind of prediction, not on the
 application: the loss, the per-batch score watched by early stopping, the metrics written to
-``metrics.json`` and the inputs used to calibrate int8 models. ``classification`` (one label per
-input) is the only task today; a dense task (one label per voxel, for segmentation) is added as a
-module beside it that provides the same attributes (:class:`Task`), and an application names it.
+``metrics.json`` and the inputs used to calibrate int8 models. ``classification``: one label per
+input; ``affinities`` (:mod:`.segmentation`): a dense task, one binary label per voxel and
+neighbour offset. Each provides the same attributes (:class:`Task`); an application names its task.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from torch import nn
 
 from .classification import CLASSIFICATION, Classification
+from .segmentation import AFFINITIES, Affinities
 
 
 class Task(Protocol):
@@ -25,8 +26,9 @@ class Task(Protocol):
     def loss(self, class_weights: list[float] | None = None) -> nn.Module:
         """The training loss (mean over a batch)."""
 
-    def correct(self, logits, y) -> int:
-        """Correct predictions in a batch (early stopping reports their share)."""
+    def correct(self, logits, y) -> float:
+        """Correct predictions in a batch, in inputs (early stopping reports their share per
+        input): a count for one label per input, a sum of per-input shares for dense tasks."""
 
     def metrics(self, y_true: np.ndarray, proba: np.ndarray, class_names) -> dict:
         """Metrics of test predictions, as written to ``metrics.json``."""
@@ -35,7 +37,7 @@ class Task(Protocol):
         """``n`` inputs (or all, when fewer) drawn reproducibly from ``x`` for int8 calibration."""
 
 
-TASKS: dict[str, Task] = {CLASSIFICATION.name: CLASSIFICATION}
+TASKS: dict[str, Task] = {CLASSIFICATION.name: CLASSIFICATION, AFFINITIES.name: AFFINITIES}
 
 
 def get_task(name: str) -> Task:
@@ -45,4 +47,12 @@ def get_task(name: str) -> Task:
         raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}") from None
 
 
-__all__ = ["CLASSIFICATION", "TASKS", "Classification", "Task", "get_task"]
+__all__ = [
+    "AFFINITIES",
+    "CLASSIFICATION",
+    "TASKS",
+    "Affinities",
+    "Classification",
+    "Task",
+    "get_task",
+]
