@@ -4,27 +4,12 @@
 lies: its best layout put the sweep within 1 % of L in 0.15-0.18 of replicates (0.24-0.29 smoothed)
 against 0.76 for RAiSD's mu. This harness adds the ``offset_bins`` layout:
 
-* **window by physical span**: ``--pos-span`` bp centred on the point, cut into ``--columns`` equal
-  physical columns (so a column is always the same number of bp from the centre). Three channels,
-  rows = haplotypes sorted as ``images.sort_rows`` (Hamming distance to the most central haplotype,
-  on the window's SNPs): (0) the share of the column's SNPs at which the haplotype carries the
-  derived allele, (1) the column's SNP count over its neutral expectation (clipped at 3), the same on
-  every row, (2) 1 where the column lies inside [0, L] (windows run past the ends of the region);
-* **model** ``quantscan.models.position.PositionNet``: ASDEC's conv trunk, rows pooled, columns kept,
-  Flatten -> Dense; output logits over ``--bins`` offset bins covering the window plus "no sweep in
-  the window";
-* **training**: each sweep replicate gives ``--in-windows`` windows at uniform offsets in the window
-  (labelled with the sweep's bin: positions spread uniformly as the scan sees them) and
-  ``--out-windows`` linked windows whose sweep lies 0.5 spans to 0.4 L away ("none"); each neutral
-  replicate gives ``--neutral-windows`` windows at uniform centres over [-span/2, L + span/2]
-  ("none"); ``--flip`` adds every window mirrored (columns reversed, bin k -> bins - 1 - k);
-* **scan**: windows every ``--step`` bp over [-span/2, L + span/2]; grid point x collects, from every
-  window c that covers it, log p(bin of x - c) - log p(none) (the log-likelihood ratio of "sweep at
-  x" against "no sweep here" if windows were independent; ``offset_bins`` track), or the summed
-  probability p(bin of x - c) (``offset_bins_prob`` track); the ``_interp`` tracks split each vote
-  between the two bins whose centres bracket x - c, linearly (finer than a bin even when windows sit
-  only on the grid). The grid point with the most evidence is the estimate; its evidence is the
-  detection score.
+The windows, training windows and votes are ``quantscan.apps.sweeps.localiser``'s (its module doc
+describes them), exactly as the workflow's scan (model ``position``) uses them; this harness adds
+its own training loop (``--label-sigma`` soft labels) and the SweepNet baselines on the same
+simulations. Tracks: ``offset_bins_interp`` (the summed interpolated log-ratios log p(bin) -
+log p(none): the scan's ``log_odds``) and ``offset_bins_prob_interp`` (the mean interpolated
+probability: the scan's ``p_sweep``). Windows every ``--step`` bp.
 
 The baseline ``snps_sorted`` (``window_layouts.py``, SweepNet on the workflow's images) runs on the
 same simulations in the same run. Same setting and metrics as ``window_layouts.py`` (ASDEC's success
@@ -56,7 +41,7 @@ import torch  # noqa: E402
 import window_layouts as wl  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from quantscan.apps.sweeps import scan_metrics  # noqa: E402
+from quantscan.apps.sweeps import localiser, scan_metrics  # noqa: E402
 from quantscan.atomic import write_text  # noqa: E402
 from quantscan.models.position import PositionNet  # noqa: E402
 from quantscan.seeds import derive_seed  # noqa: E402
@@ -108,75 +93,25 @@ def fresh_evaluation(args) -> tuple[dict, float]:
     return ev, s
 
 
-# --------------------------------------------------------------------------- binned windows
-class Binned:
-    """Physical-span windows of one replicate, vectorised over window centres."""
-
-    def __init__(self, rep, args, density: float):
-        self.pos = np.asarray(rep.positions, np.float64)
-        hap = np.asarray(rep.haplotypes, np.int32)  # (sites, n)
-        n = hap.shape[1]
-        self.cs = np.zeros((len(hap) + 1, n), np.int32)
-        np.cumsum(hap, axis=0, out=self.cs[1:])
-        gram = hap[:, :, None] * hap[:, None, :]  # (sites, n, n)
-        self.cg = np.zeros((len(hap) + 1, n, n), np.int32)
-        np.cumsum(gram, axis=0, out=self.cg[1:])
-        self.span, self.cols, self.length = args.pos_span, args.columns, args.length
-        self.expected = density * self.span / self.cols  # neutral SNPs per column
-
-    def images(self, centres: np.ndarray) -> np.ndarray:
-        """(C, 3, n, columns) float32 for window centres ``centres``."""
-        centres = np.asarray(centres, np.float64)
-        w = self.span / self.cols
-        edges = centres[:, None] - self.span / 2 + w * np.arange(self.cols + 1)  # (C, cols+1)
-        b = np.searchsorted(self.pos, edges)  # (C, cols+1)
-        counts = self.cs[b[:, 1:]] - self.cs[b[:, :-1]]  # (C, cols, n)
-        nsnp = (b[:, 1:] - b[:, :-1]).astype(np.float32)  # (C, cols)
-        frac = counts / np.maximum(nsnp, 1)[:, :, None]
-        # row order as images.sort_rows, from the window's Gram matrix
-        g = (self.cg[b[:, -1]] - self.cg[b[:, 0]]).astype(np.float32)  # (C, n, n)
-        r = np.einsum("cii->ci", g)
-        dist = r[:, :, None] + r[:, None, :] - 2 * g
-        ref = np.argmin(dist.sum(axis=2), axis=1)
-        order = np.argsort(np.rint(dist[np.arange(len(g)), ref]), axis=1, kind="stable")
-        frac = np.take_along_axis(frac, order[:, None, :], axis=2)  # (C, cols, n)
-        mid = (edges[:, 1:] + edges[:, :-1]) / 2
-        inside = ((mid >= 0) & (mid <= self.length)).astype(np.float32)
-        n = frac.shape[2]
-        out = np.empty((len(centres), 3, n, self.cols), np.float32)
-        out[:, 0] = frac.transpose(0, 2, 1)
-        out[:, 1] = np.minimum(nsnp / self.expected, 3.0)[:, None, :]
-        out[:, 2] = inside[:, None, :]
-        return out
-
-
-def offset_bin(offset: np.ndarray, args) -> np.ndarray:
-    """Class of a sweep ``offset`` bp from the window centre: its bin, or ``bins`` (none)."""
-    k = np.floor((np.asarray(offset) + args.pos_span / 2) / (args.pos_span / args.bins))
-    return np.where((k >= 0) & (k < args.bins), k, args.bins).astype(np.int64)
+# --------------------------------------------------------------------------- windows
+def settings_of(args) -> localiser.LocaliserSettings:
+    return localiser.LocaliserSettings(
+        span=args.pos_span,
+        columns=args.columns,
+        bins=args.bins,
+        step=args.step,
+        in_windows=args.in_windows,
+        out_windows=args.out_windows,
+        neutral_windows=args.neutral_windows,
+        flip=args.flip,
+        filters=args.filters,
+        hidden=args.hidden,
+    )
 
 
 def offset_examples(args, sweeps: list, neutral: list, density: float, rng) -> tuple:
-    x, y = [], []
-    half = args.pos_span / 2
-    for rep in sweeps:
-        b = Binned(rep, args, density)
-        off_in = rng.uniform(-half, half, args.in_windows)
-        off_out = rng.uniform(half, 0.4 * args.length, args.out_windows) * rng.choice(
-            [-1, 1], args.out_windows
-        )
-        off = np.concatenate([off_in, off_out])
-        x.append(b.images(rep.sweep_position - off))
-        y.append(offset_bin(off, args))
-    for rep in neutral:
-        b = Binned(rep, args, density)
-        x.append(b.images(rng.uniform(-half, args.length + half, args.neutral_windows)))
-        y.append(np.full(args.neutral_windows, args.bins))
-    x, y = np.concatenate(x), np.concatenate(y)
-    if args.flip:  # mirror images: columns reversed, bin k -> bins - 1 - k (a sweep is symmetric)
-        x = np.concatenate([x, x[..., ::-1]])
-        y = np.concatenate([y, np.where(y < args.bins, args.bins - 1 - y, y)])
-    return torch.tensor(x), torch.tensor(y)
+    x, y = localiser.training_windows(sweeps, neutral, settings_of(args), density, args.length, rng)
+    return torch.from_numpy(x), torch.from_numpy(y)
 
 
 def soft_ce(logits: torch.Tensor, y: torch.Tensor, args) -> torch.Tensor:
@@ -255,63 +190,25 @@ def fit_offset(args, train_reps: dict, n_val: int, density: float, rng) -> tuple
     return model, history, best, prep_s, time.perf_counter() - t - prep_s
 
 
-def vote_weights(args, grid: np.ndarray, centres: np.ndarray, interp: bool) -> list:
-    """[(bin index (G, C), weight (G, C))]: how window c's bins vote for grid point x.
-
-    Hard: the bin that holds x - c, weight 1. Interpolated: the two bins whose centres bracket
-    x - c, weights linear in the distance (a triangular kernel of one bin's width, so windows
-    that are not on the grid still resolve positions finer than a bin).
-    """
-    width = args.pos_span / args.bins
-    d = grid[:, None] - centres[None, :]
-    if not interp:
-        k = offset_bin(d, args)
-        return [(np.where(k < args.bins, k, 0), (k < args.bins).astype(np.float64))]
-    f = (d + args.pos_span / 2) / width - 0.5  # in bin-centre units
-    k0 = np.floor(f).astype(np.int64)
-    w1 = f - k0
-    out = []
-    for k, w in ((k0, 1 - w1), (k0 + 1, w1)):
-        ok = (k >= 0) & (k < args.bins)
-        out.append((np.where(ok, k, 0), np.where(ok, w, 0.0)))
-    return out
-
-
-def combine(logp: np.ndarray, votes: list, bins: int) -> dict:
-    """One replicate's tracks from its windows' log-probabilities (C, bins + 1)."""
-    c = np.arange(len(logp))[None, :]
-    llr = sum((w * (logp[c, k] - logp[None, :, bins])).sum(axis=1) for k, w in votes)
-    prob = sum((w * np.exp(logp[c, k])).sum(axis=1) for k, w in votes)
-    return {"llr": llr, "prob": prob}
-
-
-#: track name -> (interpolated votes, statistic)
-TRACKS = {
-    "offset_bins": (False, "llr"),
-    "offset_bins_prob": (False, "prob"),
-    "offset_bins_interp": (True, "llr"),
-    "offset_bins_prob_interp": (True, "prob"),
-}
+#: track name -> statistic of ``localiser.votes`` (interpolated votes)
+TRACKS = {"offset_bins_interp": "llr", "offset_bins_prob_interp": "prob"}
 
 
 def offset_tracks(args, model, reps: list, grid: np.ndarray, density: float) -> tuple:
-    """({track name: (reps, grid)} for ``TRACKS``, the windows' log-probabilities).
-
-    ``offset_bins``: summed log-ratios log p(bin) - log p(none); ``_prob``: summed probabilities;
-    ``_interp``: with interpolated votes (``vote_weights``).
-    """
-    half = args.pos_span / 2
-    centres = np.arange(-half, args.length + half + 1e-6, args.step)
-    votes = {i: vote_weights(args, grid, centres, i) for i in (False, True)}
+    """({track name: (reps, grid)} for ``TRACKS``, the windows' log-probabilities), scanned as
+    the workflow's scan does (``localiser.votes``)."""
+    s = settings_of(args)
+    centres = localiser.lattice((0.0, args.length), grid, s)
     tracks, raw = {name: [] for name in TRACKS}, []
     for rep in reps:
-        x = torch.tensor(Binned(rep, args, density).images(centres))
+        win = localiser.SpanWindows(rep.positions, rep.haplotypes, (0.0, args.length), s, density)
+        x = torch.from_numpy(win.images(centres))
         with torch.no_grad():
             logp = torch.cat([F.log_softmax(model(v), 1) for v in x.split(512)]).numpy()
         raw.append(logp.astype(np.float32))
-        both = {i: combine(logp, votes[i], args.bins) for i in (False, True)}
-        for name, (i, stat) in TRACKS.items():
-            tracks[name].append(both[i][stat])
+        prob, llr = localiser.votes(logp, centres, grid, s)
+        tracks["offset_bins_interp"].append(llr)
+        tracks["offset_bins_prob_interp"].append(prob)
     return {k: np.asarray(v) for k, v in tracks.items()}, np.asarray(raw)
 
 
@@ -367,7 +264,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--label-sigma", type=float, default=0.0, help="bins; 0: hard labels")
-    p.add_argument("--step", type=float, default=250.0, help="bp between scan windows")
+    p.add_argument("--step", type=float, default=1000.0, help="bp between scan windows")
     p.add_argument("--cache", type=Path, default=None, help="pickle of the simulations")
     p.add_argument("--eval-seed", type=int, default=None, help="evaluate on this seed's replicates")
     p.add_argument("--load-model", type=Path, default=None, help="offset_bins state_dict (.pt)")

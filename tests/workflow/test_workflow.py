@@ -108,6 +108,20 @@ def test_scan_outputs_name_the_sample_size_and_carry_q_values(workdir):
         table = pd.read_csv(tsv, sep="\t", comment="#")
         assert {"score", "p_value", "q_value", "rank"} <= set(table.columns)
         assert table["q_value"].between(0, 1).all() and table["rank"].min() == 1
+    # the localiser: trained, exported, scanned and evaluated through both ONNX engines
+    loc = reps[reps["method"] == "position"]
+    assert set(loc["engine"]) == {"onnx_fp32", "onnx_int8"}
+    assert loc["success_rate"].between(0, 1).all()  # scored, not skipped
+    assert set(chrom[chrom["method"] == "position"]["engine"]) == {"onnx_fp32", "onnx_int8"}
+    history = pd.read_csv(res / "localiser" / "constant" / "history.tsv", sep="\t")
+    assert len(history) == 1 and history["val_none_recall"].between(0, 1).all()
+    assert (res / "scan" / "onnx" / "constant" / "position.int8.onnx").stat().st_size > 0
+    pos = pd.read_csv(
+        res / "scan" / "simulated" / "position" / "onnx_int8" / "chrSim.scores.tsv",
+        sep="\t",
+        comment="#",
+    )
+    assert len(pos) == 100 and pos["log_odds"].notna().all() and pos["p_sweep"].between(0, 1).all()
     # the scan's own simulations: neutral at both sizes, sweeps at random positions at 16
     sims = res / "scan" / "sims" / "constant"
     assert (sims / "h20" / "neutral" / "batch0.npz").exists()

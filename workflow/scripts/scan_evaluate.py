@@ -61,7 +61,8 @@ def main(smk, log):
                         )
                     ]
                 else:
-                    scans = [t.scans(statistic, smooth_bp) for t in (sweeps, neutrals)]
+                    half = qscan.smooth_bp_for(job["model"], smooth_bp)
+                    scans = [t.scans(statistic, half) for t in (sweeps, neutrals)]
                 metrics = metrics_of(*scans, length)
             row = qscan.summary_row(
                 job["scenario"],

@@ -6,7 +6,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import json
 import time
 
-from quantscan.apps.sweeps import scan
+from quantscan.apps.sweeps import localiser, scan
 from quantscan.apps.sweeps import scan_workflow as qscan
 from quantscan.apps.sweeps.sample_size import draw_subsets
 from quantscan.atomic import write_text
@@ -33,37 +33,67 @@ def main(smk, log):
         size["subsets"],
         derive_seed(smk.params.seed, "scan_subsets", w.scan_input, w.chrom),
     )
-    engine, skipped = qscan.open_engine(
-        w.engine,
-        smk.input.model,
-        model=w.scan_model,
-        shape=(model_haps, smk.params.window),
-        batch_size=sc["batch_size"],
-        threads=smk.threads,
-        onnx_path=smk.input.onnx[0] if smk.input.onnx else None,
-    )
+    onnx = smk.input.onnx[0] if smk.input.onnx else None
+    position = w.scan_model == localiser.LOCALISER
+    if position:
+        settings = localiser.LocaliserSettings.from_config(sc["localiser"])
+        engine, skipped = localiser.open_engine(
+            w.engine,
+            smk.input.model,
+            onnx_path=onnx,
+            settings=settings,
+            haplotypes=model_haps,
+            batch_size=sc["batch_size"],
+            threads=smk.threads,
+        )
+    else:
+        engine, skipped = qscan.open_engine(
+            w.engine,
+            smk.input.model,
+            model=w.scan_model,
+            shape=(model_haps, smk.params.window),
+            batch_size=sc["batch_size"],
+            threads=smk.threads,
+            onnx_path=onnx,
+        )
     if skipped:
         log.warning("skipped: %s", skipped)
     timings = {}
     t0 = time.perf_counter()
-    table = scan.scan_chromosome(
-        hd,
-        engine or _NoEngine(),
-        width=smk.params.window,
-        n_points=sc["grid_points"],
-        encoding=image["encoding"],
-        column_order=image["column_order"],
-        span=sc["span"],
-        n_regions=sc["regions"],
-        region=int(w.region),
-        batch_size=sc["batch_size"],
-        # a skipped engine scores nothing: every window is below an impossible SNP count
-        min_snps=sc["min_snps"] if engine else smk.params.window + 1,
-        subsets=subsets,
-        timings=timings,
-    )
+    if position and engine is not None:
+        table = localiser.scan_chromosome(
+            hd,
+            engine,
+            settings=settings,
+            n_points=sc["grid_points"],
+            span=sc["span"],
+            n_regions=sc["regions"],
+            region=int(w.region),
+            subsets=subsets,
+            batch_size=sc["batch_size"],
+            timings=timings,
+        )
+    else:
+        table = scan.scan_chromosome(
+            hd,
+            engine or _NoEngine(),
+            width=smk.params.window,
+            n_points=sc["grid_points"],
+            encoding=image["encoding"],
+            column_order=image["column_order"],
+            span=sc["span"],
+            n_regions=sc["regions"],
+            region=int(w.region),
+            batch_size=sc["batch_size"],
+            # a skipped engine scores nothing: every window is below an impossible SNP count
+            min_snps=sc["min_snps"] if engine else smk.params.window + 1,
+            subsets=subsets,
+            timings=timings,
+        )
     seconds = time.perf_counter() - t0
     windows = int(table["p_sweep"].notna().sum()) * len(subsets)
+    if position and engine is not None:  # windows on the lattice, not one per grid point
+        windows = int(timings.get("windows", 0))
     scan.write_scores_tsv(table, smk.output.tsv)
     out = {
         "chrom": hd.chrom,

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from quantscan.apps.sweeps import sample_size, scan_metrics
+from quantscan.apps.sweeps import localiser, sample_size, scan_metrics
 from quantscan.apps.sweeps import scan_workflow as qscan
 from quantscan.scripting import run
 from quantscan.seeds import derive_seed
@@ -30,15 +30,32 @@ def main(smk, log):
         paths = list(smk.input[cls])
         reps[cls], length_cls = qscan.load_scan_replicates(paths) if paths else ([], None)
         length = length_cls if length_cls is not None else length
-    engine, skipped = qscan.open_engine(
-        w.engine,
-        smk.input.model,
-        model=w.scan_model,
-        shape=(model_haps, image["snps"]),
-        batch_size=smk.params.engine_batch,
-        threads=smk.threads,
-        onnx_path=smk.input.onnx[0] if smk.input.onnx else None,
-    )
+    onnx = smk.input.onnx[0] if smk.input.onnx else None
+    position = w.scan_model == localiser.LOCALISER
+    if position:
+        settings = localiser.LocaliserSettings.from_config(smk.params.localiser)
+        engine, skipped = localiser.open_engine(
+            w.engine,
+            smk.input.model,
+            onnx_path=onnx,
+            settings=settings,
+            haplotypes=model_haps,
+            batch_size=smk.params.engine_batch,
+            threads=smk.threads,
+        )
+        # the density channel's scale: the neutral replicates' mean SNP density
+        base = reps["neutral"] or reps["sweep"]
+        density = localiser.snp_density([len(r.positions) for r in base], length * len(base))
+    else:
+        engine, skipped = qscan.open_engine(
+            w.engine,
+            smk.input.model,
+            model=w.scan_model,
+            shape=(model_haps, image["snps"]),
+            batch_size=smk.params.engine_batch,
+            threads=smk.threads,
+            onnx_path=onnx,
+        )
     info = {
         "scenario": w.scenario,
         "model": w.scan_model,
@@ -60,6 +77,21 @@ def main(smk, log):
             true = np.array([r.sweep_position for r in rs])
             tracks[cls] = scan_metrics.ReplicateTracks(grid, nan, nan.copy(), true)
             continue
+        seed = derive_seed(smk.params.seed, "scan_subsets", w.sims, w.haps, cls)
+        if position:
+            tracks[cls] = localiser.scan_replicates(
+                rs,
+                engine,
+                settings=settings,
+                sequence_length=length,
+                n_points=ev["grid_points"],
+                density=density,
+                model_haplotypes=model_haps,
+                subsets=size.subsets,
+                seed=seed,
+                batch_size=smk.params.engine_batch,
+            )
+            continue
         tracks[cls] = scan_metrics.scan_replicates(
             rs,
             engine,
@@ -70,12 +102,16 @@ def main(smk, log):
             column_order=image["column_order"],
             model_haplotypes=model_haps,
             subsets=size.subsets,
-            seed=derive_seed(smk.params.seed, "scan_subsets", w.sims, w.haps, cls),
+            seed=seed,
         )
     seconds = time.perf_counter() - t0
     windows = sum(
         int(np.isfinite(t.log_odds).sum()) * size.subsets for t in tracks.values() if t is not None
     )
+    if position and engine is not None:  # windows on the lattice, not one per grid point
+        grid = np.linspace(0.0, length, ev["grid_points"])
+        per_rep = len(localiser.lattice((0.0, length), grid, settings)) * size.subsets
+        windows = per_rep * sum(len(rs) for rs in reps.values())
     info |= {"seconds": seconds, "windows": windows, "engine_info": engine and engine.describe()}
     qscan.save_replicate_scans(smk.output.npz, tracks["sweep"], tracks["neutral"], length, info)
     if skipped:

@@ -36,7 +36,7 @@ class PositionNet(nn.Module):
         super().__init__()
         if columns <= depth:
             raise ValueError(f"columns ({columns}) must exceed depth ({depth}): 2x2 valid layers")
-        self.columns, self.n_bins = columns, n_bins
+        self.columns, self.n_bins, self.depth = columns, n_bins, depth
         layers: list[nn.Module] = []
         channels = in_channels
         for _ in range(depth):
@@ -54,6 +54,8 @@ class PositionNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.columns:
             raise ValueError(f"expected {self.columns} columns, got {x.shape[-1]}")
+        if x.shape[-2] <= 2 * self.depth:
+            raise ValueError(f"expected more than {2 * self.depth} rows, got {x.shape[-2]}")
         z = self.trunk(x)  # (B, F, h, w)
         z = torch.cat([z.mean(dim=2), z.amax(dim=2)], dim=1)  # (B, 2F, w): position kept
         return self.head(z)

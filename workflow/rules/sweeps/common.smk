@@ -108,6 +108,7 @@ def sweeps_targets():
 # Genome scan (workflow/rules/sweeps/scan.smk)
 
 from quantscan.apps.sweeps import scan_workflow as qscan
+from quantscan.apps.sweeps.localiser import LOCALISER
 
 SC = config["scan"]
 try:
@@ -134,23 +135,42 @@ def scan_targets():
 SCAN_CHROMS = _alternatives(c for i in SCAN.inputs.values() for c in i.chroms)
 SCAN_INPUTS = _alternatives(SCAN.inputs)
 SCAN_MODELS = _alternatives(m for ms in SCAN.models.values() for m in ms)
-SCAN_ENGINES = _alternatives(SCAN.engines["fp32"] + SCAN.engines["compressed"])
+SCAN_ENGINES = _alternatives(
+    SCAN.engines["fp32"] + SCAN.engines["compressed"] + SCAN.engines["localiser"]
+)
 SCAN_REGIONS = range(SC["regions"])
 
 
 def scan_model_file(scenario, model):
     if model == "fp32":
         return f"results/sweeps/models/{scenario}/fp32/model.pt"
+    if model == LOCALISER:
+        return f"results/sweeps/localiser/{scenario}/model.pt"
     return f"results/sweeps/compress/{scenario}/{model}/model.qsp"
 
 
 def scan_onnx_file(scenario, model, engine):
-    """The fp32 model's ONNX export (rule scan_onnx) for engine onnx_fp32, its static int8
-    version for onnx_int8; nothing for the other engines and models."""
-    if model == "fp32" and engine in ("onnx_fp32", "onnx_int8"):
-        name = "fp32.int8.onnx" if engine == "onnx_int8" else "fp32.onnx"
-        return [f"results/sweeps/scan/onnx/{scenario}/{name}"]
+    """The ONNX export of the fp32 model (rule scan_onnx) or of the localiser (rule
+    localiser_train) for engine onnx_fp32, its static int8 version for onnx_int8; nothing for
+    the other engines and models."""
+    if model in ("fp32", LOCALISER) and engine in ("onnx_fp32", "onnx_int8"):
+        suffix = ".int8.onnx" if engine == "onnx_int8" else ".onnx"
+        return [f"results/sweeps/scan/onnx/{scenario}/{model}{suffix}"]
     return []
+
+
+def localiser_sim_shards(cls):
+    """The scenario's training simulation shards of class ``cls`` (its training pool)."""
+
+    def shards(wildcards):
+        n = SW["replicates"]["train"]
+        last = (n - 1) // SW["batch_size"]
+        return [
+            f"results/sweeps/sim/{wildcards.scenario}/{cls}/batch{b}.npz"
+            for b in range(last + 1)
+        ]
+
+    return shards
 
 
 def scan_input_scenario(wildcards):

@@ -82,6 +82,38 @@ rule scan_onnx:
         "../../scripts/scan_onnx.py"
 
 
+rule localiser_train:
+    input:
+        sweep=localiser_sim_shards("sweep"),
+        neutral=localiser_sim_shards("neutral"),
+    output:
+        model="results/sweeps/localiser/{scenario}/model.pt",
+        history="results/sweeps/localiser/{scenario}/history.tsv",
+        curves="results/sweeps/localiser/{scenario}/curves.png",
+        onnx="results/sweeps/scan/onnx/{scenario}/position.onnx",
+        int8="results/sweeps/scan/onnx/{scenario}/position.int8.onnx",
+    log:
+        "logs/sweeps/localiser/{scenario}.log",
+    benchmark:
+        "results/benchmarks/rules/sweeps/localiser/{scenario}.tsv"
+    conda:
+        "../../../envs/torch.yaml"
+    threads: SC["localiser"]["train"]["threads"]
+    resources:
+        mem_mb=mem_by_attempt(4000),
+        runtime=240,
+    params:
+        settings=SC["localiser"],
+        train={k: v for k, v in SC["localiser"]["train"].items() if k != "threads"},
+        n_train=SW["replicates"]["train"],
+        sim_batch=SW["batch_size"],
+        validation_fraction=SW["validation_fraction"],
+        calibration_samples=SC["calibration_samples"],
+        seed=config["seed"],
+    script:
+        "../../scripts/localiser_train.py"
+
+
 rule scan_sims:
     output:
         npz="results/sweeps/scan/sims/{sims}/h{haps}/{cls}/batch{batch}.npz",
@@ -138,6 +170,7 @@ rule scan_replicates:
         evaluate=SC["evaluate"],
         image=SW["image"],
         engine_batch=SC["batch_size"],
+        localiser=SC["localiser"],
         sample_size=SC["sample_size"],
         model_haplotypes=lambda wildcards: SCAN.model_haplotypes[wildcards.scenario],
         seed=config["seed"],
@@ -259,7 +292,9 @@ rule scan_merge:
         scenario=scan_input_scenario,
         null_scenario=lambda wildcards: SCAN.inputs[wildcards.scan_input].null_scenario,
         statistic=SC["statistic"],
-        smooth_bp=SC["smooth_bp"],
+        smooth_bp=lambda wildcards: qscan.smooth_bp_for(
+            wildcards.scan_model, SC["smooth_bp"]
+        ),
         min_null_windows=SC["neutral"]["min_windows"],
     script:
         "../../scripts/scan_merge.py"

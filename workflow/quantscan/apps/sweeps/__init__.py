@@ -14,3 +14,4 @@ def _load_images(path):
 
 
 register_format("images", _load_images)
+

@@ -87,14 +87,14 @@ class ScanInput:
 class ScanPlan:
     window: int
     inputs: dict[str, ScanInput]
-    models: dict[str, list[str]]  # scenario -> model names (fp32 first)
-    engines: dict[str, list[str]]  # "fp32" / "compressed" -> engine kinds
+    models: dict[str, list[str]]  # scenario -> model names (fp32 first, the localiser last)
+    engines: dict[str, list[str]]  # "fp32" / "compressed" / "localiser" -> engine kinds
     evaluate: list[tuple[str, str, str]]  # (scenario, model, engine)
     simulated: dict  # chromosome name -> ChromosomeSpec keyword arguments
     model_haplotypes: dict[str, int] = dataclasses.field(default_factory=dict)  # scenario -> rows
 
     def engines_for(self, model: str) -> list[str]:
-        return list(self.engines[FP32 if model == FP32 else "compressed"])
+        return engines_for_model(self.engines, model)
 
     def scans(self) -> list[tuple[str, str, str, str]]:
         """(input, chrom, model, engine) of every per-chromosome scan."""
@@ -180,9 +180,18 @@ def plan(
     for scenario, method in compress_jobs:
         if method not in int8:
             compressed.setdefault(scenario, []).append(method)
+    from .localiser import ENGINES as LOCALISER_ENGINES
+    from .localiser import LOCALISER, LocaliserSettings
+
+    loc = sc.get("localiser") or {"enabled": False}
+    if loc["enabled"]:
+        LocaliserSettings.from_config(loc)  # named errors before any job
     wanted = list(sc["models"])
     known = (
-        {FP32} | {m for _, m in compress_jobs} | set(config.get("compress", {}).get("methods", {}))
+        {FP32}
+        | {m for _, m in compress_jobs}
+        | set(config.get("compress", {}).get("methods", {}))
+        | ({LOCALISER} if loc["enabled"] else set())
     )
     bad = [m for m in wanted if m not in known]
     if bad:
@@ -192,14 +201,22 @@ def plan(
         )
     models = {}
     for scenario in trained:
-        names = [FP32, *compressed.get(scenario, [])]
+        names = [FP32, *compressed.get(scenario, [])] + ([LOCALISER] if loc["enabled"] else [])
         models[scenario] = [m for m in names if not wanted or m in wanted]
-    engines = {"fp32": list(sc["engines"]["fp32"]), "compressed": list(sc["engines"]["compressed"])}
-    for key, allowed in (("fp32", FP32_ENGINES), ("compressed", COMPRESSED_ENGINES)):
+    engines = {
+        "fp32": list(sc["engines"]["fp32"]),
+        "compressed": list(sc["engines"]["compressed"]),
+        "localiser": list(loc.get("engines", [])),
+    }
+    for key, allowed, where in (
+        ("fp32", FP32_ENGINES, "scan.engines.fp32"),
+        ("compressed", COMPRESSED_ENGINES, "scan.engines.compressed"),
+        ("localiser", LOCALISER_ENGINES, "scan.localiser.engines"),
+    ):
         bad = [e for e in engines[key] if e not in allowed]
         if bad:
             raise ConfigError(
-                f"config key scan.engines.{key}: {bad} cannot run {key} models; "
+                f"config key {where}: {bad} cannot run {key} models; "
                 f"choose from {', '.join(allowed)}"
             )
 
@@ -345,7 +362,20 @@ def matched_scenarios(config: dict, *, read_headers: bool = True) -> dict:
 
 
 def engines_for_model(engines: dict, model: str) -> list[str]:
+    """The engines of ``scan.engines`` (fp32, compressed) or ``scan.localiser.engines``."""
+    from .localiser import LOCALISER
+
+    if model == LOCALISER:
+        return list(engines["localiser"])
     return list(engines[FP32 if model == FP32 else "compressed"])
+
+
+def smooth_bp_for(model: str, smooth_bp: float) -> float:
+    """Half-width of the log-odds average for ``model``: 0 for the localiser, whose track already
+    pools the votes of every window within half a span (``localiser``), else ``smooth_bp``."""
+    from .localiser import LOCALISER
+
+    return 0.0 if model == LOCALISER else float(smooth_bp)
 
 
 def check_name(key: str, name: str) -> None:
