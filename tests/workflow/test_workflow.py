@@ -276,6 +276,38 @@ def test_viral_int8_method_joins_summary_compare_and_classifies(workdir):
     assert "onnx model" in log.read_text()
 
 
+def test_connectomics_trains_compresses_and_segments_blockwise(workdir):
+    """EM volumes -> U-Net affinities -> packed and int8 models -> blockwise segmentation, each
+    model through its engines, scored against the labels; outputs readable as OME-Zarr."""
+    res = workdir / "results" / "connectomics"
+    table = pd.read_csv(res / "summary.tsv", sep="\t")
+    got = set(zip(table["method"], table["engine"], strict=True))
+    # tiny.yaml's methods merge into config.yaml's: mixed, pruning + quantization, ternary, int8
+    assert got == {
+        ("fp32", "torch_fp32"),
+        ("fp32", "onnx_fp32"),
+        ("mixed_4bit", "packed_torch"),
+        ("q_then_p", "packed_torch"),
+        ("ttq", "packed_torch"),
+        ("int8", "onnx_int8"),
+    }
+    assert table["voxels_per_s"].gt(0).all() and table["accuracy"].between(0, 1).all()
+    assert table["voi"].ge(0).all() and table["arand"].between(0, 1).all()
+    fp32 = table[table["method"] == "fp32"]
+    # the same model through PyTorch and ONNX Runtime: the same segmentation
+    assert fp32["voi"].max() - fp32["voi"].min() < 1e-6
+    packed = table[table["method"] == "mixed_4bit"].iloc[0]
+    assert packed["size_pct"] < 20 and packed["file_bytes"] < fp32["file_bytes"].iloc[0]
+    metrics = json.loads((res / "models/synthetic/fp32/metrics.json").read_text())
+    assert {"accuracy", "balanced_accuracy", "voi", "arand"} <= set(metrics)
+    from quantscan.apps.connectomics.volumes import open_volume
+
+    scan = res / "scan" / "synthetic" / "int8" / "onnx_int8"
+    with open_volume({"path": scan / "segmentation.ome.zarr", "format": "ome-zarr"}) as vol:
+        assert vol.shape == (8, 64, 64) and vol.voxel_size == (40.0, 4.0, 4.0)
+    assert (scan / "section.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_rerun_has_nothing_to_do_and_report_builds(workdir):
     out = smk(workdir, "-n")
     assert "Nothing to be done" in out.stdout

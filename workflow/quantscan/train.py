@@ -72,13 +72,17 @@ def to_tensor(x: np.ndarray, channels_last: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """Class probabilities (N, n_classes) in eval mode."""
+def predict_proba(
+    model: nn.Module, x: np.ndarray, batch_size: int = EVAL_BATCH, task: Task = CLASSIFICATION
+) -> np.ndarray:
+    """Probabilities in eval mode, by the task's activation (``task.proba``): class probabilities
+    (N, n_classes) for classification (softmax over axis 1), per-voxel sigmoids of the logits
+    (N, C, *spatial) for a dense binary task."""
     model.eval()
     cl = x.ndim == 4
     out = []
     for i in range(0, len(x), batch_size):
-        out.append(torch.softmax(model(to_tensor(x[i : i + batch_size], cl)), dim=1).numpy())
+        out.append(task.proba(model(to_tensor(x[i : i + batch_size], cl))).numpy())
     if not out:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(out)
@@ -129,7 +133,7 @@ def recalibrate_bn(model: nn.Module, x: np.ndarray, batch_size: int = 64) -> boo
         order = np.random.default_rng(0).permutation(len(x))
         cl = x.ndim == 4
         for i in range(0, len(x), batch_size):
-            model(to_tensor(x[np.sort(order[i : i + batch_size])], cl))
+            model(to_tensor(x[np.sort(order[i : i + batch_size])], cl).to(_device_of(model)))
     finally:
         for h in hooks:
             h.remove()
@@ -141,13 +145,20 @@ def recalibrate_bn(model: nn.Module, x: np.ndarray, batch_size: int = 64) -> boo
     return True
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def _evaluate(model, loss_fn, x, y, batch_size, task: Task = CLASSIFICATION) -> tuple[float, float]:
     model.eval()
     cl = x.ndim == 4
+    device = _device_of(model)
     total, correct, n = 0.0, 0, 0
     for i in range(0, len(x), batch_size):
-        xb, yb = to_tensor(x[i : i + batch_size], cl), torch.from_numpy(y[i : i + batch_size])
+        xb = to_tensor(x[i : i + batch_size], cl).to(device)
+        yb = torch.from_numpy(y[i : i + batch_size]).to(device)
         logits = model(xb)
         total += float(loss_fn(logits, yb)) * len(yb)
         correct += task.correct(logits, yb)
@@ -167,6 +178,7 @@ def fit(
     checkpoint: str | Path | None = None,
     step_state=None,
     task: Task = CLASSIFICATION,
+    device: str | torch.device = "cpu",
 ) -> list[dict]:
     """Train in place; keep the weights of the epoch with the lowest validation loss.
 
@@ -179,6 +191,8 @@ def fit(
     That state is restored with the weights of the best epoch (a schedule's masks of later
     epochs applied to the best epoch's weights removed weights that epoch relied on).
     ``task`` gives the loss (with ``cfg.class_weights``) and what counts as correct.
+    ``device``: where the model trains (``quantscan.device.resolve``: cpu or a CUDA device); the
+    model is returned on the CPU.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -190,6 +204,10 @@ def fit(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
     augment = build_augment(cfg.augment)
+    device = torch.device(device)
+    model.to(device)
+    if device.type != "cpu":
+        loss_fn.to(device)
     cl = x_train.ndim == 4
     if cl:
         model.to(memory_format=torch.channels_last)
@@ -226,7 +244,8 @@ def fit(
         for i in range(0, len(order), cfg.batch_size):
             idx = np.sort(order[i : i + cfg.batch_size])
             xb = x_train[idx] if augment is None else augment(x_train[idx], rng)
-            xb, yb = to_tensor(xb, cl), torch.from_numpy(y_train[idx])
+            xb = to_tensor(xb, cl).to(device, non_blocking=True)
+            yb = torch.from_numpy(y_train[idx]).to(device, non_blocking=True)
             losses.append(step(model, optimizer, loss_fn, xb, yb, epoch, cfg.epochs) * len(idx))
         train_loss = sum(losses) / max(len(order), 1)  # running mean over the epoch
         if cfg.recalibrate_bn:
@@ -290,7 +309,7 @@ def fit(
         model.load_state_dict(best_state)
         if best_step_state is not None:
             step_state.load_state_dict(best_step_state)
-    model.to(memory_format=torch.contiguous_format)
+    model.to(device="cpu", memory_format=torch.contiguous_format)
     return history
 
 

@@ -53,12 +53,15 @@ rule train:
     resources:
         mem_mb=mem_by_attempt(4000),
         runtime=240,
+        # device: cuda trains on a GPU: SLURM jobs ask for one (the plugin passes --gpus)
+        gpu=1 if config["device"] == "cuda" else 0,
     params:
         arch=lambda wildcards: APPS[wildcards.app].arch(),
         train=lambda wildcards, input: APPS[wildcards.app].fit_settings(
             wildcards.dataset, dict(input.items())
         ),
         task=lambda wildcards: APPS[wildcards.app].task,
+        device=config["device"],
         seed=config["seed"],
     script:
         "../scripts/train.py"

@@ -2,6 +2,8 @@
 all variants' rows, the method's table, figure and notes.
 
 The packed model is loaded back and must predict exactly like the in-memory model on the test set.
+The application's learning task (``App.task``) decides the fine-tuning loss, the probabilities
+(softmax over classes, sigmoid per voxel, ...) and the metrics.
 """
 
 import sys
@@ -23,12 +25,14 @@ from quantscan.export.packed import load_packed, save_packed
 from quantscan.scripting import extra_tests, run
 from quantscan.seeds import derive_seed
 from quantscan.summary import COLUMNS, metrics_json, rows_table
+from quantscan.tasks import error_rate, get_task
 from quantscan.train import EVAL_BATCH, TrainConfig, predict_proba
 
 
 def main(smk, log):
     start = time.perf_counter()
-    apps.get(smk.config, smk.wildcards.app)  # its split layouts and architectures register
+    # its split layouts and architectures register; its task is the model's
+    task = get_task(apps.get(smk.config, smk.wildcards.app).task)
     # the summary's scenario column: the application's data set
     scenario = smk.wildcards.dataset
     name = smk.wildcards.method
@@ -38,7 +42,7 @@ def main(smk, log):
 
     def extra_eval(m):
         return {
-            f"fpr_{n}": float((predict_proba(m, x, EVAL_BATCH).argmax(1) != y).mean())
+            f"fpr_{n}": error_rate(task, y, predict_proba(m, x, EVAL_BATCH, task))
             for n, x, y in others
         }
 
@@ -69,6 +73,7 @@ def main(smk, log):
         extra_eval if others else None,
         checkpoints,
         layer_presets=smk.params.layer_presets,
+        task=task,
     )
     primary = result.primary
 
@@ -78,8 +83,8 @@ def main(smk, log):
     # the trained model's probabilities from its evaluation (one test-set pass fewer)
     p_memory = primary.test_proba
     if p_memory is None:
-        p_memory = predict_proba(primary.model, test[0], EVAL_BATCH)
-    p_file = predict_proba(loaded, test[0], EVAL_BATCH)
+        p_memory = predict_proba(primary.model, test[0], EVAL_BATCH, task)
+    p_file = predict_proba(loaded, test[0], EVAL_BATCH, task)
     if not np.array_equal(p_memory, p_file):
         worst = float(np.abs(p_memory - p_file).max()) if p_memory.size else 0.0
         raise QuantscanError(

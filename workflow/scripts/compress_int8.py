@@ -12,10 +12,12 @@ from quantscan.data import load_split
 from quantscan.scripting import extra_tests, run
 from quantscan.seeds import derive_seed
 from quantscan.summary import COLUMNS, metrics_json, rows_table
+from quantscan.tasks import get_task
 
 
 def main(smk, log):
-    apps.get(smk.config, smk.wildcards.app)  # its split layouts and architectures register
+    # its split layouts and architectures register; its task is the model's
+    task = get_task(apps.get(smk.config, smk.wildcards.app).task)
     # the summary's scenario column: the application's data set
     scenario = smk.wildcards.dataset
     name = smk.wildcards.method
@@ -43,6 +45,7 @@ def main(smk, log):
         extra_sets=others,
         scenario=scenario,
         log=log,
+        task=task,
     )
     metrics = {**result.metrics, "arch": arch}
     write_text(smk.output.metrics, metrics_json(metrics))

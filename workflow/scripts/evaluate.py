@@ -7,6 +7,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 from quantscan import apps, modelio
 from quantscan.atomic import write_text
 from quantscan.compress.cost import bits_per_layer
+from quantscan.compress.methods import score_suffix
 from quantscan.scripting import run
 from quantscan.summary import metrics_json
 
@@ -26,7 +27,7 @@ def main(smk, log):
         arch=arch,
     )
     write_text(smk.output.metrics, metrics_json(metrics))
-    log.info("accuracy %.4f, MCC %.4f", metrics["accuracy"], metrics["mcc"])
+    log.info("accuracy %.4f%s", metrics["accuracy"], score_suffix(metrics))
 
 
 run(main, snakemake)

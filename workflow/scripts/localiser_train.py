@@ -13,6 +13,7 @@ from quantscan import modelio, plots
 from quantscan.apps.sweeps import localiser
 from quantscan.apps.sweeps import scan_workflow as qscan
 from quantscan.atomic import atomic_path
+from quantscan.device import resolve as resolve_device
 from quantscan.export.onnx import describe_onnx, export_int8
 from quantscan.models import build_model
 from quantscan.scripting import run
@@ -60,7 +61,15 @@ def main(smk, log):
     checkpoint = Path(smk.output.model).with_name("checkpoint.pt")
     torch.set_num_threads(smk.threads)
     history = fit(
-        model, x_tr, y_tr, x_va, y_va, TrainConfig(**p.train), seed, checkpoint=checkpoint
+        model,
+        x_tr,
+        y_tr,
+        x_va,
+        y_va,
+        TrainConfig(**p.train),
+        seed,
+        checkpoint=checkpoint,
+        device=resolve_device(p.device),
     )
     model.eval()
     with torch.no_grad():

@@ -10,6 +10,7 @@ import torch
 from quantscan import apps, modelio, plots
 from quantscan.atomic import atomic_path
 from quantscan.data import load_split
+from quantscan.device import resolve as resolve_device
 from quantscan.models import build_model
 from quantscan.scripting import run
 from quantscan.seeds import derive_seed
@@ -38,8 +39,20 @@ def main(smk, log):
     checkpoint = Path(smk.output.model).with_name("checkpoint.pt")
     cfg = TrainConfig(**smk.params.train)
     task = get_task(smk.params.task)
+    device = resolve_device(smk.params.device)
+    if device.type != "cpu":
+        log.info("training on %s", torch.cuda.get_device_name(device))
     history = fit(
-        model, x_train, y_train, x_val, y_val, cfg, seed, checkpoint=checkpoint, task=task
+        model,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        cfg,
+        seed,
+        checkpoint=checkpoint,
+        task=task,
+        device=device,
     )
     modelio.save_fp32(model, smk.params.arch, smk.output.model)
     with atomic_path(smk.output.history) as tmp:

@@ -175,15 +175,15 @@ class App:
         from .. import modelio
         from ..compress.methods import deployed_metrics
         from ..data import load_split
-        from ..tasks import get_task
+        from ..tasks import error_rate, get_task
         from ..train import predict_proba, to_tensor
 
         task = get_task(self.task)
         model, _ = modelio.load_fp32(model_path)
         x, y = load_split(test_path)
-        metrics = task.metrics(y, predict_proba(model, x), self.class_names())
+        metrics = task.metrics(y, predict_proba(model, x, task=task), self.class_names())
         for name, path in extra_tests.items():
             xe, ye = load_split(path)
-            metrics[f"fpr_{name}"] = float((predict_proba(model, xe).argmax(1) != ye).mean())
+            metrics[f"fpr_{name}"] = error_rate(task, ye, predict_proba(model, xe, task=task))
         metrics.update(deployed_metrics(model, to_tensor(x[:1], channels_last=False)))
         return metrics

@@ -3,6 +3,11 @@
 The quantized layers subclass the torch layers (state_dict keys stay ``weight``/``bias``, and
 ``isinstance(layer, nn.Conv2d)`` still holds) and fake-quantize kernel and bias in every forward pass.
 Quantizers are plain callables, not modules, so they add nothing to the state dict.
+
+Weight layers: Conv1d/2d/3d, ConvTranspose3d and Linear. Data-dependent weight scales are per
+output channel: axis 0 of a convolution's or a linear layer's weight (``[out, in, k...]``), axis 1
+of a transposed convolution's (``[in, out, k...]``; :class:`OutputChannels` moves that axis to the
+front for the quantizer and back), as ONNX Runtime quantizes a ConvTranspose per channel on axis 1.
 """
 
 from __future__ import annotations
@@ -16,7 +21,57 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.conv1d import Conv1d
-from .quantizers import Quantizer, WeightQuantizer, parse_quantizer, quantizer_spec
+from .quantizers import (
+    QuantizedTensor,
+    Quantizer,
+    WeightQuantizer,
+    parse_quantizer,
+    quantizer_spec,
+)
+
+
+class OutputChannels(WeightQuantizer):
+    """``inner`` applied with axis ``axis`` of the weight moved to the front, where the
+    quantizers keep their per-channel scales, and moved back: codes, scales and values stay in the
+    layer's own layout, so a packed file stores them as any other quantized weight. Name, spec,
+    bits and levels are ``inner``'s (a layer_config names the quantizer as usual)."""
+
+    def __init__(self, inner: WeightQuantizer, axis: int):
+        if isinstance(inner, OutputChannels):
+            inner = inner.inner
+        self.inner = inner
+        self.axis = int(axis)
+        for attr in ("name", "bits", "n_levels", "qnoise_factor", "nonlinearity", "data_dependent"):
+            setattr(self, attr, getattr(inner, attr))
+
+    @property
+    def spec(self) -> str:
+        return self.inner.spec
+
+    def _front(self, t: torch.Tensor, ndim: int) -> torch.Tensor:
+        return t.movedim(self.axis, 0) if t.ndim == ndim and ndim > self.axis else t
+
+    def _back(self, t: torch.Tensor, ndim: int) -> torch.Tensor:
+        return t.movedim(0, self.axis) if t.ndim == ndim and ndim > self.axis else t
+
+    def export(self, x: torch.Tensor) -> QuantizedTensor:
+        q = self.inner.export(self._front(x, x.ndim))
+        params = {k: self._back(v, x.ndim) for k, v in q.params.items()}
+        return QuantizedTensor(self._back(q.codes, x.ndim), q.bits, params, q.po2, q.dtype)
+
+    def dequantize(self, q: QuantizedTensor) -> torch.Tensor:
+        n = q.codes.ndim
+        inner = QuantizedTensor(
+            self._front(q.codes, n),
+            q.bits,
+            {k: self._front(v, n) for k, v in q.params.items()},
+            q.po2,
+            q.dtype,
+        )
+        return self._back(self.inner.dequantize(inner), n).contiguous()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._back(self.inner(self._front(x, x.ndim)), x.ndim).contiguous()
 
 
 class QuantizedWeights:
@@ -97,6 +152,37 @@ class QConv3d(QuantizedWeights, nn.Conv3d):
         return self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
 
 
+def conv_transpose3d(
+    layer: nn.ConvTranspose3d, x: torch.Tensor, weight, bias, output_size=None
+) -> torch.Tensor:
+    """``nn.ConvTranspose3d.forward`` of ``layer`` with the given weight and bias."""
+    if layer.padding_mode != "zeros":
+        raise ValueError("only 'zeros' padding is supported for ConvTranspose3d")
+    output_padding = layer._output_padding(
+        x, output_size, layer.stride, layer.padding, layer.kernel_size, 3, layer.dilation
+    )
+    return F.conv_transpose3d(
+        x, weight, bias, layer.stride, layer.padding, output_padding, layer.groups, layer.dilation
+    )
+
+
+class QConvTranspose3d(QuantizedWeights, nn.ConvTranspose3d):
+    """A quantized transposed 3-D convolution; kernel scales per output channel (weight axis 1)."""
+
+    def __init__(self, *args, **kwargs):
+        _init_quantized(self, args, kwargs, nn.ConvTranspose3d)
+
+    def set_quantizers(self, kernel=None, bias=None) -> None:
+        super().set_quantizers(kernel, bias)
+        if self.kernel_quantizer is not None:
+            self.kernel_quantizer = OutputChannels(self.kernel_quantizer, 1)
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        return conv_transpose3d(
+            self, x, self.quantized_weight(), self.quantized_bias(), output_size
+        )
+
+
 class QLinear(QuantizedWeights, nn.Linear):
     def __init__(self, *args, **kwargs):
         _init_quantized(self, args, kwargs, nn.Linear)
@@ -109,6 +195,7 @@ QUANTIZED_TO_FLOAT: dict[type, type] = {
     QConv1d: nn.Conv1d,
     QConv2d: nn.Conv2d,
     QConv3d: nn.Conv3d,
+    QConvTranspose3d: nn.ConvTranspose3d,
     QLinear: nn.Linear,
 }
 #: ``models.conv1d.Conv1d`` (nn.Conv1d with a faster backward) quantizes like nn.Conv1d
@@ -197,7 +284,8 @@ def _split_weight_entry(entry, name: str, has_bias: bool):
 def quantize_model(model: nn.Module, layer_config: Mapping) -> nn.Module:
     """A deep copy of ``model`` with the named modules quantized.
 
-    ``layer_config`` maps module names to, for weight layers (Conv1d/2d/3d, Linear), ``{"kernel":
+    ``layer_config`` maps module names to, for weight layers (Conv1d/2d/3d, ConvTranspose3d,
+    Linear), ``{"kernel":
     spec, "bias": spec}`` or one spec for both, and for activation modules a spec such as
     ``"quantized_relu(2)"``. A missing key or None/"fp32" leaves that part in float. Weight layers not
     named stay as they are. Unknown names raise ConfigError listing the valid ones.
@@ -267,13 +355,16 @@ def layer_config_of(model: nn.Module) -> dict:
 __all__ = [
     "ACTIVATIONS",
     "FLOAT_TO_QUANTIZED",
+    "OutputChannels",
     "QActivation",
     "QConv1d",
     "QConv2d",
     "QConv3d",
+    "QConvTranspose3d",
     "QLinear",
     "Quantizer",
     "QuantizedWeights",
+    "conv_transpose3d",
     "layer_config_of",
     "quantizable_modules",
     "quantize_model",

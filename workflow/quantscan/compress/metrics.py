@@ -1,7 +1,7 @@
 """Compression metrics from a model's effective weights (Vindas et al. §3.2, Fernandes & Kung §III, V).
 
-Weights are the ``weight`` tensors of Conv1d/Conv2d/Conv3d/Linear modules (biases are not counted: the
-seeds count weights, and quantize weights only). A module that defines ``effective_weight()`` (e.g. a
+Weights are the ``weight`` tensors of Conv1d/2d/3d, ConvTranspose3d and Linear modules (biases are
+not counted: the seeds count weights, and quantize weights only). A module that defines ``effective_weight()`` (e.g. a
 fake-quant layer holding latent floats) is measured through it, else through ``module.weight``: pass a
 model whose weights hold the values it would deploy. Per-layer bit widths come as ``{name: bits}``;
 layers not named are 32-bit floats.
@@ -42,7 +42,8 @@ EC_G_MODEL = (
 
 
 def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached weight tensors of the model's Conv1d/2d/3d and Linear layers, by name."""
+    """Detached weight tensors of the model's Conv1d/2d/3d, ConvTranspose3d and Linear layers, by
+    name."""
     out = {}
     for n, m in weight_layers(model).items():
         w = m.effective_weight() if callable(getattr(m, "effective_weight", None)) else m.weight
@@ -157,8 +158,9 @@ def mac_counts(model: nn.Module, example_input: torch.Tensor) -> dict[str, dict]
 
     A weight is used once per output position: Conv*d positions = output spatial size (dilation,
     stride, groups and padding all follow from it; MACs with padded zeros are counted), Linear
-    positions = product of the input's non-batch, non-feature dims. A module called twice counts
-    twice. Returns ``{layer: {"positions", "macs_dense", "macs_nonzero"}}``; bias adds not counted.
+    positions = product of the input's non-batch, non-feature dims. A transposed convolution uses
+    each weight once per *input* position (every input voxel scatters the whole kernel), so its
+    positions are the input's spatial size. A module called twice counts twice. Returns ``{layer: {"positions", "macs_dense", "macs_nonzero"}}``; bias adds not counted.
     """
     layers = weight_layers(model)
     weights = effective_weights(model)
@@ -170,6 +172,9 @@ def mac_counts(model: nn.Module, example_input: torch.Tensor) -> dict[str, dict]
             if isinstance(module, nn.Linear):
                 shape = inputs[0].shape
                 positions[name] += math.prod(shape[:-1]) // batch
+            elif isinstance(module, nn.modules.conv._ConvTransposeNd):
+                shape = inputs[0].shape
+                positions[name] += math.prod(shape[2:]) * shape[0] // batch
             else:
                 positions[name] += math.prod(output.shape[2:]) * output.shape[0] // batch
 

@@ -26,7 +26,9 @@ Conventions chosen here (the paper leaves them open):
 - **Latent fp32 weights** (straight-through estimator): when a schedule trains on compressed weights,
   the forward pass sees the compressed copy, the gradient with respect to that copy updates the float
   weights. This is the paper's "a copy of weight values is quantized ... passed to the forward stage".
-- Only the ``weight`` of Conv1d/Conv2d/Conv3d/Linear modules is compressed; **biases stay fp32**.
+- Only the ``weight`` of Conv1d/Conv2d/Conv3d/ConvTranspose3d/Linear modules is compressed; **biases
+  stay fp32**. β and the grid are per layer (the whole tensor), so a transposed convolution's
+  ``[in, out, k...]`` layout needs nothing special.
 - Rounding is ``torch.round`` (half to even).
 - **Bit width travels with the model**: ``finalize`` marks every compressed layer with ``grid_bits`` (a
   plain attribute: ``cost.model_bits`` counts its kernel at b bits) and the ``grid_bits`` pack
@@ -47,13 +49,13 @@ from quantscan.errors import ConfigError
 from ..export.packed import register_transform
 
 #: module types whose ``weight`` is pruned and quantized (and counted by the metrics)
-WEIGHT_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+WEIGHT_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose3d, nn.Linear)
 #: attribute of a float Conv/Linear layer whose weights hold finalized values of a b-bit grid
 GRID_BITS = "grid_bits"
 
 
 def weight_layers(model: nn.Module, names: Iterable[str] | None = None) -> dict[str, nn.Module]:
-    """Conv1d/2d/3d and Linear modules by qualified name, in registration order.
+    """Conv1d/2d/3d, ConvTranspose3d and Linear modules by qualified name, in registration order.
 
     ``names`` restricts the result (and must name such modules); ``None`` means all of them.
     """
@@ -64,7 +66,8 @@ def weight_layers(model: nn.Module, names: Iterable[str] | None = None) -> dict[
     unknown = [n for n in names if n not in found]
     if unknown:
         raise ConfigError(
-            f"not Conv1d/Conv2d/Conv3d/Linear layers of the model: {unknown}; known: {list(found)}"
+            "not Conv1d/Conv2d/Conv3d/ConvTranspose3d/Linear layers of the model: "
+            f"{unknown}; known: {list(found)}"
         )
     return {n: found[n] for n in names}
 
@@ -209,7 +212,9 @@ class PruneQuantSchedule:
         if self._layers is None:
             self._layers = weight_layers(model, self.layer_names)
             if not self._layers:
-                raise ConfigError("the model has no Conv1d/Conv2d/Conv3d/Linear layer to compress")
+                raise ConfigError(
+                    "the model has no Conv1d/Conv2d/Conv3d/ConvTranspose3d/Linear layer to compress"
+                )
             for n, m in self._layers.items():
                 if n not in self.masks:
                     self.masks[n] = torch.ones_like(m.weight, dtype=torch.bool)

@@ -38,9 +38,10 @@ Conventions chosen here (the papers leave them open or disagree):
 - **DoReFa k = 1** maps ``W = 0`` to ``+E`` (tensorpack), so the weights are strictly binary; E and the
   binary levels are per layer (one scale: N_SF = 1). k > 1 has no scale (levels in [-1, 1], N_SF = 0);
   its gradient flows through tanh and through max|tanh W| (tensorpack does not stop it).
-- **Which layers.** ``ternarize_model`` takes layer names; the default is every Conv1d/2d/3d and Linear
-  except the first and the last in registration order (= forward order in quantscan models), as TTQ
-  does. Vindas et al. pick layers by Hessian trace: pass ``hessian.select_layers(...)["selected"]``.
+- **Which layers.** ``ternarize_model`` takes layer names; the default is every Conv1d/2d/3d,
+  ConvTranspose3d and Linear except the first and the last in registration order (= forward order in
+  quantscan models), as TTQ does. Thresholds and levels are per layer (the whole tensor), so a
+  transposed convolution's ``[in, out, k...]`` layout needs nothing special. Vindas et al. pick layers by Hessian trace: pass ``hessian.select_layers(...)["selected"]``.
   Biases stay fp32 (Vindas et al. quantize weights only).
 
 Accounting: each ternary layer exposes ``effective_weight()`` (what ``compress.metrics`` measures),
@@ -68,6 +69,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..export.packed import Codec, decode_levels, encode_levels, register_codec, register_transform
 from ..models.conv1d import Conv1d
+from .layers import conv_transpose3d
 from .prune import weight_layers
 
 METHODS = ("ttq", "attq", "dorefa")
@@ -355,7 +357,8 @@ def _from_spec(spec) -> Ternarizer:
 
 
 class TernaryWeights:
-    """Mixin for Conv1d/2d/3d and Linear: the forward pass uses the method's weights.
+    """Mixin for Conv1d/2d/3d, ConvTranspose3d and Linear: the forward pass uses the method's
+    weights.
 
     ``frozen`` is True when ``weight`` already holds the quantized values (a model from
     ``load_packed``): forward then uses it as it is, and nothing is trained through the method.
@@ -400,7 +403,8 @@ class TernaryWeights:
 
     @classmethod
     def from_float(cls, module: nn.Module, ternarizer, frozen: bool = False):
-        """A ternary copy of a float Conv1d/2d/3d or Linear (same hyperparameters and weights)."""
+        """A ternary copy of a float Conv1d/2d/3d, ConvTranspose3d or Linear (same
+        hyperparameters and weights)."""
         layer = copy.deepcopy(module)
         _convert(layer, _from_spec(ternarizer), frozen)
         return layer
@@ -421,6 +425,11 @@ class TernaryConv3d(TernaryWeights, nn.Conv3d):
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
 
+class TernaryConvTranspose3d(TernaryWeights, nn.ConvTranspose3d):
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        return conv_transpose3d(self, x, self.quantized_weight(), self.bias, output_size)
+
+
 class TernaryLinear(TernaryWeights, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.quantized_weight(), self.bias)
@@ -430,6 +439,7 @@ TERNARY_TO_FLOAT: dict[type, type] = {
     TernaryConv1d: nn.Conv1d,
     TernaryConv2d: nn.Conv2d,
     TernaryConv3d: nn.Conv3d,
+    TernaryConvTranspose3d: nn.ConvTranspose3d,
     TernaryLinear: nn.Linear,
 }
 #: ``models.conv1d.Conv1d`` (nn.Conv1d with a faster backward) ternarizes like nn.Conv1d
@@ -471,7 +481,8 @@ def _convert(module: nn.Module, ternarizer: Ternarizer, frozen: bool) -> None:
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """Every Conv1d/2d/3d and Linear except the first and the last (registration order), as TTQ."""
+    """Every weight layer (Conv1d/2d/3d, ConvTranspose3d, Linear) except the first and the last
+    (registration order), as TTQ."""
     names = list(weight_layers(model))
     return names[1:-1]
 
@@ -487,8 +498,8 @@ def _check_target(name: str, module: nn.Module | None) -> None:
     if type(module) not in FLOAT_TO_TERNARY:
         kind = "missing" if module is None else type(module).__name__
         raise ConfigError(
-            f"layer {name!r} ({kind}) cannot be ternarized: only plain Conv1d/Conv2d/Conv3d/Linear "
-            "(not already quantized) layers can"
+            f"layer {name!r} ({kind}) cannot be ternarized: only plain Conv1d/Conv2d/Conv3d/"
+            "ConvTranspose3d/Linear (not already quantized) layers can"
         )
 
 
@@ -533,7 +544,7 @@ def ternarize_model(
 
     ``method``: "ttq" (``t=0.05, init="mean"``), "attq" (``t_min=-1.0, t_max=0.5, init="mean"``; the
     defaults are Vindas et al.'s Table 1 values for their 9,840-parameter MNIST CNN, a small CNN) or "dorefa"
-    (``k=1``). ``layers``: names of Conv1d/2d/3d/Linear modules, "all", or None for
+    (``k=1``). ``layers``: names of Conv1d/2d/3d/ConvTranspose3d/Linear modules, "all", or None for
     :func:`default_layers`. ``activations``: ``{activation module name: k}`` to replace those
     ReLU/Sigmoid/Tanh modules by :class:`DoReFaActivation` (DoReFa's activation quantizer).
     """
@@ -688,6 +699,7 @@ __all__ = [
     "TernaryConv1d",
     "TernaryConv2d",
     "TernaryConv3d",
+    "TernaryConvTranspose3d",
     "TernaryLinear",
     "TernaryWeights",
     "Ternarizer",

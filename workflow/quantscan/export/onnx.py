@@ -80,9 +80,17 @@ def _as_float32(x) -> np.ndarray:
 
 
 def export_onnx(
-    model: nn.Module, example: np.ndarray | torch.Tensor, path: str | Path, *, opset: int = 17
+    model: nn.Module,
+    example: np.ndarray | torch.Tensor,
+    path: str | Path,
+    *,
+    opset: int = 17,
+    dynamic_spatial: bool = False,
 ) -> Path:
-    """Export ``model`` (in eval mode) to fp32 ONNX with a dynamic batch axis; return ``path``."""
+    """Export ``model`` (in eval mode) to fp32 ONNX with a dynamic batch axis; return ``path``.
+
+    ``dynamic_spatial``: the spatial axes (after batch and channels) of the input and the output
+    are dynamic too (a fully convolutional dense model, run on blocks of any allowed shape)."""
     if opset < 17:
         raise ConfigError(f"ONNX opset must be >= 17 (got {opset})")
     example = torch.from_numpy(_as_float32(example))
@@ -96,7 +104,7 @@ def export_onnx(
                 str(tmp),
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                dynamic_axes=_dynamic_axes(example.ndim, dynamic_spatial),
                 opset_version=opset,
                 dynamo=False,
             )
@@ -258,6 +266,29 @@ def quantize_onnx(
     return Path(int8_path)
 
 
+def free_spatial_dims(path: str | Path) -> Path:
+    """Make the spatial axes (after batch and channels) of a model's input and output dynamic,
+    in place, and drop the intermediate shapes inferred at the export shape (ONNX Runtime infers
+    them per run): a fully convolutional model then runs on any allowed input shape."""
+    m = onnx.load(str(path))
+    for value in (*m.graph.input, *m.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for i in range(2, len(dims)):
+            dims[i].ClearField("dim_value")
+            dims[i].dim_param = f"d{i}"
+    del m.graph.value_info[:]
+    with atomic_path(path) as tmp:
+        onnx.save(m, str(tmp))
+    return Path(path)
+
+
+def _dynamic_axes(ndim: int, spatial: bool) -> dict:
+    axes = {0: "batch"}
+    if spatial:
+        axes.update({i: f"d{i}" for i in range(2, ndim)})
+    return {INPUT_NAME: axes, OUTPUT_NAME: dict(axes)}
+
+
 def build_int8(
     model: nn.Module,
     calib_x: np.ndarray,
@@ -265,6 +296,7 @@ def build_int8(
     int8_path: str | Path,
     *,
     opset: int = 17,
+    dynamic_spatial: bool = False,
     **quantize_kwargs,
 ) -> dict[str, Path]:
     """Export ``model`` to fp32 ONNX and quantize it to int8; return ``{"fp32": ..., "int8": ...}``.
@@ -275,6 +307,9 @@ def build_int8(
     calib_x = _as_float32(calib_x)
     export_onnx(model, calib_x[:1], fp32_path, opset=opset)
     quantize_onnx(fp32_path, int8_path, calib_x, **quantize_kwargs)
+    if dynamic_spatial:  # quantized at the calibration shape (shape inference needs one)
+        for path in (fp32_path, int8_path):
+            free_spatial_dims(path)
     return {"fp32": Path(fp32_path), "int8": Path(int8_path)}
 
 
@@ -297,6 +332,7 @@ def export_int8(
     calibration_samples: int,
     seed: int,
     opset: int = 17,
+    dynamic_spatial: bool = False,
     **quantize_kwargs,
 ) -> dict:
     """The int8 export of a model: ``calibration_samples`` seeded inputs of ``x`` (training inputs;
@@ -307,7 +343,15 @@ def export_int8(
     Returns ``{"fp32": path, "int8": path, "calibration_samples": number used}``.
     """
     calib = calibration_sample(x, calibration_samples, seed)
-    paths = build_int8(model, calib, fp32_path, int8_path, opset=opset, **quantize_kwargs)
+    paths = build_int8(
+        model,
+        calib,
+        fp32_path,
+        int8_path,
+        opset=opset,
+        dynamic_spatial=dynamic_spatial,
+        **quantize_kwargs,
+    )
     return {**paths, "calibration_samples": len(calib)}
 
 

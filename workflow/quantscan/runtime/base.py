@@ -63,8 +63,10 @@ def log_odds(z: np.ndarray, cls: int = 1) -> np.ndarray:
 
 
 def n_classes_of(model: nn.Module) -> int:
-    """Outputs of a torch model: those of its last Linear or Conv layer."""
-    layers = [mod for mod in model.modules() if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d)]
+    """Outputs of a torch model: those of its last Linear or Conv layer (output channels of a
+    dense model)."""
+    conv = nn.Conv1d | nn.Conv2d | nn.Conv3d
+    layers = [mod for mod in model.modules() if isinstance(mod, nn.Linear | conv)]
     if not layers:
         raise ConfigError(f"cannot tell the outputs of {type(model).__name__}: no Linear or Conv")
     last = layers[-1]

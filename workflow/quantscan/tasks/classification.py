@@ -16,6 +16,10 @@ class Classification:
     """The classification task (:class:`quantscan.tasks.Task`)."""
 
     name: str = "classification"
+    #: what turns the model's outputs into probabilities (as ``export.onnx.OrtEngine`` names it)
+    activation: str = "softmax"
+    #: one output per input (not per voxel)
+    dense: bool = False
 
     def loss(self, class_weights: list[float] | None = None) -> nn.Module:
         weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
@@ -23,6 +27,18 @@ class Classification:
 
     def correct(self, logits: torch.Tensor, y: torch.Tensor) -> int:
         return int((logits.argmax(1) == y).sum())
+
+    def proba(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities: softmax over the classes (axis 1)."""
+        return torch.softmax(logits, dim=1)
+
+    def labels(self, proba: np.ndarray) -> np.ndarray:
+        """The most probable class of each input."""
+        return np.asarray(proba).argmax(1)
+
+    def per_input_accuracy(self, y: np.ndarray, proba: np.ndarray) -> np.ndarray:
+        """Per input, whether its most probable class is the true one (bool)."""
+        return self.labels(proba) == y
 
     def metrics(self, y_true: np.ndarray, proba: np.ndarray, class_names) -> dict:
         return classification_metrics(y_true, proba, class_names)

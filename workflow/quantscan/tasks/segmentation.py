@@ -223,6 +223,8 @@ class Affinities:
     balance: bool = True
     #: what turns the model's outputs into probabilities (as ``export.onnx.OrtEngine`` names it)
     activation: str = "sigmoid"
+    #: one output per input voxel: a fully convolutional model, exported with dynamic spatial axes
+    dense: bool = True
 
     def loss(self, class_weights: list[float] | None = None) -> nn.Module:
         return AffinityLoss(balance=self.balance, class_weights=class_weights)
@@ -236,6 +238,18 @@ class Affinities:
 
     def proba(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)
+
+    def labels(self, proba: np.ndarray) -> np.ndarray:
+        """Thresholded probabilities as int8 affinities (1 = same object, 0 = boundary)."""
+        return (np.asarray(proba) > self.threshold).astype(np.int8)
+
+    def per_input_accuracy(self, y: np.ndarray, proba: np.ndarray) -> np.ndarray:
+        """Per input, the share of its known entries whose thresholded prediction is right (0
+        without any): :meth:`correct` of probabilities, input by input."""
+        y = np.asarray(y)
+        known = (y != IGNORE).reshape(len(y), -1)
+        right = ((np.asarray(proba) > self.threshold) == (y == 1)).reshape(len(y), -1) & known
+        return right.sum(1) / np.maximum(known.sum(1), 1)
 
     def metrics(self, y_true: np.ndarray, proba: np.ndarray, class_names) -> dict:
         """:func:`affinity_metrics`; ``class_names`` name the channels (offsets), e.g. z, y, x."""

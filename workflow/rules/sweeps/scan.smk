@@ -102,6 +102,7 @@ rule localiser_train:
     resources:
         mem_mb=mem_by_attempt(4000),
         runtime=240,
+        gpu=1 if config["device"] == "cuda" else 0,
     params:
         settings=SC["localiser"],
         train={k: v for k, v in SC["localiser"]["train"].items() if k != "threads"},
@@ -109,6 +110,7 @@ rule localiser_train:
         sim_batch=SW["batch_size"],
         validation_fraction=SW["validation_fraction"],
         calibration_samples=SC["calibration_samples"],
+        device=config["device"],
         seed=config["seed"],
     script:
         "../../scripts/localiser_train.py"

@@ -87,11 +87,15 @@ def test_default_plan():
     assert p.model_haplotypes == {"constant": 64, "mild_bottleneck": 64}
     assert sim.sample_size["subsets"] == cfg["scan"]["sample_size"]["subsets"] > 1
     assert "80 input haplotypes, model 64" in sim.sample_size["action"]
+    # the localiser (scan.localiser.enabled) scans last, through its own engines
     assert p.models == {
-        "constant": ["fp32", "mixed_table6", "uni"],
-        "mild_bottleneck": ["fp32", "mixed_table6"],
+        "constant": ["fp32", "mixed_table6", "uni", "position"],
+        "mild_bottleneck": ["fp32", "mixed_table6", "position"],
     }
+    assert p.engines_for("position") == ["onnx_fp32", "onnx_int8"]
     scans = p.scans()
+    assert ("simulated", "chrSim", "position", "onnx_int8") in scans
+    assert ("simulated", "chrSim", "position", "packed") not in scans
     assert ("simulated", "chrSim", "fp32", "onnx_int8") in scans
     assert ("simulated", "chrSim", "uni", "packed") in scans
     assert ("simulated", "chrSim", "uni", "onnx_int8") not in scans
@@ -526,7 +530,7 @@ def test_plan_leaves_out_int8_methods():
     cfg = default_config()
     cfg["compress"]["methods"]["q8"] = {"type": "int8"}
     p = qs.plan(cfg, trained=TRAINED, compress_jobs=[*JOBS, ("constant", "q8")])
-    assert p.models["constant"] == ["fp32", "mixed_table6", "uni"]
+    assert p.models["constant"] == ["fp32", "mixed_table6", "uni", "position"]
     assert not any(m == "q8" for _, _, m, _ in p.scans())
     assert ("simulated", "chrSim", "fp32", "onnx_int8") in p.scans()
     cfg["scan"]["models"] = ["fp32", "q8"]

@@ -14,4 +14,3 @@ def _load_images(path):
 
 
 register_format("images", _load_images)
-

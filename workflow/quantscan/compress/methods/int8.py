@@ -3,7 +3,9 @@
 ``run_int8_method`` exports the fp32 model to ONNX, quantizes it (``export.onnx.export_int8``: QDQ,
 per-channel symmetric int8 weights, activations calibrated on ``calibration_samples`` training
 inputs) and measures, in one run, the **real** int8 engine against fp32 ONNX Runtime and fp32
-PyTorch: test metrics from the int8 ORT session's outputs, file sizes and interleaved latency medians
+PyTorch: test metrics from the int8 ORT session's outputs (the task's metrics of its probabilities:
+``task.activation`` turns the outputs into probabilities, e.g. a softmax over classes or a sigmoid
+per voxel), file sizes and interleaved latency medians
 (``export.onnx.compare_latency``). It returns an ``Int8Result`` (metrics.json content, the summary row, a
 details table, notes and a figure) that the workflow writes next to the int8 ``model.onnx``.
 
@@ -41,12 +43,12 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...export import onnx as qonnx
-from ...tasks.classification_metrics import classification_metrics
+from ...tasks import CLASSIFICATION, Task, error_rate
 from ...train import predict_proba, to_tensor
 from ..cost import model_bits as torch_model_bits
 from ..metrics import compression_report, summary_scalars
 from ..prune import weight_layers
-from .registry import Context, MethodResult, normalize_method, register
+from .registry import SECOND_SCORES, Context, MethodResult, normalize_method, register
 
 TYPE = "int8"
 EVAL_BATCH = 64
@@ -247,13 +249,15 @@ def run_int8_method(
     extra_sets: Mapping[str, Data] | None = None,
     scenario: str = "",
     log: logging.Logger | None = None,
+    task: Task = CLASSIFICATION,
 ) -> Int8Result:
     """Quantize ``model`` to static int8 with ONNX Runtime, write ``int8_path``, measure it.
 
     ``config`` is the method's config entry (``type: int8``; defaults filled from the schema).
     ``extra_sets`` maps names to extra test sets whose inputs all have one true class: their
     ``fpr_<name>`` is the share the int8 model gets wrong (a false-positive rate when that class
-    is the negative one). Latency runs ``threads`` intra-op threads for each engine.
+    is the negative one; ``tasks.error_rate``). Latency runs ``threads`` intra-op threads for each
+    engine. ``task``: the learning task of the model and the data (probabilities, metrics).
     """
     log = log or logging.getLogger(__name__)
     cfg = normalize_method(config)
@@ -280,6 +284,9 @@ def run_int8_method(
             percentile=cfg["percentile"],
             activation_type=cfg["activation_type"],
             reduce_range=cfg["reduce_range"],
+            # a dense task's fully convolutional model runs on blocks of other shapes than its
+            # training patches
+            dynamic_spatial=task.dense,
         )
         n_cal = built["calibration_samples"]
         stored_int8 = qonnx.describe_onnx(int8_path)
@@ -289,16 +296,14 @@ def run_int8_method(
             "ort_int8": qonnx.runtime_op_counts(int8_path),
         }
         engines = {
-            "ort_fp32": qonnx.OrtEngine(fp32_path, intra_op_threads=threads),
-            "ort_int8": qonnx.OrtEngine(int8_path, intra_op_threads=threads),
+            k: qonnx.OrtEngine(path, intra_op_threads=threads, activation=task.activation)
+            for k, path in (("ort_fp32", fp32_path), ("ort_int8", int8_path))
         }
-        proba = {"torch_fp32": predict_proba(model, x_test, EVAL_BATCH)}
+        proba = {"torch_fp32": predict_proba(model, x_test, EVAL_BATCH, task)}
         for k, eng in engines.items():
             proba[k] = eng.predict_proba(x_test, EVAL_BATCH)
         fpr = {
-            f"fpr_{n}": float(
-                (engines["ort_int8"].predict_proba(x, EVAL_BATCH).argmax(1) != y).mean()
-            )
+            f"fpr_{n}": error_rate(task, y, engines["ort_int8"].predict_proba(x, EVAL_BATCH))
             for n, (x, y) in (extra_sets or {}).items()
             if len(y)
         }
@@ -312,7 +317,9 @@ def run_int8_method(
         )
         fp32_onnx_bytes = fp32_path.stat().st_size
 
-    evals = {k: classification_metrics(y_test, p, list(class_names)) for k, p in proba.items()}
+    evals = {k: task.metrics(y_test, p, list(class_names)) for k, p in proba.items()}
+    #: the scores compared across engines: accuracy and the task's second one (MCC, ...)
+    scores = ["accuracy", *[k for k, _ in SECOND_SCORES if k in evals["ort_int8"]][:1]]
     layers, qparam_bits = stored_layers(int8_path)
     dq_model, matched = dequantized_copy(model, layers)
     bits8 = {n: matched[n].weight.bits for n in matched}
@@ -327,7 +334,9 @@ def run_int8_method(
     fp32_bits = torch_model_bits(model)
     int8_bits = sum(sl.total_bits for sl in layers)
     file_bytes = int(Path(int8_path).stat().st_size)
-    agreement = float((proba["ort_int8"].argmax(1) == proba["torch_fp32"].argmax(1)).mean())
+    # the share of inputs (the mean share of voxels) with fp32's predicted label
+    fp32_labels = task.labels(proba["torch_fp32"])
+    agreement = float(task.per_input_accuracy(fp32_labels, proba["ort_int8"]).mean())
     m = evals["ort_int8"]
     metrics = {
         **m,
@@ -342,7 +351,7 @@ def run_int8_method(
         "quant_param_bits": qparam_bits,
         "fp32_model_bits": fp32_bits,
         "fp32_accuracy": evals["torch_fp32"]["accuracy"],
-        "fp32_mcc": evals["torch_fp32"]["mcc"],
+        **{f"fp32_{k}": evals["torch_fp32"][k] for k in scores[1:]},
         "ort_fp32_accuracy": evals["ort_fp32"]["accuracy"],
         "accuracy_delta": m["accuracy"] - evals["torch_fp32"]["accuracy"],
         "agreement_fp32": agreement,
@@ -366,7 +375,7 @@ def run_int8_method(
             "unmatched_layers": [n for n in weight_layers(model) if n not in matched],
             "seconds": round(time.perf_counter() - start, 2),
         },
-        "engines": {k: {kk: e[kk] for kk in ("accuracy", "mcc")} for k, e in evals.items()},
+        "engines": {k: {kk: e[kk] for kk in scores} for k, e in evals.items()},
     }
     metrics["compression"] = {"name": name, "type": TYPE, "config": cfg}
     log.info(
@@ -385,7 +394,12 @@ def run_int8_method(
         latency["threads"],
     )
     details = details_table(
-        latency, evals, {"ort_fp32": stored_fp32, "ort_int8": stored_int8}, runtime_ops, metrics
+        latency,
+        evals,
+        {"ort_fp32": stored_fp32, "ort_int8": stored_int8},
+        runtime_ops,
+        metrics,
+        scores,
     )
     notes = notes_text(name, cfg, metrics, latency, n_cal)
     sizes = {
@@ -404,8 +418,11 @@ def run_int8_method(
     return Int8Result(metrics, [row], details, notes, plot)
 
 
-def details_table(latency, evals, stored, runtime_ops, metrics) -> pd.DataFrame:
-    """One row per quantity, one column per engine: latency, size, accuracy, then op counts."""
+def details_table(
+    latency, evals, stored, runtime_ops, metrics, scores=("accuracy", "mcc")
+) -> pd.DataFrame:
+    """One row per quantity, one column per engine: latency, size, the ``scores`` (test metrics),
+    then op counts."""
     batch = latency["batch"]
     rows = []
 
@@ -435,7 +452,7 @@ def details_table(latency, evals, stored, runtime_ops, metrics) -> pd.DataFrame:
             "ort_int8": metrics["model_bits"],
         },
     )
-    for key in ("accuracy", "mcc"):
+    for key in scores:
         add("accuracy", key, {e: evals[e][key] for e in ENGINES})
     for e in ("ort_fp32", "ort_int8"):
         for op, n in sorted(stored[e]["op_counts"].items()):
@@ -464,8 +481,13 @@ def notes_text(name, cfg, metrics, latency, n_cal) -> str:
         "## test metrics (int8 from the ONNX Runtime int8 session)",
         f"accuracy: int8 {metrics['accuracy']:.4f}, torch fp32 {metrics['fp32_accuracy']:.4f}, "
         f"ORT fp32 {metrics['ort_fp32_accuracy']:.4f} (delta {100 * metrics['accuracy_delta']:+.2f} "
-        f"points); MCC int8 {metrics['mcc']:.4f}, fp32 {metrics['fp32_mcc']:.4f}; "
-        f"same predicted class as fp32: {metrics['agreement_fp32']:.4f}",
+        f"points); "
+        + "".join(
+            f"{label} int8 {metrics[k]:.4f}, fp32 {metrics[f'fp32_{k}']:.4f}; "
+            for k, label in SECOND_SCORES
+            if f"fp32_{k}" in metrics
+        )
+        + f"same predicted label as fp32: {metrics['agreement_fp32']:.4f}",
         "",
         "## size",
         f"file: {metrics['file_bytes']} bytes int8 vs {metrics['fp32_onnx_bytes']} fp32 ONNX "
@@ -491,7 +513,7 @@ def notes_text(name, cfg, metrics, latency, n_cal) -> str:
         "## ops ORT runs (after fusion)",
         ", ".join(f"{k}={v}" for k, v in sorted(metrics["int8"]["runtime_ops"].items())),
         "QLinear*/QGemm ops run in integer arithmetic; Quantize/DequantizeLinear around ops without",
-        "an integer kernel (e.g. ReduceMean) run in fp32. Tiny models at small batches gain little",
+        "an integer kernel (e.g. ReduceMean, ConvTranspose) run in fp32. Tiny models at small batches gain little",
         "from int8 (compression.md section 8): the speedup is a measurement on this machine.",
     ]
     if metrics["int8"]["unmatched_layers"]:

@@ -11,7 +11,8 @@ evaluates them on the test set. It returns a ``MethodResult``: the variants it t
 this package (``mixed``, ``search``, ``ternary``, ``prune_quant``, ``int8``).
 
 Layers are addressed by module name (``layers.quantizable_modules``), so every method works on any
-model built from named Conv/Linear/activation modules (e.g. a 2-D or a 1-D CNN).
+model built from named Conv/Linear/activation modules (e.g. a 2-D or a 1-D CNN, or a 3-D U-Net with
+transposed convolutions).
 
 Named per-layer configurations (*layer presets*) come from the caller: ``run_method(...,
 layer_presets={name: {module: spec}})``; a configuration entry may name one wherever a configuration
@@ -19,6 +20,12 @@ is expected (``resolve_layers``). The engine defines none.
 
 Decisions that pick a configuration (tolerances, the search score) use the **validation** split;
 reported accuracies are on the **test** split.
+
+The learning task (``run_method(..., task=...)``, :mod:`quantscan.tasks`; classification by
+default) decides what the methods train and measure: the fine-tuning loss (``train.fit``), the
+probabilities (``task.proba``), the validation accuracy that tolerances and scores compare
+(``task.per_input_accuracy`` averaged over the inputs: the share of inputs classified right, or
+the mean voxel accuracy of a dense task) and the test metrics (``task.metrics``).
 
 Every variant's metrics add ``metrics.compression_report`` on its deployed weights (one test input
 for the per-sample operation counts): ``density``, ``srqw`` and ``cr_g_q`` (quantized layers; NaN
@@ -56,7 +63,7 @@ from ... import config as qconfig
 from ...atomic import write_text
 from ...errors import ConfigError, QuantscanError
 from ...seeds import derive_seed
-from ...tasks.classification_metrics import classification_metrics
+from ...tasks import CLASSIFICATION, Task
 from ...train import (
     EVAL_BATCH,
     TrainConfig,
@@ -314,6 +321,8 @@ class Context:
     checkpoint_dir: Path | None = None
     #: the caller's named per-layer configurations (``resolve_layers``)
     layer_presets: Mapping[str, Mapping] = field(default_factory=dict)
+    #: the learning task: fine-tuning loss, probabilities, validation accuracy and test metrics
+    task: Task = CLASSIFICATION
     _cache: dict = field(default_factory=dict)
 
     @property
@@ -365,10 +374,12 @@ class Context:
         return names
 
     def val_accuracy(self, model: nn.Module) -> float:
+        """The task's per-input accuracy averaged over the validation inputs (NaN without any)."""
         x, y = self.val
         if len(y) == 0:
             return math.nan
-        return float((predict_proba(model, x, EVAL_BATCH).argmax(1) == y).mean())
+        proba = predict_proba(model, x, EVAL_BATCH, self.task)
+        return float(self.task.per_input_accuracy(y, proba).mean())
 
     @cached_property
     def example_input(self) -> torch.Tensor:
@@ -382,10 +393,10 @@ class Context:
         return deployed_metrics(model, self.example_input)
 
     def evaluate(self, model: nn.Module) -> tuple[dict, np.ndarray]:
-        """Test metrics of ``model`` and its test-set probabilities."""
+        """Test metrics of ``model`` (the task's) and its test-set probabilities."""
         x, y = self.test
-        proba = predict_proba(model, x, EVAL_BATCH)
-        metrics = classification_metrics(y, proba, self.class_names)
+        proba = predict_proba(model, x, EVAL_BATCH, self.task)
+        metrics = self.task.metrics(y, proba, self.class_names)
         bits = model_bits(model)
         metrics.update(
             model_bits=bits,
@@ -408,7 +419,15 @@ class Context:
             train = train or self.train
             # one file per configuration, epochs, key and data
             checkpoint = self._checkpoint("qat", layer_config, epochs, key, len(train[1]))
-            fit(model, *train, *self.val, cfg, derive_seed(self.seed, key), checkpoint=checkpoint)
+            fit(
+                model,
+                *train,
+                *self.val,
+                cfg,
+                derive_seed(self.seed, key),
+                checkpoint=checkpoint,
+                task=self.task,
+            )
         return model.eval()
 
     def _checkpoint(self, kind: str, *what) -> Path | None:
@@ -440,12 +459,16 @@ class Context:
         return weights_digest(self.model)
 
     def train_subset(self, n: int | None, key: str) -> Data:
-        """``n`` training inputs drawn without replacement, each class in its share of the split
-        (seeded by ``key``); the whole split when ``n`` is None or not smaller."""
+        """``n`` training inputs drawn without replacement (seeded by ``key``): with one label per
+        input, each class in its share of the split; with dense targets (one label per voxel), a
+        plain random draw. The whole split when ``n`` is None or not smaller."""
         x, y = self.train
         if n is None or n >= len(y):
             return x, y
         rng = np.random.default_rng(derive_seed(self.seed, key))
+        if np.ndim(y) > 1:
+            idx = np.sort(rng.choice(len(y), n, replace=False))
+            return x[idx], y[idx]
         classes, counts = np.unique(y, return_counts=True)
         take = np.maximum(1, np.round(counts * n / len(y)).astype(int))
         idx = np.sort(
@@ -510,7 +533,7 @@ class Context:
         history = []
         if epochs > 0:
             cfg = dataclasses.replace(self.finetune, epochs=epochs)
-            kwargs = {} if step is None else {"step": step}
+            kwargs = {"task": self.task} if step is None else {"step": step, "task": self.task}
             if step is None or step_state is not None:
                 checkpoint = self._checkpoint("train", self.type, name, epochs, info or {})
                 kwargs |= {"checkpoint": checkpoint, "step_state": step_state}
@@ -554,12 +577,12 @@ class Context:
     def _log_variant(self, v: Variant) -> None:
         m = v.metrics
         self.log.info(
-            "%s: validation accuracy %.4f, test accuracy %.4f, MCC %.4f, %d bits (%.2f%%), density "
+            "%s: validation accuracy %.4f, test accuracy %.4f%s, %d bits (%.2f%%), density "
             "%.3f, %d epochs, %.1f s",
             v.name,
             v.val_accuracy,
             m["accuracy"],
-            m["mcc"],
+            score_suffix(m),
             m["model_bits"],
             m["size_pct"],
             m["density"],
@@ -613,6 +636,8 @@ def run_method(
     extra_eval: Callable[[nn.Module], dict] | None = None,
     checkpoint_dir: str | Path | None = None,
     layer_presets: Mapping[str, Mapping] | None = None,
+    *,
+    task: Task = CLASSIFICATION,
 ) -> MethodResult:
     """Run method ``name`` (config entry ``config``) on an fp32 ``model``; see the module docstring.
 
@@ -624,6 +649,8 @@ def run_method(
     ``layer_presets``: the caller's named per-layer configurations, ``{name: {module: spec}}``,
     which configuration entries may name (``resolve_layers``); an unknown name is a ConfigError
     naming the method and the known presets, raised before any training.
+    ``task``: the learning task (:mod:`quantscan.tasks`) of the model and the data: the
+    fine-tuning loss, the probabilities, the validation accuracy and the test metrics.
     """
     config = check_layer_presets(name, config, layer_presets)
     method = METHOD_TYPES[config["type"]]
@@ -643,6 +670,7 @@ def run_method(
         extra_eval,
         None if checkpoint_dir is None else Path(checkpoint_dir),
         dict(layer_presets or {}),
+        task,
     )
     ctx.log.info(
         "method %s (%s): fp32 %d bits, fine-tuning %s", name, ctx.type, ctx.fp32_bits, finetune
@@ -721,6 +749,19 @@ def layer_table(model: nn.Module) -> pd.DataFrame:
     return table
 
 
+#: the second headline metric of each task's test metrics: key and label in notes and logs
+SECOND_SCORES = (("mcc", "MCC"), ("balanced_accuracy", "balanced accuracy"))
+
+
+def score_suffix(m: Mapping) -> str:
+    """``", MCC 0.9123"`` (or the task's balanced accuracy, ...) after a test accuracy in notes and
+    logs; empty when the metrics have none of ``SECOND_SCORES``."""
+    for key, label in SECOND_SCORES:
+        if key in m:
+            return f", {label} {m[key]:.4f}"
+    return ""
+
+
 def metrics_line(m: dict) -> str:
     """The compression metrics of a variant as one comment line."""
     return (
@@ -734,8 +775,8 @@ def primary_notes(ctx: Context, v: Variant, header: str = "") -> str:
     m = v.metrics
     lines = [
         f"# {ctx.name} ({ctx.type}): primary variant {v.name}",
-        f"# test accuracy {m['accuracy']:.4f} (fp32 {ctx.fp32.metrics['accuracy']:.4f}), MCC "
-        f"{m['mcc']:.4f}, validation accuracy {v.val_accuracy:.4f}",
+        f"# test accuracy {m['accuracy']:.4f} (fp32 {ctx.fp32.metrics['accuracy']:.4f})"
+        f"{score_suffix(m)}, validation accuracy {v.val_accuracy:.4f}",
         f"# weight bits {m['model_bits']} of {ctx.fp32_bits} ({m['size_pct']:.2f}%), "
         f"fine-tuned up to {v.epochs} epochs",
         metrics_line(m),
@@ -810,8 +851,8 @@ def entry_notes(ctx: Context, v: Variant, header: str, sections: list[str], past
     m = v.metrics
     lines = [
         f"# {ctx.name} ({ctx.type}): primary variant {v.name}",
-        f"# test accuracy {m['accuracy']:.4f} (fp32 {ctx.fp32.metrics['accuracy']:.4f}), MCC "
-        f"{m['mcc']:.4f}, validation accuracy {v.val_accuracy:.4f} (fp32 "
+        f"# test accuracy {m['accuracy']:.4f} (fp32 {ctx.fp32.metrics['accuracy']:.4f})"
+        f"{score_suffix(m)}, validation accuracy {v.val_accuracy:.4f} (fp32 "
         f"{ctx.fp32.val_accuracy:.4f})",
         f"# weight bits {m['model_bits']} of {ctx.fp32_bits} ({m['size_pct']:.2f}%; every weight at "
         f"its layer's bits, zeros included), fine-tuned up to {v.epochs} epochs",
@@ -834,6 +875,7 @@ __all__ = [
     "FINALIZE_TOLERANCE",
     "METHOD_TYPES",
     "PRESET_KEYS",
+    "SECOND_SCORES",
     "Context",
     "Data",
     "MethodResult",
@@ -858,6 +900,7 @@ __all__ = [
     "register",
     "resolve_layers",
     "run_method",
+    "score_suffix",
     "variant_table",
     "weight_spec",
     "with_alpha",

@@ -46,8 +46,9 @@ def hessian_layers(ctx: Context) -> tuple[list[str], pd.DataFrame]:
     """``layers: hessian``: the selected layers and a per-layer table of traces and ranks.
 
     Hutchinson traces of the fp32 model's weight layers on ``hessian.samples`` training inputs (a
-    seeded draw, batches of ``HESSIAN_BATCH``, the fine-tuning loss); ``hessian.select_layers`` takes
-    the lowest traces per weight until ``hessian.fraction`` of the weights is selected.
+    seeded draw, batches of ``HESSIAN_BATCH``, the task's fine-tuning loss);
+    ``hessian.select_layers`` takes the lowest traces per weight until ``hessian.fraction`` of the
+    weights is selected.
     """
     h = ctx.config["hessian"]
     x, y = ctx.train
@@ -59,8 +60,7 @@ def hessian_layers(ctx: Context) -> tuple[list[str], pd.DataFrame]:
         (to_tensor(x[part], x.ndim == 4), torch.from_numpy(np.asarray(y[part], np.int64)))
         for part in np.array_split(idx, math.ceil(len(idx) / HESSIAN_BATCH))
     ]
-    cw = ctx.finetune.class_weights
-    loss_fn = nn.CrossEntropyLoss(weight=None if cw is None else torch.tensor(cw).float())
+    loss_fn = ctx.task.loss(ctx.finetune.class_weights)
     start = time.perf_counter()
     traces = hutchinson_traces(
         copy.deepcopy(ctx.model),

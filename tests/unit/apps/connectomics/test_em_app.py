@@ -1,0 +1,172 @@
+"""The connectomics application: settings, patches and their augmentation, blockwise inference and
+segmentation, the App's plan."""
+
+import numpy as np
+import pytest
+import torch
+
+from quantscan.apps.connectomics import dataset as cdata
+from quantscan.apps.connectomics import scoring
+from quantscan.apps.connectomics import settings as csettings
+from quantscan.apps.connectomics.app import ConnectomicsApp
+from quantscan.errors import ConfigError, InputFormatError
+from quantscan.models import build_model
+from quantscan.runtime import TorchEngine
+from quantscan.tasks.segmentation import affinities
+
+SECTION = {
+    "data": {"source": "synthetic", "synthetic": {"train": [16, 64, 64], "test": [8, 64, 64]}},
+    "model": {"name": "unet3d", "filters": 4, "levels": 2},
+    "train": {"epochs": 1},
+    "compress": {"methods": {"mixed": {"type": "mixed", "layers": 4}, "int8": {"type": "int8"}}},
+}
+
+
+def app(section=SECTION):
+    return ConnectomicsApp("connectomics", section, {"seed": 1})
+
+
+def test_settings_defaults_and_named_errors():
+    s = csettings.resolve(SECTION)
+    assert (
+        s["data"]["patch"] == [8, 48, 48]
+        or s["data"]["patch"] == csettings.DEFAULTS["data"]["patch"]
+    )
+    assert s["scan"]["segmentation"]["method"] == "watershed"
+    bad = [
+        ({"data": {"source": "tiff"}}, r"data\.source"),
+        ({"data": {"voxel_size": [40, 4]}}, r"data\.voxel_size"),
+        ({"data": {"voxel_size": [40, 0, 4]}}, r"data\.voxel_size"),
+        (
+            {"data": {"synthetic": {"train": [4, 64, 64]}}},
+            r"synthetic\.train.*smaller than one patch",
+        ),
+        ({"data": {"patches": {"train": 0}}}, r"patches\.train"),
+        ({"data": {"source": "volumes"}}, r"volumes\.train"),
+        (
+            {
+                "data": {
+                    "source": "volumes",
+                    "volumes": {"train": {"path": "a.h5"}, "test": {"path": "b.h5", "labels": "l"}},
+                }
+            },
+            r"volumes\.train\.labels",
+        ),
+        ({"scan": {"segmentation": {"threshold": 1.5}}}, r"segmentation\.threshold"),
+        ({"scan": {"engines": {"fp32": ["packed"]}}}, r"engines\.fp32"),
+        ({"scan": {"block": [16, 128]}}, r"scan\.block"),
+    ]
+    for section, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            csettings.resolve({**SECTION, **section})
+
+
+def test_app_plan():
+    a = app()
+    assert a.task == "affinities" and a.class_names() == ["z", "y", "x"]
+    assert a.arch()["name"] == "unet3d" and a.arch()["out_channels"] == 3
+    assert a.scan_models() == ["fp32", "mixed", "int8"]
+    assert a.scan_engines("int8") == ["onnx_int8"] and a.scan_engines("mixed") == ["packed_torch"]
+    targets = a.targets()
+    assert "results/connectomics/summary.tsv" in targets
+    assert "results/connectomics/scan/synthetic/int8/onnx_int8/metrics.json" in targets
+    assert "results/connectomics/compress/synthetic/mixed/metrics.json" in targets
+
+
+def labels_volume(shape=(8, 32, 32), seed=0):
+    rng = np.random.default_rng(seed)
+    lab = np.zeros(shape, np.uint64)
+    for i, (z, y, x) in enumerate(rng.integers(0, shape, (12, 3)), start=1):
+        lab[max(0, z - 3) : z + 3, max(0, y - 8) : y + 8, max(0, x - 8) : x + 8] = i
+    return lab
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_flip_keeps_affinities_right(axis):
+    """A flipped patch's targets are the affinities of the flipped labels."""
+    lab = labels_volume()
+    y = affinities(lab, background=0)
+    x = lab[None].astype(np.float32)
+
+    class Flip:  # a generator whose first draw flips `axis` only, then nothing else
+        def __init__(self):
+            self.calls = 0
+
+        def random(self):
+            self.calls += 1
+            return 0.0 if self.calls - 1 == axis else 0.9
+
+        def uniform(self, a, b):
+            return 0.0
+
+    xa, ya = cdata.augment(x, y, Flip(), {"flip": True, "transpose": False, "intensity": 0})
+    flipped = np.flip(lab, axis=axis)
+    np.testing.assert_array_equal(xa[0], flipped.astype(np.float32))
+    want = affinities(np.ascontiguousarray(flipped), background=0)
+    np.testing.assert_array_equal(ya, want)
+
+
+def test_transpose_swaps_y_and_x_channels():
+    lab = labels_volume()
+    y = affinities(lab, background=0)
+
+    class Transpose:
+        def random(self):
+            return 0.0
+
+        def uniform(self, a, b):
+            return 0.0
+
+    _, ya = cdata.augment(
+        lab[None].astype(np.float32), y, Transpose(), {"flip": False, "transpose": True}
+    )
+    want = affinities(np.ascontiguousarray(np.swapaxes(lab, 1, 2)), background=0)
+    np.testing.assert_array_equal(ya, want)
+
+
+def test_patches_and_split_ranges():
+    lab = labels_volume((16, 32, 32))
+    raw = (lab % 200).astype(np.uint8)
+    r = cdata.split_ranges(16, 4)
+    assert r == {"train": (0, 12), "val": (12, 16)}
+    x, y = cdata.patches(raw, lab, (4, 16, 16), 5, 0, z_range=r["val"], options={})
+    assert x.shape == (5, 1, 4, 16, 16) and x.dtype == np.float32 and 0 <= x.min() <= x.max() <= 1
+    assert y.shape == (5, 3, 4, 16, 16) and y.dtype == np.int8
+    with pytest.raises(InputFormatError, match="too few"):
+        cdata.split_ranges(6, 4)
+    with pytest.raises(InputFormatError, match="smaller than the model's input multiple"):
+        cdata.crop_to_multiple(np.zeros((1, 8, 8)), (2, 4, 4))
+
+
+def tiny_unet(seed=0):
+    torch.manual_seed(seed)
+    model = build_model({"name": "unet3d", "filters": 4, "levels": 2}).eval()
+    return model
+
+
+def test_blockwise_inference_equals_whole_volume_inside():
+    """Away from the volume's faces (where reflect padding and zero padding differ), stitched
+    blocks give exactly the whole-volume inference."""
+    model = tiny_unet()
+    rng = np.random.default_rng(0)
+    raw = rng.random((24, 64, 64)).astype(np.float32)
+    block, halo = scoring.geometry(model, (8, 16, 16))
+    assert all(b % m == 0 for b, m in zip(block, model.input_multiple(), strict=True))
+    assert all(h >= r for h, r in zip(halo, model.halo(), strict=True))
+    engine = TorchEngine(model, batch_size=1, input_dtypes=("float32",))
+    affs = scoring.predict_volume(engine, raw, block=block, halo=halo)
+    with torch.no_grad():
+        whole = torch.sigmoid(model(torch.from_numpy(raw)[None, None]))[0].numpy()
+    inner = (slice(None), *(slice(h, s - h) for h, s in zip(halo, raw.shape, strict=True)))
+    np.testing.assert_allclose(affs[inner], whole[inner], atol=1e-5)
+
+
+def test_segmentation_merges_across_blocks_and_scores():
+    lab = labels_volume((8, 32, 32))
+    affs = affinities(lab, background=0).astype(np.float32)
+    affs[affs < 0] = 0
+    seg = scoring.segment_volume(affs, block=(8, 16, 16), segmentation={"threshold": 0.5})
+    m = scoring.segmentation_metrics(seg, lab, voxel_size=(40, 4, 4))
+    # perfect affinities: every object found once, across the block faces
+    assert m["voi_split"] < 0.05 and m["voi_merge"] < 0.05 and m["arand"] < 0.02
+    assert m["segments"] == m["true_segments"]

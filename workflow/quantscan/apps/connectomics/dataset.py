@@ -1,0 +1,169 @@
+"""EM volumes -> the engine's split files: training patches with affinity targets, the whole test
+volume, and the volumes the blockwise scan segments.
+
+* ``train`` / ``val``: ``patches.train`` / ``patches.val`` patches of ``patch`` voxels cut at seeded
+  random corners of the training volume (the validation patches from its last quarter of
+  sections, the training patches from the rest, so they never overlap), each with a random flip of
+  every axis, a random y-x transpose and a random intensity scale and shift (``augment``), as in
+  the affinity-learning recipes of Lee et al. (2017) and Funke et al. (2019). Inputs are float32
+  in [0, 1], targets the three nearest-neighbour affinities (int8, -1 where unknown: the
+  neighbour outside the volume, or CREMI's unlabelled voxels).
+* ``test``: the whole test volume as one input, cropped to a multiple of the U-Net's input
+  multiple, with its labels (``labels``) for segmentation metrics.
+
+Synthetic volumes (``source: synthetic``) come from :func:`.synthetic.make_volume` seeded by the
+master seed and the volume's role; user volumes (``source: volumes``) are opened with
+:func:`.volumes.open_volume` (HDF5/CREMI, TIFF, zarr, OME-Zarr).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ...errors import InputFormatError
+from ...seeds import derive_seed
+
+#: most voxels of a volume read whole into memory (train and test): 1 G voxels (1 GB of uint8)
+MAX_VOXELS = 1_000_000_000
+
+
+def load_volume(settings: Mapping, role: str, seed: int, name: str | None = None):
+    """``(raw uint8 (z, y, x), labels uint64 or None, voxel_size)`` of the volume of ``role``
+    (train, test or scan; ``name``: which scan volume of ``volumes.scan``)."""
+    d = settings["data"]
+    if d["source"] == "synthetic":
+        from .synthetic import make_volume
+
+        raw, labels = make_volume(
+            shape=tuple(d["synthetic"][role]),
+            voxel_size=tuple(d["voxel_size"]),
+            seed=derive_seed(seed, "connectomics_volume", role, name or ""),
+            defect_fraction=d["synthetic"]["defect_fraction"],
+        )
+        return raw, labels, tuple(float(v) for v in d["voxel_size"])
+    from .volumes import open_volume
+
+    if role == "scan":
+        spec = next(v for v in d["volumes"]["scan"] if v["name"] == name)
+        spec = {k: v for k, v in spec.items() if k != "name"}
+    else:
+        spec = d["volumes"][role]
+    vol = open_volume(spec)
+    n = int(np.prod(vol.shape))
+    if n > MAX_VOXELS and role != "scan":
+        raise InputFormatError(
+            f"{spec['path']}: the {role} volume has {n:,} voxels, more than the {MAX_VOXELS:,} "
+            "read whole into memory; crop it (a region of interest) for training and testing"
+        )
+    raw = np.asarray(vol.raw[...]) if role != "scan" else vol.raw
+    labels = None
+    if vol.labels is not None:
+        labels = np.asarray(vol.labels[...]) if role != "scan" else vol.labels
+    return raw, labels, tuple(float(v) for v in vol.voxel_size)
+
+
+def normalize(raw: np.ndarray) -> np.ndarray:
+    """uint8 (or any integer) intensities -> float32 in [0, 1]; floats are clipped to [0, 1]."""
+    raw = np.asarray(raw)
+    if np.issubdtype(raw.dtype, np.integer):
+        info = np.iinfo(raw.dtype)
+        return (raw.astype(np.float32) - info.min) / float(info.max - info.min)
+    return np.clip(raw.astype(np.float32), 0.0, 1.0)
+
+
+def target_affinities(labels: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour affinities (3, z, y, x) int8 of a label volume (background 0 unknown:
+    CREMI's unlabelled voxels are 0 after :func:`.volumes.open_volume`)."""
+    from ...tasks.segmentation import affinities
+
+    return affinities(labels, background=0)
+
+
+def augment(
+    x: np.ndarray, y: np.ndarray, rng: np.random.Generator, options: Mapping
+) -> tuple[np.ndarray, np.ndarray]:
+    """One patch ``x (1, z, y, x)``, ``y (3, z, y, x)``, flipped, transposed and rescaled at random.
+
+    A flip of axis a reverses the patch along a, so the affinity to the *previous* voxel along a
+    becomes the affinity to the next one: channel a is shifted by one voxel (its first plane
+    becomes unknown). A y-x transpose swaps the y and x channels.
+    """
+    if options.get("flip", True):
+        for axis in range(3):
+            if rng.random() < 0.5:
+                x = np.flip(x, axis=axis + 1)
+                y = np.flip(y, axis=axis + 1).copy()
+                # channel `axis` now holds the affinity to the next voxel: shift it back by one
+                ch = np.roll(y[axis], 1, axis=axis)
+                first = [slice(None)] * 3
+                first[axis] = slice(0, 1)
+                ch[tuple(first)] = -1
+                y[axis] = ch
+    if options.get("transpose", True) and x.shape[2] == x.shape[3] and rng.random() < 0.5:
+        x = np.swapaxes(x, 2, 3)
+        y = np.swapaxes(y, 2, 3)[[0, 2, 1]]
+    x = np.ascontiguousarray(x, np.float32)
+    amount = float(options.get("intensity", 0.0))
+    if amount > 0:
+        scale = 1.0 + rng.uniform(-amount, amount)
+        shift = rng.uniform(-amount, amount)
+        x = np.clip(x * scale + shift, 0.0, 1.0).astype(np.float32)
+    return x, np.ascontiguousarray(y, np.int8)
+
+
+def patches(
+    raw: np.ndarray,
+    labels: np.ndarray,
+    shape,
+    n: int,
+    seed: int,
+    *,
+    z_range: tuple[int, int],
+    options: Mapping,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` augmented patches of ``shape`` from sections ``z_range`` of a volume: x float32
+    (n, 1, *shape), y int8 (n, 3, *shape)."""
+    from ...tasks.segmentation import random_patches
+
+    z0, z1 = z_range
+    aff = target_affinities(labels)[:, z0:z1]
+    x, y = random_patches(normalize(raw[z0:z1]), aff, shape, n, seed)
+    rng = np.random.default_rng(derive_seed(seed, "augment"))
+    out = [augment(xi, yi, rng, options) for xi, yi in zip(x, y, strict=True)]
+    return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+
+
+def split_ranges(depth: int, patch_z: int) -> dict[str, tuple[int, int]]:
+    """Sections of the training volume that the training and validation patches come from."""
+    val = max(patch_z, depth // 4)
+    if depth - val < patch_z:
+        raise InputFormatError(
+            f"the training volume has {depth} sections: too few for training and validation "
+            f"patches of {patch_z} sections each"
+        )
+    return {"train": (0, depth - val), "val": (depth - val, depth)}
+
+
+def crop_to_multiple(a: np.ndarray, multiple) -> np.ndarray:
+    """The leading corner of ``a``'s last three axes, cut to multiples of ``multiple``."""
+    shape = a.shape[-3:]
+    keep = tuple((s // m) * m for s, m in zip(shape, multiple, strict=True))
+    if min(keep) == 0:
+        raise InputFormatError(
+            f"a volume of {shape} voxels is smaller than the model's input multiple {multiple}"
+        )
+    return a[(..., *(slice(0, k) for k in keep))]
+
+
+__all__ = [
+    "MAX_VOXELS",
+    "augment",
+    "crop_to_multiple",
+    "load_volume",
+    "normalize",
+    "patches",
+    "split_ranges",
+    "target_affinities",
+]

@@ -1,0 +1,92 @@
+"""Connectomics: EM volumes -> split files (patches with affinity targets) -> the engine's train,
+evaluate, compress and compress_int8 -> blockwise segmentation of the scan volumes with every
+model and engine -> results/connectomics/summary.tsv."""
+
+
+rule connectomics_data:
+    output:
+        **(
+            {"scan": "results/connectomics/volumes/synthetic.h5"}
+            if EM_DATASET == "synthetic"
+            else {}
+        ),
+        train=f"results/connectomics/data/{EM_DATASET}/train.npz",
+        val=f"results/connectomics/data/{EM_DATASET}/val.npz",
+        test=f"results/connectomics/data/{EM_DATASET}/test.npz",
+    log:
+        "logs/connectomics/data.log",
+    benchmark:
+        "results/benchmarks/rules/connectomics/data.tsv"
+    conda:
+        "../../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_by_attempt(4000),
+        runtime=60,
+    params:
+        seed=config["seed"],
+    script:
+        "../../scripts/connectomics_data.py"
+
+
+rule connectomics_scan:
+    input:
+        model=lambda wildcards: engine_model_file(
+            "connectomics", EM_DATASET, wildcards.model
+        ),
+        volume=em_volume_file,
+    output:
+        metrics="results/connectomics/scan/{volume}/{model}/{engine}/metrics.json",
+        affinities=directory(
+            "results/connectomics/scan/{volume}/{model}/{engine}/affinities.ome.zarr"
+        ),
+        segmentation=directory(
+            "results/connectomics/scan/{volume}/{model}/{engine}/segmentation.ome.zarr"
+        ),
+        png=report(
+            "results/connectomics/scan/{volume}/{model}/{engine}/section.png",
+            caption="../../report/connectomics_section.rst",
+            category="Connectomics",
+            labels={"volume": "{volume}", "model": "{model}", "engine": "{engine}"},
+        ),
+    log:
+        "logs/connectomics/scan/{volume}/{model}/{engine}.log",
+    benchmark:
+        "results/benchmarks/rules/connectomics/scan/{volume}/{model}/{engine}.tsv"
+    conda:
+        "../../../envs/torch.yaml"
+    threads: EM.threads("scan")
+    resources:
+        mem_mb=mem_by_attempt(4000),
+        runtime=120,
+    params:
+        spec=lambda wildcards: em_volume_spec(wildcards.volume),
+    script:
+        "../../scripts/connectomics_scan.py"
+
+
+rule connectomics_summary:
+    input:
+        models=engine_metrics("connectomics"),
+        scans=[
+            "results/connectomics/scan/{volume}/{model}/{engine}/metrics.json".format(
+                **s
+            )
+            for s in EM_SCANS
+        ],
+    output:
+        tsv=report(
+            "results/connectomics/summary.tsv",
+            caption="../../report/connectomics_summary.rst",
+            category="Connectomics",
+        ),
+    log:
+        "logs/connectomics/summary.log",
+    conda:
+        "../../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_by_attempt(1000),
+        runtime=10,
+    script:
+        "../../scripts/connectomics_summary.py"

@@ -1,0 +1,113 @@
+"""Segment one EM volume with one model through one engine, block by block: affinities and the
+segmentation as OME-Zarr, their quality against the volume's labels (when it has them), voxel
+throughput, and a figure of one section."""
+
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from quantscan import apps
+from quantscan.apps.connectomics import dataset as cdata
+from quantscan.apps.connectomics import scoring
+from quantscan.apps.connectomics.volumes import open_volume, write_ome_zarr
+from quantscan.atomic import atomic_path, write_text
+from quantscan.errors import InputFormatError
+from quantscan.models import build_model
+from quantscan.runtime import make_engine
+from quantscan.scripting import run
+
+#: most voxels segmented in memory (affinities: 12 bytes a voxel)
+MAX_VOXELS = 500_000_000
+
+
+def main(smk, log):
+    w = smk.wildcards
+    app = apps.get(smk.config, "connectomics")
+    s = app.resolved
+    spec = dict(smk.params.spec)
+    with open_volume(spec) as vol:
+        n = int(np.prod(vol.shape))
+        if n > MAX_VOXELS:
+            raise InputFormatError(
+                f"{spec['path']}: {n:,} voxels; this scan segments at most {MAX_VOXELS:,} in "
+                "memory: give a cropped volume (a region of interest)"
+            )
+        raw = cdata.normalize(np.asarray(vol.raw[...]))
+        labels = np.asarray(vol.labels[...]) if vol.labels is not None else None
+        voxel = vol.voxel_size
+    model = build_model(app.arch())
+    block, halo = scoring.geometry(model, s["_block"])
+    engine = make_engine(
+        w.engine,
+        smk.input.model,
+        batch_size=1,
+        threads=smk.threads,
+        input_shape=(1, *scoring.read_shape(block, halo)),
+        input_dtypes=("float32",),
+    )
+    target = cdata.target_affinities(labels) if labels is not None else None
+    out = scoring.score_volume(
+        engine,
+        raw,
+        target,
+        labels,
+        model=model,
+        block=block,
+        segmentation=s["scan"]["segmentation"],
+        voxel_size=voxel,
+    )
+    m = out["metrics"] | {
+        "volume": w.volume,
+        "model": w.model,
+        "engine": w.engine,
+        "shape": list(raw.shape),
+        "voxel_size": list(voxel),
+        "labels": labels is not None,
+        "engine_info": engine.describe(),
+    }
+    write_ome_zarr(smk.output.affinities, out["affinities"][0], voxel, name="z_affinity")
+    write_ome_zarr(
+        smk.output.segmentation, out["segmentation"], voxel, name="segmentation", labels=True
+    )
+    z = raw.shape[0] // 2
+    panels = [("raw", raw[z], "gray"), ("mean affinity", out["affinities"][:, z].mean(0), "magma")]
+    rng = np.random.default_rng(0)
+    colours = rng.random((int(out["segmentation"].max()) + 1, 3))
+    colours[0] = 0
+    panels.append(("segmentation", colours[out["segmentation"][z].astype(np.int64)], None))
+    if labels is not None:
+        lab = np.unique(labels[z], return_inverse=True)[1].reshape(labels[z].shape)
+        panels.append(("labels", rng.random((lab.max() + 1, 3))[lab], None))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
+    for ax, (title, img, cmap) in zip(axes, panels, strict=True):
+        ax.imshow(img, cmap=cmap, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    quality = f", VOI {m['voi']:.2f} bits, ARAND {m['arand']:.3f}" if labels is not None else ""
+    fig.suptitle(f"{w.volume}: {w.model} / {w.engine}, section {z}{quality}", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(smk.output.png) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    write_text(smk.output.metrics, json.dumps(m, indent=1, default=float) + "\n")
+    log.info(
+        "%s %s/%s: %s voxels in %.1f s (%.0f voxels/s), segmented in %.1f s%s",
+        w.volume,
+        w.model,
+        w.engine,
+        "x".join(map(str, raw.shape)),
+        m["inference_seconds"],
+        m["voxels_per_s"],
+        m["segmentation_seconds"],
+        quality,
+    )
+
+
+run(main, snakemake)
