@@ -6,6 +6,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import json
+import shutil
+from pathlib import Path
 
 import matplotlib
 
@@ -18,13 +20,9 @@ from quantscan.apps.connectomics import dataset as cdata
 from quantscan.apps.connectomics import scoring
 from quantscan.apps.connectomics.volumes import open_volume, write_ome_zarr
 from quantscan.atomic import atomic_path, write_text
-from quantscan.errors import InputFormatError
 from quantscan.models import build_model
 from quantscan.runtime import make_engine
 from quantscan.scripting import run
-
-#: most voxels segmented in memory (affinities: 12 bytes a voxel)
-MAX_VOXELS = 500_000_000
 
 
 def main(smk, log):
@@ -32,16 +30,6 @@ def main(smk, log):
     app = apps.get(smk.config, "connectomics")
     s = app.resolved
     spec = dict(smk.params.spec)
-    with open_volume(spec) as vol:
-        n = int(np.prod(vol.shape))
-        if n > MAX_VOXELS:
-            raise InputFormatError(
-                f"{spec['path']}: {n:,} voxels; this scan segments at most {MAX_VOXELS:,} in "
-                "memory: give a cropped volume (a region of interest)"
-            )
-        raw = cdata.normalize(np.asarray(vol.raw[...]))
-        labels = np.asarray(vol.labels[...]) if vol.labels is not None else None
-        voxel = vol.voxel_size
     model = build_model(app.arch())
     block, halo = scoring.geometry(model, s["_block"])
     engine = make_engine(
@@ -52,22 +40,38 @@ def main(smk, log):
         input_shape=(1, *scoring.read_shape(block, halo)),
         input_dtypes=("float32",),
     )
-    target = cdata.target_affinities(labels) if labels is not None else None
-    out = scoring.score_volume(
-        engine,
-        raw,
-        target,
-        labels,
-        model=model,
-        block=block,
-        segmentation=s["scan"]["segmentation"],
-        voxel_size=voxel,
-    )
+    # out-of-core arrays (volumes of more than max_in_memory voxels), removed at the end
+    work = Path(smk.output.metrics).with_name("work.zarr")
+    with open_volume(spec) as vol:
+        voxel, shape = vol.voxel_size, vol.shape
+        in_memory = int(np.prod(vol.shape)) <= smk.params.max_in_memory
+        raw = np.asarray(vol.raw[...]) if in_memory else vol.raw
+        labels = vol.labels
+        if labels is not None and in_memory:
+            labels = np.asarray(labels[...])
+        target = cdata.target_affinities(labels) if labels is not None and in_memory else None
+        out = scoring.score_volume(
+            engine,
+            raw,
+            target,
+            labels,
+            model=model,
+            block=block,
+            segmentation=s["scan"]["segmentation"],
+            voxel_size=voxel,
+            workdir=work,
+            max_in_memory=smk.params.max_in_memory,
+        )
+        z = vol.shape[0] // 2
+        section = {
+            "raw": cdata.normalize(np.asarray(vol.raw[z])),
+            "labels": None if labels is None else np.asarray(labels[z]),
+        }
     m = out["metrics"] | {
         "volume": w.volume,
         "model": w.model,
         "engine": w.engine,
-        "shape": list(raw.shape),
+        "shape": list(shape),
         "voxel_size": list(voxel),
         "labels": labels is not None,
         "engine_info": engine.describe(),
@@ -76,14 +80,17 @@ def main(smk, log):
     write_ome_zarr(
         smk.output.segmentation, out["segmentation"], voxel, name="segmentation", labels=True
     )
-    z = raw.shape[0] // 2
-    panels = [("raw", raw[z], "gray"), ("mean affinity", out["affinities"][:, z].mean(0), "magma")]
+    seg_z = np.asarray(out["segmentation"][z]).astype(np.int64)
+    panels = [
+        ("raw", section["raw"], "gray"),
+        ("mean affinity", np.asarray(out["affinities"][:, z]).mean(0), "magma"),
+    ]
     rng = np.random.default_rng(0)
-    colours = rng.random((int(out["segmentation"].max()) + 1, 3))
-    colours[0] = 0
-    panels.append(("segmentation", colours[out["segmentation"][z].astype(np.int64)], None))
-    if labels is not None:
-        lab = np.unique(labels[z], return_inverse=True)[1].reshape(labels[z].shape)
+    _, seg_z = np.unique(seg_z, return_inverse=True)
+    colours = rng.random((int(seg_z.max()) + 1, 3))
+    panels.append(("segmentation", colours[seg_z.reshape(section["raw"].shape)], None))
+    if section["labels"] is not None:
+        lab = np.unique(section["labels"], return_inverse=True)[1].reshape(section["raw"].shape)
         panels.append(("labels", rng.random((lab.max() + 1, 3))[lab], None))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
     for ax, (title, img, cmap) in zip(axes, panels, strict=True):
@@ -91,6 +98,7 @@ def main(smk, log):
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     quality = f", VOI {m['voi']:.2f} bits, ARAND {m['arand']:.3f}" if labels is not None else ""
+    shutil.rmtree(work, ignore_errors=True)
     fig.suptitle(f"{w.volume}: {w.model} / {w.engine}, section {z}{quality}", fontsize=10)
     fig.tight_layout()
     with atomic_path(smk.output.png) as tmp:
@@ -102,7 +110,7 @@ def main(smk, log):
         w.volume,
         w.model,
         w.engine,
-        "x".join(map(str, raw.shape)),
+        "x".join(map(str, shape)),
         m["inference_seconds"],
         m["voxels_per_s"],
         m["segmentation_seconds"],

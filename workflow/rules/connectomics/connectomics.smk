@@ -61,6 +61,7 @@ rule connectomics_scan:
         runtime=120,
     params:
         spec=lambda wildcards: em_volume_spec(wildcards.volume),
+        max_in_memory=200_000_000,
     script:
         "../../scripts/connectomics_scan.py"
 

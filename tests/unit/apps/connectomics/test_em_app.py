@@ -144,21 +144,25 @@ def tiny_unet(seed=0):
     return model
 
 
-def test_blockwise_inference_equals_whole_volume_inside():
-    """Away from the volume's faces (where reflect padding and zero padding differ), stitched
-    blocks give exactly the whole-volume inference."""
+def test_blockwise_inference_equals_one_whole_volume_pass():
+    """Stitched blocks equal one pass over the whole volume, reflect-padded by the halo (what the
+    blocks see at the faces), everywhere, within 1e-5."""
     model = tiny_unet()
     rng = np.random.default_rng(0)
-    raw = rng.random((24, 64, 64)).astype(np.float32)
+    raw = rng.random((22, 60, 52)).astype(np.float32)  # not a multiple of the blocks
     block, halo = scoring.geometry(model, (8, 16, 16))
     assert all(b % m == 0 for b, m in zip(block, model.input_multiple(), strict=True))
     assert all(h >= r for h, r in zip(halo, model.halo(), strict=True))
     engine = TorchEngine(model, batch_size=1, input_dtypes=("float32",))
     affs = scoring.predict_volume(engine, raw, block=block, halo=halo)
+    multiple = model.input_multiple()
+    padded = np.pad(raw, [(h, h) for h in halo], mode="reflect")
+    extra = [(0, -s % m) for s, m in zip(padded.shape, multiple, strict=True)]
+    padded = np.pad(padded, extra, mode="reflect")
     with torch.no_grad():
-        whole = torch.sigmoid(model(torch.from_numpy(raw)[None, None]))[0].numpy()
-    inner = (slice(None), *(slice(h, s - h) for h, s in zip(halo, raw.shape, strict=True)))
-    np.testing.assert_allclose(affs[inner], whole[inner], atol=1e-5)
+        whole = torch.sigmoid(model(torch.from_numpy(padded)[None, None]))[0].numpy()
+    core = (slice(None), *(slice(h, h + s) for h, s in zip(halo, raw.shape, strict=True)))
+    np.testing.assert_allclose(affs, whole[core], atol=1e-5)
 
 
 def test_segmentation_merges_across_blocks_and_scores():
@@ -170,3 +174,64 @@ def test_segmentation_merges_across_blocks_and_scores():
     # perfect affinities: every object found once, across the block faces
     assert m["voi_split"] < 0.05 and m["voi_merge"] < 0.05 and m["arand"] < 0.02
     assert m["segments"] == m["true_segments"]
+
+
+def test_out_of_core_scan_equals_in_memory(tmp_path):
+    """A volume above the in-memory cap is read from HDF5 and written to chunked zarr one block at
+    a time, with the same affinities, segmentation and scores as the in-memory pass."""
+    import h5py
+    import zarr
+
+    model = tiny_unet(1)
+    lab = labels_volume((16, 48, 48), seed=3)
+    rng = np.random.default_rng(1)
+    raw = np.clip(120 + 80 * (lab % 3) + rng.normal(0, 10, lab.shape), 0, 255).astype(np.uint8)
+    path = tmp_path / "vol.h5"
+    with h5py.File(path, "w") as f:
+        f["raw"], f["labels"] = raw, lab
+    engine = TorchEngine(model, batch_size=1, input_dtypes=("float32",))
+    kw = dict(model=model, block=(8, 16, 16), segmentation={"threshold": 0.5})
+    mem = scoring.score_volume(engine, raw, None, lab, **kw)
+    with h5py.File(path, "r") as f:
+        ooc = scoring.score_volume(
+            engine,
+            f["raw"],
+            None,
+            f["labels"],
+            workdir=tmp_path / "w.zarr",
+            max_in_memory=1000,
+            **kw,
+        )
+        assert ooc["metrics"]["out_of_core"] and not mem["metrics"]["out_of_core"]
+        assert isinstance(ooc["affinities"], zarr.Array)
+        np.testing.assert_array_equal(np.asarray(ooc["affinities"][...]), mem["affinities"])
+        np.testing.assert_array_equal(np.asarray(ooc["segmentation"][...]), mem["segmentation"])
+    for key in ("voi_split", "voi_merge", "arand", "true_segments"):
+        assert ooc["metrics"][key] == pytest.approx(mem["metrics"][key], abs=1e-12), key
+    with pytest.raises(ConfigError, match="work directory"):
+        scoring.score_volume(engine, raw, None, None, max_in_memory=10, **kw)
+
+
+def test_int8_blockwise_equals_one_whole_volume_pass(tmp_path):
+    """The static int8 U-Net (ONNX Runtime QDQ, free spatial axes): stitched blocks equal one pass
+    over the reflect-padded volume."""
+    from quantscan.export.onnx import build_int8
+    from quantscan.runtime import OnnxEngine
+
+    model = tiny_unet(2)
+    rng = np.random.default_rng(2)
+    raw = rng.random((16, 48, 48)).astype(np.float32)
+    calib = np.stack([raw[None, :8, :32, :32], raw[None, 8:, 16:, 16:]])
+    paths = build_int8(
+        model, calib, tmp_path / "u.onnx", tmp_path / "u.int8.onnx", dynamic_spatial=True
+    )
+    engine = OnnxEngine(paths["int8"], batch_size=1, input_dtypes=("float32",))
+    block, halo = scoring.geometry(model, (8, 16, 16))
+    affs = scoring.predict_volume(engine, raw, block=block, halo=halo)
+    padded = np.pad(raw, [(h, h) for h in halo], mode="reflect")
+    extra = [(0, -s % m) for s, m in zip(padded.shape, model.input_multiple(), strict=True)]
+    padded = np.pad(padded, extra, mode="reflect")
+    z = engine.logits(padded[None, None])[0]
+    whole = (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float32)
+    core = (slice(None), *(slice(h, h + s) for h, s in zip(halo, raw.shape, strict=True)))
+    np.testing.assert_array_equal(affs, whole[core])

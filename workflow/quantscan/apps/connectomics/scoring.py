@@ -41,9 +41,12 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def predict_volume(engine, raw, *, block, halo, out=None) -> np.ndarray:
-    """Affinity probabilities ``(3, z, y, x)`` float32 of ``raw`` (``(z, y, x)`` float32 in
-    [0, 1], numpy or zarr) through ``engine`` (logits of ``(1, 1, *read)`` inputs)."""
+    """Affinity probabilities ``(3, z, y, x)`` float32 of ``raw`` (``(z, y, x)``: float32 in
+    [0, 1], or integer intensities scaled to it block by block; numpy, HDF5 or zarr, read one
+    block at a time) through ``engine`` (logits of ``(1, 1, *read)`` inputs), written into
+    ``out`` (a new numpy array when None, or e.g. a chunked zarr array)."""
     from .blockwise import plan_blocks, predict_blockwise
+    from .dataset import normalize
 
     shape = tuple(raw.shape)
     full = read_shape(block, halo)
@@ -51,6 +54,7 @@ def predict_volume(engine, raw, *, block, halo, out=None) -> np.ndarray:
         out = np.zeros((3, *shape), np.float32)
 
     def predict(x: np.ndarray) -> np.ndarray:
+        x = normalize(x)
         pad = [(0, f - s) for s, f in zip(x.shape, full, strict=True)]
         xp = np.pad(x, pad, mode="reflect") if any(a for _, a in pad) else x
         z = engine.logits(np.ascontiguousarray(xp, np.float32)[None, None])[0]
@@ -61,9 +65,11 @@ def predict_volume(engine, raw, *, block, halo, out=None) -> np.ndarray:
     return out
 
 
-def segment_volume(affs, *, block, segmentation: Mapping) -> np.ndarray:
+def segment_volume(affs, *, block, segmentation: Mapping, fragments=None, out=None) -> np.ndarray:
     """uint64 segmentation of affinities ``(3, z, y, x)``: per-block fragments agglomerated at
-    ``segmentation['threshold']``, merged across block faces (module doc)."""
+    ``segmentation['threshold']``, merged across block faces (module doc). ``fragments`` and
+    ``out``: arrays for the per-block fragments and the result (new numpy arrays when None;
+    chunked zarr arrays keep memory to a few blocks)."""
     from .blockwise import fragments_blockwise, merge_block_labels, plan_blocks
     from .segment import segment
 
@@ -71,19 +77,48 @@ def segment_volume(affs, *, block, segmentation: Mapping) -> np.ndarray:
     threshold = float(segmentation.get("threshold", 0.5))
     shape = tuple(affs.shape[1:])
     blocks = plan_blocks(shape, block, 0)
-    fragments = np.zeros(shape, np.uint64)
+    if fragments is None:
+        fragments = np.zeros(shape, np.uint64)
     fragments_blockwise(
         lambda a: segment(a, method=method, threshold=threshold), affs, fragments, blocks
     )
-    labels, _ = merge_block_labels(fragments, blocks, affs, threshold)
+    labels, _ = merge_block_labels(fragments, blocks, affs, threshold, out=out)
     return labels
 
 
-def segmentation_metrics(pred: np.ndarray, labels: np.ndarray, voxel_size=None) -> dict:
+def contingency_blockwise(pred, gt, block, *, ignore_gt=(0,)):
+    """The contingency table of ``pred`` against ``gt`` (array-likes read one block at a time),
+    summed over blocks: memory grows with the number of distinct (prediction, label) pairs, not
+    with the volume."""
+    from .blockwise import plan_blocks
+    from .metrics import Contingency, contingency
+
+    pairs, counts = [], []
+    for b in plan_blocks(tuple(gt.shape), block, 0):
+        t = contingency(np.asarray(pred[b.core]), np.asarray(gt[b.core]), ignore_gt=ignore_gt)
+        pairs.append(np.stack([t.pred_labels[t.row], t.gt_labels[t.col]], axis=1))
+        counts.append(t.counts)
+    cells, inv = np.unique(np.concatenate(pairs).astype(np.uint64), axis=0, return_inverse=True)
+    total = np.bincount(inv.ravel(), weights=np.concatenate(counts)).astype(np.int64)
+    p_labels, row = np.unique(cells[:, 0], return_inverse=True)
+    g_labels, col = np.unique(cells[:, 1], return_inverse=True)
+    return Contingency(p_labels, g_labels, row.ravel(), col.ravel(), total, int(total.sum()))
+
+
+def segmentation_metrics(pred, labels, voxel_size=None, *, block=None) -> dict:
     """VOI (bits), adapted Rand error and the CREMI score of ``pred`` against ``labels``
-    (label 0 is unknown and ignored)."""
+    (label 0 is unknown and ignored). With ``block``, the arrays are read one block at a time
+    (the contingency table summed over blocks) and the CREMI score, whose boundary mask needs
+    whole sections, is left out."""
     from .metrics import adapted_rand, cremi_score, voi
 
+    if block is not None:
+        t = contingency_blockwise(pred, labels, block)
+        out = {**voi(table=t), **adapted_rand(table=t)}
+        out["segments"] = int(len(t.pred_labels) - (t.pred_labels[:1] == 0).sum())
+        out["true_segments"] = int(len(t.gt_labels))
+        return out
+    pred, labels = np.asarray(pred), np.asarray(labels)
     out = {**voi(pred, labels), **adapted_rand(pred, labels)}
     if voxel_size is not None:
         out["cremi_score"] = cremi_score(pred, labels, voxel_size=voxel_size)["cremi"]
@@ -103,21 +138,44 @@ def score_volume(
     block: Sequence[int],
     segmentation: Mapping,
     voxel_size=None,
+    workdir=None,
+    max_in_memory: int = 200_000_000,
 ) -> dict:
     """``{"affinities", "segmentation", "metrics"}`` of one volume through one engine:
     voxels/s of inference, the task's voxel metrics against ``target`` and the segmentation's
-    quality against ``labels`` (either may be None)."""
+    quality against ``labels`` (either may be None).
+
+    A volume of more than ``max_in_memory`` voxels is processed out of core: ``raw`` and
+    ``labels`` are read one block at a time (HDF5 or zarr arrays) and the affinities, fragments
+    and segmentation are chunked zarr v3 arrays (one chunk per block) under ``workdir``; the
+    voxel metrics of the affinities are then left out."""
     from ...tasks import get_task
     from . import app
 
-    if raw.ndim != 3:
+    if len(raw.shape) != 3:
         raise ConfigError(f"score_volume takes a (z, y, x) volume, got shape {raw.shape}")
     block, halo = geometry(model, block)
+    shape = tuple(int(v) for v in raw.shape)
+    chunked = int(np.prod(shape)) > max_in_memory
+    affs = fragments = seg = None
+    if chunked:
+        import zarr
+
+        if workdir is None:
+            raise ConfigError(
+                f"a volume of {int(np.prod(shape)):,} voxels (more than {max_in_memory:,}) is "
+                "processed out of core and needs a work directory"
+            )
+        root = zarr.open_group(str(workdir), mode="w", zarr_format=3)
+        affs = root.create_array("affinities", shape=(3, *shape), chunks=(3, *block), dtype="f4")
+        fragments = root.create_array("fragments", shape=shape, chunks=block, dtype="u8")
+        seg = root.create_array("segmentation", shape=shape, chunks=block, dtype="u8")
+        target = None  # voxel metrics need the whole target in memory
     t0 = time.perf_counter()
-    affs = predict_volume(engine, raw, block=block, halo=halo)
+    affs = predict_volume(engine, raw, block=block, halo=halo, out=affs)
     infer_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    seg = segment_volume(affs, block=block, segmentation=segmentation)
+    seg = segment_volume(affs, block=block, segmentation=segmentation, fragments=fragments, out=seg)
     segment_s = time.perf_counter() - t1
     voxels = int(np.prod(raw.shape))
     metrics: dict = {
@@ -127,13 +185,24 @@ def score_volume(
         "segmentation_seconds": segment_s,
         "block": list(block),
         "halo": list(halo),
+        "out_of_core": chunked,
     }
     if target is not None:
         task = get_task("affinities")
         metrics.update(task.metrics(target[None], affs[None], list(app.CHANNELS)))
     if labels is not None:
-        metrics.update(segmentation_metrics(seg, np.asarray(labels), voxel_size))
+        if chunked:
+            metrics.update(segmentation_metrics(seg, labels, block=block))
+        else:
+            metrics.update(segmentation_metrics(seg, np.asarray(labels), voxel_size))
     return {"affinities": affs, "segmentation": seg, "metrics": metrics}
 
 
-__all__ = ["geometry", "predict_volume", "score_volume", "segment_volume", "segmentation_metrics"]
+__all__ = [
+    "contingency_blockwise",
+    "geometry",
+    "predict_volume",
+    "score_volume",
+    "segment_volume",
+    "segmentation_metrics",
+]
