@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import zarr
 
 from quantscan import apps
 from quantscan.apps.connectomics import dataset as cdata
@@ -21,7 +22,6 @@ from quantscan.apps.connectomics import scoring
 from quantscan.apps.connectomics.volumes import open_volume, write_ome_zarr
 from quantscan.atomic import atomic_path, write_text
 from quantscan.models import build_model
-from quantscan.runtime import make_engine
 from quantscan.scripting import run
 
 
@@ -31,28 +31,23 @@ def main(smk, log):
     s = app.resolved
     spec = dict(smk.params.spec)
     model = build_model(app.arch())
-    block, halo = scoring.geometry(model, s["_block"])
-    engine = make_engine(
-        w.engine,
-        smk.input.model,
-        batch_size=1,
-        threads=smk.threads,
-        input_shape=(1, *scoring.read_shape(block, halo)),
-        input_dtypes=("float32",),
-    )
+    store = json.loads(open(smk.input.store).read())
+    block = tuple(store["block"])
+    slabs = [json.loads(open(p).read()) for p in smk.input.slabs]
+    infer_s = sum(x["seconds"] for x in slabs)
+    affs = zarr.open_group(store["store"], mode="r")["affinities"]
     # out-of-core arrays (volumes of more than max_in_memory voxels), removed at the end
     work = Path(smk.output.metrics).with_name("work.zarr")
     with open_volume(spec) as vol:
         voxel, shape = vol.voxel_size, vol.shape
-        in_memory = int(np.prod(vol.shape)) <= smk.params.max_in_memory
-        raw = np.asarray(vol.raw[...]) if in_memory else vol.raw
+        in_memory = int(np.prod(shape)) <= smk.params.max_in_memory
         labels = vol.labels
         if labels is not None and in_memory:
             labels = np.asarray(labels[...])
         target = cdata.target_affinities(labels) if labels is not None and in_memory else None
         out = scoring.score_volume(
-            engine,
-            raw,
+            None,
+            vol.raw,
             target,
             labels,
             model=model,
@@ -61,12 +56,17 @@ def main(smk, log):
             voxel_size=voxel,
             workdir=work,
             max_in_memory=smk.params.max_in_memory,
+            affinities=affs,
+            inference_seconds=infer_s,
         )
-        z = vol.shape[0] // 2
+        z = shape[0] // 2
         section = {
             "raw": cdata.normalize(np.asarray(vol.raw[z])),
             "labels": None if labels is None else np.asarray(labels[z]),
         }
+    run_voxels = sum(x["voxels"] for x in slabs)
+    out["metrics"]["voxels_per_s"] = run_voxels / infer_s if infer_s > 0 else float("nan")
+    out["metrics"]["slabs"] = len(slabs)
     m = out["metrics"] | {
         "volume": w.volume,
         "model": w.model,
@@ -74,7 +74,7 @@ def main(smk, log):
         "shape": list(shape),
         "voxel_size": list(voxel),
         "labels": labels is not None,
-        "engine_info": engine.describe(),
+        "engine_info": {"kind": w.engine, "threads": smk.threads},
     }
     write_ome_zarr(smk.output.affinities, out["affinities"][0], voxel, name="z_affinity")
     write_ome_zarr(

@@ -3,6 +3,8 @@ the volumes the blockwise scan segments, and the scan's models and engines."""
 
 EM = APPS["connectomics"]
 EM_DATASET = EM.datasets()[0]
+#: jobs that share the blockwise inference of one volume, model and engine
+EM_SLABS = EM.resolved["scan"]["slabs"]
 
 
 def em_volume_spec(volume):

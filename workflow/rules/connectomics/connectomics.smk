@@ -29,10 +29,62 @@ rule connectomics_data:
         "../../scripts/connectomics_data.py"
 
 
-rule connectomics_scan:
+rule connectomics_store:
     input:
         model=lambda wildcards: engine_model_file(
             "connectomics", EM_DATASET, wildcards.model
+        ),
+        volume=em_volume_file,
+    output:
+        json="results/connectomics/scan/{volume}/{model}/{engine}/blocks/store.json",
+    log:
+        "logs/connectomics/store/{volume}/{model}/{engine}.log",
+    conda:
+        "../../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_by_attempt(1000),
+        runtime=10,
+    params:
+        spec=lambda wildcards: em_volume_spec(wildcards.volume),
+    script:
+        "../../scripts/connectomics_store.py"
+
+
+rule connectomics_predict:
+    input:
+        store="results/connectomics/scan/{volume}/{model}/{engine}/blocks/store.json",
+        model=lambda wildcards: engine_model_file(
+            "connectomics", EM_DATASET, wildcards.model
+        ),
+        volume=em_volume_file,
+    output:
+        json="results/connectomics/scan/{volume}/{model}/{engine}/blocks/slab{slab}.json",
+    log:
+        "logs/connectomics/predict/{volume}/{model}/{engine}/slab{slab}.log",
+    benchmark:
+        "results/benchmarks/rules/connectomics/predict/{volume}/{model}/{engine}/slab{slab}.tsv"
+    wildcard_constraints:
+        slab=r"\d+",
+    conda:
+        "../../../envs/torch.yaml"
+    threads: EM.threads("scan")
+    resources:
+        mem_mb=mem_by_attempt(4000),
+        runtime=120,
+    params:
+        spec=lambda wildcards: em_volume_spec(wildcards.volume),
+        slabs=EM_SLABS,
+    script:
+        "../../scripts/connectomics_predict.py"
+
+
+rule connectomics_scan:
+    input:
+        store="results/connectomics/scan/{volume}/{model}/{engine}/blocks/store.json",
+        slabs=expand(
+            "results/connectomics/scan/{{volume}}/{{model}}/{{engine}}/blocks/slab{slab}.json",
+            slab=range(EM_SLABS),
         ),
         volume=em_volume_file,
     output:
@@ -55,7 +107,7 @@ rule connectomics_scan:
         "results/benchmarks/rules/connectomics/scan/{volume}/{model}/{engine}.tsv"
     conda:
         "../../../envs/torch.yaml"
-    threads: EM.threads("scan")
+    threads: 1
     resources:
         mem_mb=mem_by_attempt(4000),
         runtime=120,

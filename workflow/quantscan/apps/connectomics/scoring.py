@@ -14,6 +14,7 @@ affinities (the task's), VOI split/merge in bits (Meila 2007) and the adapted Ra
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 
@@ -40,12 +41,16 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float32)
 
 
-def predict_volume(engine, raw, *, block, halo, out=None) -> np.ndarray:
+def predict_volume(
+    engine, raw, *, block, halo, out=None, slab: tuple[int, int] | None = None, done=None
+) -> np.ndarray:
     """Affinity probabilities ``(3, z, y, x)`` float32 of ``raw`` (``(z, y, x)``: float32 in
     [0, 1], or integer intensities scaled to it block by block; numpy, HDF5 or zarr, read one
     block at a time) through ``engine`` (logits of ``(1, 1, *read)`` inputs), written into
-    ``out`` (a new numpy array when None, or e.g. a chunked zarr array)."""
-    from .blockwise import plan_blocks, predict_blockwise
+    ``out`` (a new numpy array when None, or e.g. a chunked zarr array). ``slab=(k, n)``: only
+    the k-th of n runs of blocks (``blockwise.slabs``: one job's share); ``done``: block markers
+    (``blockwise.MarkerDir``), so a rerun skips finished blocks."""
+    from .blockwise import plan_blocks, predict_blockwise, slabs
     from .dataset import normalize
 
     shape = tuple(raw.shape)
@@ -61,8 +66,51 @@ def predict_volume(engine, raw, *, block, halo, out=None) -> np.ndarray:
         return _sigmoid(z)[(slice(None), *(slice(0, s) for s in x.shape))]
 
     mode = "reflect" if all(s > h for s, h in zip(shape, halo, strict=True)) else "edge"
-    predict_blockwise(predict, raw, out, plan_blocks(shape, block, halo), pad_mode=mode)
+    blocks = plan_blocks(shape, block, halo)
+    if slab is not None:
+        blocks = slabs(blocks, slab[1])[slab[0]]
+    predict_blockwise(predict, raw, out, blocks, pad_mode=mode, done=done)
     return out
+
+
+def create_store(path, shape, block):
+    """A zarr v3 group at ``path`` (replacing it) with an empty ``affinities`` array
+    ``(3, *shape)`` float32 in chunks of one block: the target of the slab jobs (block markers in
+    ``path/done``)."""
+    import zarr
+
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    root.create_array(
+        "affinities", shape=(3, *shape), chunks=(3, *block), dtype="f4", fill_value=0.0
+    )
+    return root
+
+
+def predict_slab(engine, raw, store, *, block, halo, slab: tuple[int, int]) -> dict:
+    """One job's share of the blockwise inference into a :func:`create_store` store: the blocks of
+    slab ``slab = (k, n)`` that are not marked done; each block's chunk is written, then marked,
+    so a killed job leaves no chunk a rerun trusts. Returns ``{blocks, voxels, seconds}``."""
+    import zarr
+
+    from .blockwise import MarkerDir, plan_blocks, slabs
+
+    root = zarr.open_group(str(store), mode="r+")
+    affs = root["affinities"]
+    shape = tuple(int(v) for v in raw.shape)
+    if tuple(affs.shape[1:]) != shape:
+        raise ConfigError(f"{store}: affinities of {affs.shape[1:]}, not the volume's {shape}")
+    done = MarkerDir(os.path.join(str(store), "done"))
+    todo = [b for b in slabs(plan_blocks(shape, block, halo), slab[1])[slab[0]]]
+    pending = [b for b in todo if not done.is_done(b)]
+    t0 = time.perf_counter()
+    predict_volume(engine, raw, block=block, halo=halo, out=affs, slab=slab, done=done)
+    voxels = sum(int(np.prod([c.stop - c.start for c in b.core])) for b in pending)
+    return {
+        "blocks": len(todo),
+        "blocks_run": len(pending),
+        "voxels": voxels,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def segment_volume(affs, *, block, segmentation: Mapping, fragments=None, out=None) -> np.ndarray:
@@ -140,6 +188,8 @@ def score_volume(
     voxel_size=None,
     workdir=None,
     max_in_memory: int = 200_000_000,
+    affinities=None,
+    inference_seconds: float | None = None,
 ) -> dict:
     """``{"affinities", "segmentation", "metrics"}`` of one volume through one engine:
     voxels/s of inference, the task's voxel metrics against ``target`` and the segmentation's
@@ -148,7 +198,8 @@ def score_volume(
     A volume of more than ``max_in_memory`` voxels is processed out of core: ``raw`` and
     ``labels`` are read one block at a time (HDF5 or zarr arrays) and the affinities, fragments
     and segmentation are chunked zarr v3 arrays (one chunk per block) under ``workdir``; the
-    voxel metrics of the affinities are then left out."""
+    voxel metrics of the affinities are then left out. ``affinities``: predicted already (the
+    slab jobs' store), with their ``inference_seconds``."""
     from ...tasks import get_task
     from . import app
 
@@ -167,13 +218,20 @@ def score_volume(
                 "processed out of core and needs a work directory"
             )
         root = zarr.open_group(str(workdir), mode="w", zarr_format=3)
-        affs = root.create_array("affinities", shape=(3, *shape), chunks=(3, *block), dtype="f4")
+        if affinities is None:
+            affs = root.create_array(
+                "affinities", shape=(3, *shape), chunks=(3, *block), dtype="f4"
+            )
         fragments = root.create_array("fragments", shape=shape, chunks=block, dtype="u8")
         seg = root.create_array("segmentation", shape=shape, chunks=block, dtype="u8")
         target = None  # voxel metrics need the whole target in memory
-    t0 = time.perf_counter()
-    affs = predict_volume(engine, raw, block=block, halo=halo, out=affs)
-    infer_s = time.perf_counter() - t0
+    if affinities is not None:
+        affs = affinities if chunked else np.asarray(affinities[...])
+        infer_s = float(inference_seconds or 0.0)
+    else:
+        t0 = time.perf_counter()
+        affs = predict_volume(engine, raw, block=block, halo=halo, out=affs)
+        infer_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     seg = segment_volume(affs, block=block, segmentation=segmentation, fragments=fragments, out=seg)
     segment_s = time.perf_counter() - t1
@@ -200,6 +258,8 @@ def score_volume(
 
 __all__ = [
     "contingency_blockwise",
+    "create_store",
+    "predict_slab",
     "geometry",
     "predict_volume",
     "score_volume",

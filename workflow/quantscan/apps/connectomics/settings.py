@@ -39,6 +39,7 @@ DEFAULTS = {
         "models": [],  # empty: fp32 and every compression method
         "engines": {"fp32": ["torch_fp32", "onnx_fp32"], "packed": ["packed_torch"]},
         "segmentation": {"method": "watershed", "threshold": 0.5},
+        "slabs": 2,  # jobs sharing one volume's blockwise inference
         "threads": 1,
     },
 }
@@ -118,6 +119,8 @@ def resolve(settings: Mapping) -> dict:
             raise ConfigError(
                 f"config key {skey}.engines.{kind}: {bad}; choose from {sorted(allowed)}"
             )
+    if not isinstance(sc["slabs"], int) or sc["slabs"] < 1:
+        raise ConfigError(f"config key {skey}.slabs: {sc['slabs']!r} is not a positive integer")
     s["_block"] = block
     return s
 
