@@ -5,6 +5,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -18,6 +19,7 @@ COLUMNS = [
     "model_bits",
     "file_bytes",
     "size_pct",
+    "density",
     "voxels_per_s",
     "accuracy",
     "balanced_accuracy",
@@ -37,7 +39,10 @@ def main(smk, log):
     sizes = {}
     for path in smk.input.models:
         m = json.loads(open(path).read())
-        sizes[m["method"]] = {k: m.get(k) for k in ("model_bits", "file_bytes", "size_pct")}
+        # the method's directory (a method's metrics name its primary variant, e.g. a gamma)
+        sizes[Path(path).parent.name] = {
+            k: m.get(k) for k in ("model_bits", "file_bytes", "size_pct", "density")
+        }
     rows = []
     for path in smk.input.scans:
         m = json.loads(open(path).read())
