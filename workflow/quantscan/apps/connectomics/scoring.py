@@ -114,16 +114,22 @@ def predict_slab(engine, raw, store, *, block, halo, slab: tuple[int, int]) -> d
 
 
 def segment_volume(affs, *, block, segmentation: Mapping, fragments=None, out=None) -> np.ndarray:
-    """uint64 segmentation of affinities ``(3, z, y, x)``: per-block fragments agglomerated at
-    ``segmentation['threshold']``, merged across block faces (module doc). ``fragments`` and
-    ``out``: arrays for the per-block fragments and the result (new numpy arrays when None;
-    chunked zarr arrays keep memory to a few blocks)."""
+    """uint64 segmentation of affinities ``(3, z, y, x)`` at ``segmentation['threshold']``: in
+    memory (``fragments`` and ``out`` None) one watershed + agglomeration over the whole volume;
+    out of core (``fragments`` and ``out`` chunked zarr arrays) per-block fragments agglomerated
+    in each block, then merged across block faces by their mean affinity (module doc), which
+    over-merges more than the whole-volume pass."""
     from .blockwise import fragments_blockwise, merge_block_labels, plan_blocks
     from .segment import segment
 
     method = segmentation.get("method", "watershed")
     threshold = float(segmentation.get("threshold", 0.5))
     shape = tuple(affs.shape[1:])
+    if fragments is None and out is None:
+        # in memory: one agglomeration over the whole volume. Merging per-block segments across
+        # faces by their mean face affinity chains the blocks' own merge errors (measured on the
+        # default scan volume: ARAND 0.64 blockwise against 0.14 whole)
+        return segment(np.asarray(affs), method=method, threshold=threshold)
     blocks = plan_blocks(shape, block, 0)
     if fragments is None:
         fragments = np.zeros(shape, np.uint64)
