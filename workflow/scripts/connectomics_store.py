@@ -17,7 +17,7 @@ from quantscan.scripting import run
 
 def main(smk, log):
     app = apps.get(smk.config, "connectomics")
-    block, halo = scoring.geometry(build_model(app.arch()), app.resolved["_block"])
+    block, halo = scoring.geometry(build_model(app.arch()), app.resolved["scan"]["block"])
     with open_volume(dict(smk.params.spec)) as vol:
         shape = vol.shape
     store = Path(smk.output.json).with_name("affinities.zarr")

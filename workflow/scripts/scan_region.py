@@ -33,29 +33,18 @@ def main(smk, log):
         size["subsets"],
         derive_seed(smk.params.seed, "scan_subsets", w.scan_input, w.chrom),
     )
-    onnx = smk.input.onnx[0] if smk.input.onnx else None
     position = w.scan_model == localiser.LOCALISER
-    if position:
-        settings = localiser.LocaliserSettings.from_config(sc["localiser"])
-        engine, skipped = localiser.open_engine(
-            w.engine,
-            smk.input.model,
-            onnx_path=onnx,
-            settings=settings,
-            haplotypes=model_haps,
-            batch_size=sc["batch_size"],
-            threads=smk.threads,
-        )
-    else:
-        engine, skipped = qscan.open_engine(
-            w.engine,
-            smk.input.model,
-            model=w.scan_model,
-            shape=(model_haps, smk.params.window),
-            batch_size=sc["batch_size"],
-            threads=smk.threads,
-            onnx_path=onnx,
-        )
+    settings = localiser.LocaliserSettings.from_config(sc["localiser"]) if position else None
+    engine, skipped = qscan.open_engine(
+        w.engine,
+        smk.input.model,
+        model=w.scan_model,
+        shape=(model_haps, smk.params.window),
+        batch_size=sc["batch_size"],
+        threads=smk.threads,
+        onnx_path=smk.input.onnx[0] if smk.input.onnx else None,
+        localiser=settings,
+    )
     if skipped:
         log.warning("skipped: %s", skipped)
     timings = {}

@@ -30,32 +30,21 @@ def main(smk, log):
         paths = list(smk.input[cls])
         reps[cls], length_cls = qscan.load_scan_replicates(paths) if paths else ([], None)
         length = length_cls if length_cls is not None else length
-    onnx = smk.input.onnx[0] if smk.input.onnx else None
     position = w.scan_model == localiser.LOCALISER
-    if position:
-        settings = localiser.LocaliserSettings.from_config(smk.params.localiser)
-        engine, skipped = localiser.open_engine(
-            w.engine,
-            smk.input.model,
-            onnx_path=onnx,
-            settings=settings,
-            haplotypes=model_haps,
-            batch_size=smk.params.engine_batch,
-            threads=smk.threads,
-        )
-        # the density channel's scale: the neutral replicates' mean SNP density
+    settings = localiser.LocaliserSettings.from_config(smk.params.localiser) if position else None
+    engine, skipped = qscan.open_engine(
+        w.engine,
+        smk.input.model,
+        model=w.scan_model,
+        shape=(model_haps, image["snps"]),
+        batch_size=smk.params.engine_batch,
+        threads=smk.threads,
+        onnx_path=smk.input.onnx[0] if smk.input.onnx else None,
+        localiser=settings,
+    )
+    if position:  # the density channel's scale: the neutral replicates' mean SNP density
         base = reps["neutral"] or reps["sweep"]
         density = localiser.snp_density([len(r.positions) for r in base], length * len(base))
-    else:
-        engine, skipped = qscan.open_engine(
-            w.engine,
-            smk.input.model,
-            model=w.scan_model,
-            shape=(model_haps, image["snps"]),
-            batch_size=smk.params.engine_batch,
-            threads=smk.threads,
-            onnx_path=onnx,
-        )
     info = {
         "scenario": w.scenario,
         "model": w.scan_model,

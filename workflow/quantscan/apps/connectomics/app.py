@@ -100,7 +100,7 @@ class ConnectomicsApp(App):
             y[0],
             labels,
             model=model,
-            block=self.resolved["_block"],
+            block=self.resolved["scan"]["block"],
             segmentation=self.resolved["scan"]["segmentation"],
         )["metrics"]
 

@@ -30,8 +30,9 @@ MAX_VOXELS = 1_000_000_000
 
 
 def load_volume(settings: Mapping, role: str, seed: int, name: str | None = None):
-    """``(raw uint8 (z, y, x), labels uint64 or None, voxel_size)`` of the volume of ``role``
-    (train, test or scan; ``name``: which scan volume of ``volumes.scan``)."""
+    """``(raw uint8 (z, y, x), labels uint64 or None, voxel_size)`` of the volume of ``role``, read
+    whole: a synthetic volume (train, test or scan; ``name`` salts the seed), or a user's training
+    or test volume (user scan volumes are opened block by block by the scan itself)."""
     d = settings["data"]
     if d["source"] == "synthetic":
         from .synthetic import make_volume
@@ -45,23 +46,17 @@ def load_volume(settings: Mapping, role: str, seed: int, name: str | None = None
         return raw, labels, tuple(float(v) for v in d["voxel_size"])
     from .volumes import open_volume
 
-    if role == "scan":
-        spec = next(v for v in d["volumes"]["scan"] if v["name"] == name)
-        spec = {k: v for k, v in spec.items() if k != "name"}
-    else:
-        spec = d["volumes"][role]
-    vol = open_volume(spec)
-    n = int(np.prod(vol.shape))
-    if n > MAX_VOXELS and role != "scan":
-        raise InputFormatError(
-            f"{spec['path']}: the {role} volume has {n:,} voxels, more than the {MAX_VOXELS:,} "
-            "read whole into memory; crop it (a region of interest) for training and testing"
-        )
-    raw = np.asarray(vol.raw[...]) if role != "scan" else vol.raw
-    labels = None
-    if vol.labels is not None:
-        labels = np.asarray(vol.labels[...]) if role != "scan" else vol.labels
-    return raw, labels, tuple(float(v) for v in vol.voxel_size)
+    spec = d["volumes"][role]
+    with open_volume(spec) as vol:
+        n = int(np.prod(vol.shape))
+        if n > MAX_VOXELS:
+            raise InputFormatError(
+                f"{spec['path']}: the {role} volume has {n:,} voxels, more than the "
+                f"{MAX_VOXELS:,} read whole into memory; crop it (a region of interest)"
+            )
+        raw = np.asarray(vol.raw[...])
+        labels = None if vol.labels is None else np.asarray(vol.labels[...])
+        return raw, labels, tuple(float(v) for v in vol.voxel_size)
 
 
 def normalize(raw: np.ndarray) -> np.ndarray:

@@ -106,7 +106,7 @@ def resolve(settings: Mapping) -> dict:
                 f"config key {key}.volumes.scan: a list of volume specs with 'name' and 'path'"
             )
     sc, skey = s["scan"], "apps.connectomics.scan"
-    block = _triple(sc["block"], f"{skey}.block", integer=True)
+    _triple(sc["block"], f"{skey}.block", integer=True)
     if sc["segmentation"].get("method", "watershed") not in ("watershed", "components"):
         raise ConfigError(f"config key {skey}.segmentation.method: watershed or components")
     thr = sc["segmentation"].get("threshold", 0.5)
@@ -121,7 +121,6 @@ def resolve(settings: Mapping) -> dict:
             )
     if not isinstance(sc["slabs"], int) or sc["slabs"] < 1:
         raise ConfigError(f"config key {skey}.slabs: {sc['slabs']!r} is not a positive integer")
-    s["_block"] = block
     return s
 
 

@@ -334,9 +334,7 @@ def scan_chromosome(
     divides by the chromosome's own mean SNP density over its grid span."""
     import time
 
-    import pandas as pd
-
-    from .scan import SCORE_COLUMNS, grid_span, make_grid, region_slice
+    from .scan import grid_span, make_grid, region_slice, score_table
 
     lo, hi = grid_span(hd, span)
     grid = make_grid(lo, hi, n_points)[region_slice(n_points, n_regions, region)]
@@ -360,23 +358,7 @@ def scan_chromosome(
         timings["windows"] = timings.get("windows", 0) + len(lattice((lo, hi), grid, settings)) * k
     a = np.searchsorted(pos, grid - settings.span / 2, side="left")
     b = np.searchsorted(pos, grid + settings.span / 2, side="right")
-    n_snps = b - a
-    has = n_snps > 0
-    last = max(len(pos) - 1, 0)
-    w_start = np.where(has, pos[np.minimum(a, last)] if len(pos) else grid, grid)
-    w_end = np.where(has, pos[np.clip(b - 1, 0, last)] if len(pos) else grid, grid)
-    return pd.DataFrame(
-        {
-            "chrom": hd.chrom,
-            "position": np.round(grid).astype(np.int64),
-            "window_start": np.round(w_start).astype(np.int64),
-            "window_end": np.round(w_end).astype(np.int64),
-            "n_snps": n_snps.astype(np.int64),
-            "p_sweep": p_sweep,
-            "log_odds": log_odds,
-        },
-        columns=list(SCORE_COLUMNS),
-    )
+    return score_table(hd.chrom, grid, pos, a, b, p_sweep, log_odds)
 
 
 def scan_replicates(

@@ -238,22 +238,30 @@ def scan_chromosome(
         t_score += time.perf_counter() - t0
     if timings is not None:
         timings["score"] = timings.get("score", 0.0) + t_score
-    pos = hd.positions
+    return score_table(hd.chrom, grid, hd.positions, starts, stops, p_sweep, lodds)
+
+
+def score_table(chrom, grid, positions, starts, stops, p_sweep, log_odds) -> pd.DataFrame:
+    """The score table (``SCORE_COLUMNS``) of a chromosome's grid: the window of grid point ``i``
+    holds the SNPs ``starts[i]:stops[i]`` of ``positions`` (``window_start``/``window_end``: its
+    first and last SNP's position, the grid point for an empty window)."""
+    pos = np.asarray(positions)
+    n_snps = np.asarray(stops) - np.asarray(starts)
     if len(pos):
         has = n_snps > 0
         w_start = np.where(has, pos[np.minimum(starts, len(pos) - 1)], grid)
-        w_end = np.where(has, pos[np.clip(stops - 1, 0, len(pos) - 1)], grid)
+        w_end = np.where(has, pos[np.clip(np.asarray(stops) - 1, 0, len(pos) - 1)], grid)
     else:
         w_start = w_end = grid
     return pd.DataFrame(
         {
-            "chrom": hd.chrom,
+            "chrom": chrom,
             "position": np.round(grid).astype(np.int64),
             "window_start": np.round(w_start).astype(np.int64),
             "window_end": np.round(w_end).astype(np.int64),
             "n_snps": n_snps.astype(np.int64),
             "p_sweep": p_sweep,
-            "log_odds": lodds,
+            "log_odds": log_odds,
         },
         columns=list(SCORE_COLUMNS),
     )
@@ -635,6 +643,7 @@ __all__ = [
     "read_scores_tsv",
     "saturation",
     "score_ranks",
+    "score_table",
     "smooth",
     "region_grid",
     "region_slice",

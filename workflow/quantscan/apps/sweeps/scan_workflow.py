@@ -792,8 +792,12 @@ def open_engine(
     batch_size: int = 256,
     threads: int = 1,
     onnx_path: str | os.PathLike | None = None,
+    localiser=None,
 ):
     """(engine, None), or (None, reason) when this model cannot run in engine ``kind``.
+
+    The localiser (model ``localiser.LOCALISER``) opens through ``localiser.open_engine`` with its
+    ``LocaliserSettings`` (``localiser``) at ``shape[0]`` haplotypes.
 
     ``model`` is ``"fp32"`` or a compression method's name. ``onnx_path`` is the fp32 model's ONNX
     export (``rule scan_onnx``): ``onnx_int8`` runs its static int8 version (required), and
@@ -801,7 +805,22 @@ def open_engine(
     (which took about 4 s a job). A corrupt model file still raises.
     """
     from ...runtime import make_engine
+    from .localiser import LOCALISER
 
+    if model == LOCALISER:
+        from .localiser import open_engine as open_localiser
+
+        if localiser is None:
+            raise ConfigError("the localiser's engine needs its settings (scan.localiser)")
+        return open_localiser(
+            kind,
+            model_path,
+            onnx_path=onnx_path,
+            settings=localiser,
+            haplotypes=shape[0],
+            batch_size=batch_size,
+            threads=threads,
+        )
     try:
         if kind == "onnx_int8":
             if model != FP32:
