@@ -1,4 +1,4 @@
-"""Does training with linked windows (``sweeps.image.linked``) make the CNN's scan peak at the sweep?
+"""Does training with linked windows (``apps.sweeps.data.image.linked``) make the CNN's scan peak at the sweep?
 
 A CNN trained on windows centred on a sweep against neutral windows saturates: P(sweep) stays near 1
 over a broad region around a strong sweep, so the arg-max of a scan is a poor position estimate. This

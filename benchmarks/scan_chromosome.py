@@ -3,14 +3,16 @@
 The scan's own engines are timed by ``scan_engines.py``; this harness times what a user waits for:
 ``snakemake`` asked for the per-chromosome outputs of the simulated chromosome (scores TSV, bedGraph,
 peaks BED, PNG, scan JSON) of every model x engine, which runs ``scan_prepare`` (the ``.trees`` file
--> compact npz), the ``scan_region`` jobs (``scan.regions`` per model x engine) and ``scan_merge``
+-> compact npz), the ``scan_region`` jobs (``apps.sweeps.scan.regions`` per model x engine) and
+``scan_merge``
 (p-values, q-values, peaks, tracks), with the DAG building, job start-up and file I/O in between.
 
 It makes a working directory (``--workdir``) with ``config/config.yaml`` copied from the repository
 (the workflow reads it relative to the working directory) and an override ``bench.yaml``: a
 ``--length`` bp chromosome of ``--haplotypes`` haplotypes in segments of the scenario's sequence
 length, one grid point per ``--grid-spacing`` bp, ``--models`` through ``--engines``, ``--subsets``
-haplotype subsets per window, ``sweeps.run: [constant]`` and the scan evaluated on ``constant`` only.
+haplotype subsets per window, ``apps.sweeps.data.run: [constant]`` and the scan evaluated on
+``constant`` only.
 
 * Phase 1 (setup, timed but not part of the figure): the fp32 model, the compressed models, the
   ONNX export, the simulated chromosome and the p-value nulls (replicate scans at the chromosome's
@@ -59,7 +61,7 @@ from scan_engines import LoadSampler  # noqa: E402
 
 from quantscan.atomic import write_text  # noqa: E402
 
-SCENARIO = "constant"  # sweeps.run: the only trained scenario, so the chromosome's and the models'
+SCENARIO = "constant"  # apps.sweeps.data.run: the only trained scenario, so the chromosome's and the models'
 INPUT = "simulated"  # scan_workflow.SIMULATED
 CHROM = "chrSim"
 SCAN_RULES = ("scan_prepare", "scan_region", "scan_merge")
@@ -70,7 +72,7 @@ def log(msg: str) -> None:
 
 
 def parse_engines(items: list[str]) -> dict[str, list[str]]:
-    """``["fp32=onnx_fp32", "compressed=packed,onnx_fp32"]`` -> scan.engines."""
+    """``["fp32=onnx_fp32", "compressed=packed,onnx_fp32"]`` -> apps.sweeps.scan.engines."""
     out = {"fp32": [], "compressed": []}
     for item in items:
         key, sep, names = item.partition("=")
@@ -84,49 +86,44 @@ def parse_engines(items: list[str]) -> dict[str, list[str]]:
 
 def override_config(args, base: dict, regions: int) -> dict:
     """The bench.yaml override merged over the copied config/config.yaml."""
-    seg = (
-        base["sweeps"]["scenarios"]
-        .get(SCENARIO, {})
-        .get("sequence_length", base["sweeps"]["sequence_length"])
-    )
+    sw, sc = base["apps"]["sweeps"]["data"], base["apps"]["sweeps"]["scan"]
+    seg = sw["scenarios"].get(SCENARIO, {}).get("sequence_length", sw["sequence_length"])
     if args.length % seg:
         raise SystemExit(f"--length {args.length} is not a whole number of {seg} bp segments")
     grid = args.length // args.grid_spacing
-    sim = base["scan"]["simulated"]
+    sim = sc["simulated"]
     # the default sweeps and hotspot sit in a 2 Mb chromosome: spread them over this one alike
     n = args.length // seg
-    scale = n / (base["scan"]["simulated"]["length"] / seg)
+    scale = n / (sim["length"] / seg)
     sweeps = sorted({min(int(s * scale), n - 1) for s in sim["sweep_segments"]})
     hotspots = sorted({min(int(s * scale), n - 1) for s in sim["hotspot_segments"]} - set(sweeps))
-    cfg: dict = {
-        "sweeps": {"run": [SCENARIO]},
-        "scan": {
-            "grid_points": int(grid),
-            "regions": int(regions),
-            "models": list(args.models),
-            "engines": args.engines,
-            "sample_size": {"subsets": args.subsets},
-            "evaluate": {"scenarios": [SCENARIO]},
-            "simulated": {
-                "names": [CHROM],
-                "length": int(args.length),
-                "segment_length": int(seg),
-                "haplotypes": int(args.haplotypes),
-                "sweep_segments": sweeps,
-                "hotspot_segments": hotspots,
-            },
+    scan: dict = {
+        "grid_points": int(grid),
+        "regions": int(regions),
+        "models": list(args.models),
+        "engines": args.engines,
+        "sample_size": {"subsets": args.subsets},
+        "evaluate": {"scenarios": [SCENARIO]},
+        "simulated": {
+            "names": [CHROM],
+            "length": int(args.length),
+            "segment_length": int(seg),
+            "haplotypes": int(args.haplotypes),
+            "sweep_segments": sweeps,
+            "hotspot_segments": hotspots,
         },
     }
+    data: dict = {"run": [SCENARIO]}
     if args.scan_threads is not None:
-        cfg["scan"]["threads"] = args.scan_threads
+        scan["threads"] = args.scan_threads
     reps = {
         k: v
         for k, v in (("train", args.train_replicates), ("test", args.test_replicates))
         if v is not None
     }
     if reps:
-        cfg["sweeps"]["replicates"] = reps
-    return cfg
+        data["replicates"] = reps
+    return {"apps": {"sweeps": {"data": data, "scan": scan}}}
 
 
 def model_engines(args) -> list[tuple[str, str]]:
@@ -376,7 +373,7 @@ def engine_reference(work: Path, args, base: dict, n_windows: int) -> dict:
     from quantscan.apps.sweeps import scan_workflow as qscan
     from quantscan.apps.sweeps.sample_size import draw_subsets, score_windows
 
-    sw, sc = base["sweeps"], base["scan"]
+    sw, sc = base["apps"]["sweeps"]["data"], base["apps"]["sweeps"]["scan"]
     width, model_haps = sw["image"]["snps"], sw["haplotypes"]
     batch = sc["batch_size"]
     threads = args.scan_threads if args.scan_threads is not None else sc["threads"]
@@ -552,24 +549,35 @@ def main(argv=None) -> int:
         "--models",
         nargs="+",
         default=["fp32", "mixed_table6"],
-        help="fp32 and/or compress.methods names",
+        help="fp32 and/or apps.sweeps.compress.methods names",
     )
     ap.add_argument(
         "--engines",
         nargs="+",
         default=["fp32=onnx_fp32", "compressed=packed"],
-        help="scan.engines as fp32=ENGINE[,ENGINE] compressed=ENGINE[,ENGINE]",
+        help="apps.sweeps.scan.engines as fp32=ENGINE[,ENGINE] compressed=ENGINE[,ENGINE]",
     )
     ap.add_argument(
-        "--regions", type=int, nargs="+", default=[2], help="scan.regions; one phase-2 run for each"
+        "--regions",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="apps.sweeps.scan.regions; one phase-2 run for each",
     )
-    ap.add_argument("--subsets", type=int, default=8, help="scan.sample_size.subsets")
+    ap.add_argument("--subsets", type=int, default=8, help="apps.sweeps.scan.sample_size.subsets")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="snakemake --cores")
     ap.add_argument(
-        "--scan-threads", type=int, default=None, help="scan.threads (default: the config's)"
+        "--scan-threads",
+        type=int,
+        default=None,
+        help="apps.sweeps.scan.threads (default: the config's)",
     )
-    ap.add_argument("--train-replicates", type=int, default=None, help="sweeps.replicates.train")
-    ap.add_argument("--test-replicates", type=int, default=None, help="sweeps.replicates.test")
+    ap.add_argument(
+        "--train-replicates", type=int, default=None, help="apps.sweeps.data.replicates.train"
+    )
+    ap.add_argument(
+        "--test-replicates", type=int, default=None, help="apps.sweeps.data.replicates.test"
+    )
     ap.add_argument(
         "--reference-windows",
         type=int,

@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
         "--arch",
         choices=("default", "table3"),
         default="default",
-        help="random model's architecture without --model: config/config.yaml's viral.model or "
+        help="random model's architecture without --model: config/config.yaml's apps.viral.model or "
         "seed 004's Table III",
     )
     ap.add_argument("--packed", type=Path, action="append", default=[], help="extra model files")
@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
             arch = {"name": "viralcnn", "n_classes": 5, "length": args.length}
             if args.arch == "default":
                 cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-                arch |= {k: v for k, v in cfg["viral"]["model"].items() if k != "dropout"}
+                arch |= {k: v for k, v in cfg["apps"]["viral"]["model"].items() if k != "dropout"}
             model = build_model(arch).eval()
             fp32_path = tmp / "model.pt"
             modelio.save_fp32(model, arch, fp32_path)

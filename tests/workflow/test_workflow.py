@@ -223,7 +223,7 @@ def test_viral_compressed_model_joins_summary_and_classifies(workdir):
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["confusion_matrix"]["classes"] == [*classes, "background"]
     assert sum(map(sum, metrics["confusion_matrix"]["rows_true_cols_pred"])) == metrics["n"]
-    # viral.classify.model (default q_then_p_iter): the packed compressed model classifies, with
+    # apps.viral.scan.classify.model (default q_then_p_iter): the packed compressed model classifies, with
     # the open-set answer; the out-of-class test records are classified too
     out = pd.read_csv(res / "classify/simulated/q_then_p_iter/simulated_test.tsv", sep="\t")
     assert len(out) == fp32.n_records and set(out.predicted) <= {*classes, "unclassified"}
@@ -267,7 +267,7 @@ def test_viral_int8_method_joins_summary_compare_and_classifies(workdir):
     assert metrics["int8"]["unmatched_layers"] == []
     variants = pd.read_csv(res / "compare/variants.tsv", sep="\t")
     assert {"fp32", "int8"} <= set(variants.family) and "int8" in set(variants.method)
-    # viral.classify.model may name an int8 method: its model.onnx runs through ONNX Runtime
+    # apps.viral.scan.classify.model may name an int8 method: its model.onnx runs through ONNX Runtime
     target = "results/viral/classify/simulated/int8/simulated_test.tsv"
     smk(workdir, "--cores", "2", target)
     out = pd.read_csv(workdir / target, sep="\t")
@@ -316,20 +316,43 @@ def test_rerun_has_nothing_to_do_and_report_builds(workdir):
 
 
 def test_wrong_type_stops_before_any_job(workdir):
-    (workdir / "bad.yaml").write_text("sweeps:\n  train:\n    epochs: ten\n")
+    (workdir / "bad.yaml").write_text("apps:\n  sweeps:\n    train:\n      epochs: ten\n")
     out = smk(workdir, "-n", configfiles=("tiny.yaml", "bad.yaml"), check=False)
     assert out.returncode != 0
-    assert "sweeps.train.epochs: 'ten' is not of type 'integer'" in out.stdout
+    assert "apps.sweeps.train.epochs: 'ten' is not of type 'integer'" in out.stdout
     assert "Job stats" not in out.stdout  # stopped before planning any job
 
 
 def test_unknown_key_and_unknown_scenario(workdir):
-    (workdir / "bad.yaml").write_text("sweeps:\n  imgae: {snps: 8}\n")
+    (workdir / "bad.yaml").write_text("apps:\n  sweeps:\n    data:\n      imgae: {snps: 8}\n")
     out = smk(workdir, "-n", configfiles=("tiny.yaml", "bad.yaml"), check=False)
-    assert out.returncode != 0 and "unknown config key 'imgae' under sweeps" in out.stdout
-    (workdir / "bad.yaml").write_text("sweeps:\n  run: [constant, bottleneck_mild]\n")
+    assert out.returncode != 0
+    assert "unknown config key 'imgae' under apps.sweeps.data" in out.stdout
+    (workdir / "bad.yaml").write_text(
+        "apps:\n  sweeps:\n    data:\n      run: [constant, bottleneck_mild]\n"
+    )
     out = smk(workdir, "-n", configfiles=("tiny.yaml", "bad.yaml"), check=False)
     assert out.returncode != 0 and "unknown scenario 'bottleneck_mild'" in out.stdout
+
+
+def test_old_layout_stops_before_any_job_naming_the_new_keys(workdir):
+    """The former top-level sections, from a --configfile or --config, merged over the new
+    layout of config/config.yaml: one error that names every old key and its new key."""
+    (workdir / "old.yaml").write_text(
+        "sweeps:\n  train: {epochs: 2}\n  scenarios: {constant: {}}\nscan:\n  grid_points: 10\n"
+    )
+    out = smk(workdir, "-n", configfiles=("tiny.yaml", "old.yaml"), check=False)
+    assert out.returncode != 0 and "Job stats" not in out.stdout
+    assert (
+        "config key 'sweeps.train' moved to 'apps.sweeps.train'; 'sweeps.scenarios' moved to "
+        "'apps.sweeps.data.scenarios'; 'scan' moved to 'apps.sweeps.scan' (see config/README.md)"
+    ) in out.stdout
+    out = smk(workdir, "-n", "--config", "viral={length: 300}", "compress={}", check=False)
+    assert out.returncode != 0 and "Job stats" not in out.stdout
+    assert (
+        "config key 'viral.length' moved to 'apps.viral.data.length'; 'compress' moved to "
+        "'apps.sweeps.compress'"
+    ) in out.stdout
 
 
 def test_slurm_profile_requests_rule_resources(workdir):

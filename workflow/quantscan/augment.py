@@ -69,7 +69,7 @@ class SequenceAugment:
 
 
 def build_augment(spec: Mapping | None) -> SequenceAugment | None:
-    """The augmentation a ``viral.augment`` section describes; None when it is empty or absent."""
+    """The augmentation an ``apps.viral.train.augment`` section describes; None when empty or absent."""
     if not spec:
         return None
     aug = SequenceAugment(**dict(spec))

@@ -1,7 +1,8 @@
 """Configuration validation: JSON Schema (draft 2020-12) with defaults, then cross-key checks.
 
-Errors name the key (``sweeps.train.epochs``) so a wrong type or an unknown key stops the run before any
-job with a message a user can act on.
+Errors name the key (``apps.sweeps.train.epochs``) so a wrong type or an unknown key stops the run
+before any job with a message a user can act on; so does a key of the former layout (top-level
+``sweeps``, ``viral``, ``compress``, ``scan``: :func:`check_moved_keys`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,43 @@ SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 def load_schema(path: str | Path = SCHEMA) -> dict:
     with open(path) as fh:
         return yaml.safe_load(fh)
+
+
+#: the former top-level sections whose keys moved as a whole, and where to
+_MOVED_SECTIONS = {"compress": "apps.sweeps.compress", "scan": "apps.sweeps.scan"}
+#: the former ``sweeps`` keys that did not move into ``apps.sweeps.data``
+_MOVED_SWEEPS = {"model": "apps.sweeps.model", "train": "apps.sweeps.train"}
+#: where each former ``viral`` key moved
+_MOVED_VIRAL = {
+    **{
+        k: f"apps.viral.data.{k}"
+        for k in ("source", "length", "stride", "validation", "simulate", "ncbi", "local", "split")
+    },
+    **{k: f"apps.viral.scan.{k}" for k in ("combine", "openset", "classify")},
+    **{k: f"apps.viral.{k}" for k in ("model", "train", "compress", "evaluate")},
+    "augment": "apps.viral.train.augment",
+}
+
+
+def check_moved_keys(config: dict) -> None:
+    """Refuse a config in the former layout (top-level ``sweeps``, ``viral``, ``compress``,
+    ``scan``), naming every such key and its new place in ``apps.<app>``, before any job."""
+    moves = []
+    for top, section in config.items():
+        if top in _MOVED_SECTIONS:
+            moves.append((top, _MOVED_SECTIONS[top]))
+        elif top in ("sweeps", "viral") and isinstance(section, dict) and section:
+            for key in section:
+                if top == "sweeps":
+                    new = _MOVED_SWEEPS.get(key, f"apps.sweeps.data.{key}")
+                else:
+                    new = _MOVED_VIRAL.get(key, f"apps.viral.{key}")
+                moves.append((f"{top}.{key}", new))
+        elif top in ("sweeps", "viral"):
+            moves.append((top, f"apps.{top}"))
+    if moves:
+        listed = "; ".join(f"{old!r} moved to {new!r}" for old, new in moves)
+        raise ConfigError(f"config key {listed} (see config/README.md)")
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -84,6 +122,7 @@ def _message(error: jsonschema.ValidationError) -> str:
 
 def validate(config: dict, schema: dict | None = None) -> dict:
     """Return a validated copy of ``config`` with defaults filled; raise ``ConfigError`` otherwise."""
+    check_moved_keys(config)
     schema = schema or load_schema()
     config = fill_defaults(copy.deepcopy(dict(config)), schema)
     validator = jsonschema.Draft202012Validator(schema)

@@ -20,7 +20,7 @@ try:
         qconfig.load_schema(REPO_ROOT / "config" / "schema.yaml"),
     )
     # settings an application derives from the inputs before planning (e.g. the sweeps'
-    # scenarios at the inputs' sample sizes, scan.sample_size.policy 'match')
+    # scenarios at the inputs' sample sizes, apps.sweeps.scan.sample_size.policy 'match')
     for _app in qapps.enabled(_validated).values():
         _validated.update(_app.config_updates())
 except ConfigError as err:

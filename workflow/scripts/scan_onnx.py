@@ -1,6 +1,6 @@
 """Export the fp32 sweep model to ONNX once (engine onnx_fp32) and quantize it to static int8
 (engine onnx_int8) through the export the int8 compression method uses (``export.onnx.export_int8``),
-calibrated on scan.calibration_samples seeded training images."""
+calibrated on apps.sweeps.scan.calibration_samples seeded training images."""
 
 import sys
 

@@ -18,7 +18,7 @@ def main(smk, log):
     cls = smk.wildcards.vclass
     cache = Path(smk.params.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    query = ncbi.Query.from_config(smk.params.query, where=f"viral.ncbi.classes.{cls}")
+    query = ncbi.Query.from_config(smk.params.query, where=f"apps.viral.data.ncbi.classes.{cls}")
     with open(cache / ".download.lock", "w") as lock:
         log.info("waiting for the NCBI download lock %s", lock.name)
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -366,8 +366,8 @@ def test_auto_search_scores_paste_and_reproducibility(tiny_sweepnet, tmp_path):
     ((name, entry),) = pasted.items()
     assert name == "mixed_auto_search" and entry["type"] == "mixed"
     full = yaml.safe_load(open(qconfig.SCHEMA.parents[0] / "config.yaml"))
-    full["compress"]["methods"] = pasted
-    assert qconfig.validate(full)["compress"]["methods"][name]["alpha"] is None
+    full["apps"]["sweeps"]["compress"]["methods"] = pasted
+    assert qconfig.validate(full)["apps"]["sweeps"]["compress"]["methods"][name]["alpha"] is None
     rebuilt = run(tiny_sweepnet, name, entry, finetune=ft).primary
     assert rebuilt.layer_config == res.primary.layer_config
     assert rebuilt.metrics["model_bits"] == res.primary.metrics["model_bits"]
@@ -401,7 +401,7 @@ def test_po2_vs_auto(tiny_sweepnet):
 
 def _config(**compress):
     cfg = yaml.safe_load(open(qconfig.SCHEMA.parents[0] / "config.yaml"))
-    cfg["compress"] = compress
+    cfg["apps"]["sweeps"]["compress"] = compress
     return cfg
 
 
@@ -409,25 +409,29 @@ def test_compress_jobs_fan_out_and_errors():
     cfg = _config(
         methods={"a": {"type": "mixed"}, "b": {"type": "uniform", "scenarios": ["constant"]}}
     )
-    cfg["sweeps"]["run"] = ["constant", "hotspot_low", "island_migration"]
-    jobs = sweeps_settings.compress_jobs(qconfig.validate(cfg))
+    sweeps, compress = cfg["apps"]["sweeps"], cfg["apps"]["sweeps"]["compress"]
+    sweeps["data"]["run"] = ["constant", "hotspot_low", "island_migration"]
+    jobs = sweeps_settings.compress_jobs(qconfig.validate(cfg)["apps"]["sweeps"])
     assert jobs == [("constant", "a"), ("hotspot_low", "a"), ("constant", "b")]
-    cfg["compress"]["scenarios"] = ["hotspot_low", "severe_bottleneck"]  # not run: skipped
-    assert sweeps_settings.compress_jobs(qconfig.validate(cfg)) == [
+    compress["scenarios"] = ["hotspot_low", "severe_bottleneck"]  # not run: skipped
+    assert sweeps_settings.compress_jobs(qconfig.validate(cfg)["apps"]["sweeps"]) == [
         ("hotspot_low", "a"),
         ("constant", "b"),
     ]
-    cfg["compress"]["scenarios"] = ["nowhere"]
-    with pytest.raises(ConfigError, match="compress.scenarios: unknown scenario 'nowhere'"):
-        qconfig.validate(cfg)
-    cfg["compress"]["scenarios"] = []
-    cfg["compress"]["methods"]["b"]["scenarios"] = ["island_migration"]
+    compress["scenarios"] = ["nowhere"]
     with pytest.raises(
-        ConfigError, match="compress.methods.b.scenarios: 'island_migration' is neutral"
+        ConfigError, match="apps.sweeps.compress.scenarios: unknown scenario 'nowhere'"
     ):
         qconfig.validate(cfg)
-    cfg["compress"]["methods"]["b"] = {"type": "uniform", "n_trials": 3}
-    with pytest.raises(ConfigError, match="compress.methods.b"):
+    compress["scenarios"] = []
+    compress["methods"]["b"]["scenarios"] = ["island_migration"]
+    with pytest.raises(
+        ConfigError,
+        match="apps.sweeps.compress.methods.b.scenarios: 'island_migration' is neutral",
+    ):
+        qconfig.validate(cfg)
+    compress["methods"]["b"] = {"type": "uniform", "n_trials": 3}
+    with pytest.raises(ConfigError, match="apps.sweeps.compress.methods.b"):
         qconfig.validate(cfg)
 
 

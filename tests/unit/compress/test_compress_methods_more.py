@@ -350,10 +350,11 @@ def test_schema_defaults_and_rejections():
 
 def test_default_config_runs_the_new_types_on_one_scenario():
     cfg = qconfig.validate(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    sweeps = cfg["apps"]["sweeps"]
     types = {"ttq", "attq", "dorefa", *PRUNING}
-    new = {n: m for n, m in cfg["compress"]["methods"].items() if m["type"] in types}
+    new = {n: m for n, m in sweeps["compress"]["methods"].items() if m["type"] in types}
     assert {m["type"] for m in new.values()} == types
-    jobs = [j for j in sweeps_settings.compress_jobs(cfg) if j[1] in new]
+    jobs = [j for j in sweeps_settings.compress_jobs(sweeps) if j[1] in new]
     assert sorted(jobs) == sorted(("severe_bottleneck", n) for n in new)
     for m in new.values():
         assert m["finetune"]["epochs"] <= 2
@@ -362,9 +363,10 @@ def test_default_config_runs_the_new_types_on_one_scenario():
     merged = qconfig.validate(
         _merge(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()), full)
     )
+    methods = merged["apps"]["sweeps"]["compress"]["methods"]
     for n in new:
-        if merged["compress"]["methods"][n]["type"] in PRUNING:
-            assert merged["compress"]["methods"][n]["gammas"] == [0.5, 0.75, 1.0, 1.25, 1.5]
+        if methods[n]["type"] in PRUNING:
+            assert methods[n]["gammas"] == [0.5, 0.75, 1.0, 1.25, 1.5]
 
 
 def _merge(base, over):

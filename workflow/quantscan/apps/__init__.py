@@ -3,10 +3,10 @@
 An application is found by name: ``apps.<name>.module`` in the config (a Python file or a module
 name, for an application kept outside this package), else the package ``quantscan.apps.<name>``
 with a module ``app`` defining ``APP``. Adding an application adds files only: its package (or
-file), its config section and, for steps of its own, ``workflow/rules/<name>/*.smk``.
+file), its config section ``apps.<name>`` and, for steps of its own, ``workflow/rules/<name>/*.smk``.
 
-Which applications run: every section of ``apps`` in the config, plus the built-in applications
-whose historical top-level sections (``sweeps``, ``viral``) are present.
+Which applications run: every section of ``apps`` in the config, in its order (the schema always
+gives the built-in ``apps.sweeps`` and ``apps.viral``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .base import App
-
-#: built-in applications configured by a top-level section of their own name
-BUILTIN = ("sweeps", "viral")
 
 
 def _import_file(name: str, path: str):
@@ -70,32 +67,26 @@ def app_class(name: str, module: str | None = None) -> type[App]:
 
 
 def settings_of(config: Mapping, name: str) -> Mapping:
-    """The config section of application ``name``."""
-    if name in (config.get("apps") or {}):
-        return config["apps"][name]
-    return config[name]
+    """The config section of application ``name`` (``apps.<name>``)."""
+    return config["apps"][name]
 
 
-def enabled(config: Mapping) -> dict[str, App]:
-    """Name -> :class:`App` of every application of ``config``, built-ins first."""
-    names = [n for n in BUILTIN if n in config]
-    names += [n for n in (config.get("apps") or {}) if n not in names]
-    out = {}
-    for name in names:
-        section = settings_of(config, name)
-        module = section.get("module") if isinstance(section, Mapping) else None
-        out[name] = app_class(name, module)(name, section, config)
-    return out
-
-
-def get(config: Mapping, name: str) -> App:
-    """The :class:`App` of application ``name`` (a job's ``{app}`` wildcard)."""
-    try:
-        section = settings_of(config, name)
-    except KeyError:
-        raise ConfigError(f"no application {name!r} in the config") from None
+def _app(config: Mapping, name: str) -> App:
+    section = settings_of(config, name)
     module = section.get("module") if isinstance(section, Mapping) else None
     return app_class(name, module)(name, section, config)
 
 
-__all__ = ["BUILTIN", "App", "app_class", "enabled", "get", "settings_of"]
+def enabled(config: Mapping) -> dict[str, App]:
+    """Name -> :class:`App` of every application of ``config`` (``apps``, in its order)."""
+    return {name: _app(config, name) for name in config.get("apps") or {}}
+
+
+def get(config: Mapping, name: str) -> App:
+    """The :class:`App` of application ``name`` (a job's ``{app}`` wildcard)."""
+    if name not in (config.get("apps") or {}):
+        raise ConfigError(f"no application {name!r} in the config (apps.{name})")
+    return _app(config, name)
+
+
+__all__ = ["App", "app_class", "enabled", "get", "settings_of"]

@@ -18,8 +18,9 @@ Where the files go (the engine's layout, identical for every application)::
 
 An application is a package ``quantscan.apps.<name>`` with a module ``app`` defining ``APP``, an
 :class:`App` subclass (found by :func:`quantscan.apps.app_class`), or any Python file named by the
-config key ``apps.<name>.module``. Its config section is ``apps.<name>`` (the built-in applications
-keep their historical top-level sections, see :mod:`quantscan.apps`).
+config key ``apps.<name>.module``. Its config section is ``apps.<name>``, laid out as
+``{data, model, train, compress, scan}`` for every application (the built-in ones included; an
+application may add keys of its own, as the viral ``evaluate``).
 """
 
 from __future__ import annotations

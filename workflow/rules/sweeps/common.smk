@@ -7,7 +7,10 @@ from quantscan.apps.sweeps import settings as sweeps_settings
 from quantscan.apps.sweeps.dataset import batch_sizes, linked_settings
 from quantscan.apps.sweeps.simulate import SimParams
 
-SW = config["sweeps"]
+#: the sweeps' config section apps.sweeps; SW is its data (simulation, images, scenarios) and
+#: SC (below) its genome scan
+SWEEPS = config["apps"]["sweeps"]
+SW = SWEEPS["data"]
 SWEEP_SCENARIOS = sweeps_settings.sweep_scenarios(SW)
 NEUTRAL_SCENARIOS = sweeps_settings.neutral_scenarios(SW)
 ALL_SCENARIOS = SWEEP_SCENARIOS + NEUTRAL_SCENARIOS
@@ -36,7 +39,7 @@ def sweep_batches(scenario):
 
 
 try:
-    # sweeps.image.linked: None when off (absent or fraction 0)
+    # apps.sweeps.data.image.linked: None when off (absent or fraction 0)
     SWEEP_LINKED = linked_settings(SW["image"])
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
@@ -59,8 +62,9 @@ def sweep_linked_shard(wildcards):
 
 
 def sweep_encode_image(wildcards):
-    """sweeps.image without 'linked' (so the other jobs' parameters stay as without it), plus the
-    linked settings and the master seed for the jobs that encode linked windows."""
+    """apps.sweeps.data.image without 'linked' (so the other jobs' parameters stay as without
+    it), plus the linked settings and the master seed for the jobs encoding linked windows.
+    """
     image = {k: v for k, v in SW["image"].items() if k != "linked"}
     if sweep_linked_on(wildcards):
         image["linked"] = {**SWEEP_LINKED, "seed": config["seed"]}
@@ -89,7 +93,6 @@ def sweep_train_pool(wildcards):
     return 0 if wildcards.scenario in NEUTRAL_SCENARIOS else SW["replicates"]["train"]
 
 
-CP = config["compress"]
 COMPRESS_JOBS = APPS["sweeps"].compress_jobs()
 
 
@@ -110,10 +113,10 @@ def sweeps_targets():
 from quantscan.apps.sweeps import scan_workflow as qscan
 from quantscan.apps.sweeps.localiser import LOCALISER
 
-SC = config["scan"]
+SC = SWEEPS["scan"]
 try:
     # inputs, chromosome names (VCF headers are read here), models and engines of every scan
-    SCAN = qscan.plan(config, trained=SWEEP_SCENARIOS, compress_jobs=COMPRESS_JOBS)
+    SCAN = qscan.plan(SWEEPS, trained=SWEEP_SCENARIOS, compress_jobs=COMPRESS_JOBS)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
@@ -243,7 +246,8 @@ SCAN_EVALUATE = [
     dict(scenario=s, model=m, engine=e, haps=SCAN.model_haplotypes[s])
     for s, m, e in SCAN.evaluate
 ]
-#: scenarios whose evaluation replicates the classic statistics score (scan.evaluate.classic)
+#: scenarios whose evaluation replicates the classic statistics score
+#: (apps.sweeps.scan.evaluate.classic)
 SCAN_CLASSIC = (
     sorted({s for s, _, _ in SCAN.evaluate}) if SC["evaluate"]["classic"] else []
 )

@@ -3,18 +3,22 @@ one-unit evaluation's methods and FASTA classification inputs."""
 
 from quantscan.apps.viral import dataset as vdataset
 
-VIRAL = config["viral"]
+#: the viral config section apps.viral: data, model, train, compress, scan (classification of
+#: FASTA files, the open set) and evaluate
+VIRAL = config["apps"]["viral"]
+VIRAL_DATA = VIRAL["data"]
+VIRAL_SCAN = VIRAL["scan"]
 # the data set name: the scenario column of results/viral/summary.tsv
 VIRAL_DATASET = APPS["viral"].dataset
-VIRAL_CLASSES = vdataset.class_names_for(VIRAL)
+VIRAL_CLASSES = vdataset.class_names_for(VIRAL_DATA)
 #: the model's outputs: the target classes, then the open-set background class if it is trained
 VIRAL_OUTPUTS = APPS["viral"].class_names()
-VIRAL_STRIDE = VIRAL["stride"] or VIRAL["length"] // 2
-#: Names of the compression methods run on the viral model (viral.compress.methods, the engine's
+VIRAL_STRIDE = VIRAL_DATA["stride"] or VIRAL_DATA["length"] // 2
+#: Names of the compression methods run on the viral model (apps.viral.compress.methods, the engine's
 #: rules compress and compress_int8). Each writes
 #: results/viral/compress/<VIRAL_DATASET>/<method>/{model.qsp, metrics.json, ...} (int8 ones
 #: model.onnx instead of model.qsp); the metrics join results/viral/summary.tsv and
-#: viral.classify.model can name any of them.
+#: apps.viral.scan.classify.model can name any of them.
 VIRAL_COMPRESSED = list(VIRAL["compress"]["methods"])
 #: the baselines evaluated beside the CNN models (rule viral_assess; rows of summary.tsv)
 VIRAL_BASELINES = [f"kmer{k}" for k in VIRAL["evaluate"]["kmer"]] + (
@@ -26,7 +30,7 @@ VIRAL_ASSESSED = ["fp32", *VIRAL_COMPRESSED, *VIRAL_BASELINES]
 
 def viral_classify_inputs():
     """Name -> FASTA path of the files viral_classify reads (names from the file names)."""
-    paths = VIRAL["classify"]["inputs"]
+    paths = VIRAL_SCAN["classify"]["inputs"]
     if paths is None:  # the default ([] is refused by the schema)
         return {
             f"{VIRAL_DATASET}_test": f"results/viral/data/{VIRAL_DATASET}/test.fasta",
@@ -42,7 +46,7 @@ def viral_classify_inputs():
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "input"
         if name in names:
             raise WorkflowError(
-                f"config key viral.classify.inputs: {names[name]} and {path} both give the "
+                f"config key apps.viral.scan.classify.inputs: {names[name]} and {path} both give the "
                 f"output name {name!r}; rename one of them"
             )
         names[name] = path
@@ -63,27 +67,27 @@ def viral_raw_fastas(wildcards):
 def viral_simulate_class(wildcards):
     """The simulated class's settings, with its number of sequences as 'n'."""
     spec = next(
-        c for c in VIRAL["simulate"]["classes"] if c["name"] == wildcards.vclass
+        c for c in VIRAL_DATA["simulate"]["classes"] if c["name"] == wildcards.vclass
     )
-    return {"n": VIRAL["simulate"]["n_per_class"], **spec}
+    return {"n": VIRAL_DATA["simulate"]["n_per_class"], **spec}
 
 
 def viral_local_paths(wildcards):
-    paths = VIRAL["local"][wildcards.vclass]
+    paths = VIRAL_DATA["local"][wildcards.vclass]
     return [paths] if isinstance(paths, str) else list(paths)
 
 
 def viral_ood_paths(wildcards):
-    """The user's out-of-class FASTA files (viral.openset.ood), inputs of viral_split."""
+    """The user's out-of-class FASTA files (apps.viral.scan.openset.ood), inputs of viral_split."""
     return [
         p
-        for paths in VIRAL["openset"]["ood"].values()
+        for paths in VIRAL_SCAN["openset"]["ood"].values()
         for p in ([paths] if isinstance(paths, str) else paths)
     ]
 
 
 def viral_ncbi_query(wildcards):
-    return dict(VIRAL["ncbi"]["classes"][wildcards.vclass])
+    return dict(VIRAL_DATA["ncbi"]["classes"][wildcards.vclass])
 
 
 def viral_model_file(wildcards):
@@ -124,7 +128,7 @@ def viral_evaluations(wildcards):
 
 
 def viral_targets():
-    model = VIRAL["classify"]["model"]
+    model = VIRAL_SCAN["classify"]["model"]
     return [
         "results/viral/summary.tsv",
         f"results/viral/data/{VIRAL_DATASET}/counts.tsv",

@@ -4,9 +4,9 @@ evaluates and compresses the 1-D CNN (engine.smk) -> assess every model and base
 (records, fragments, open set) -> summary; classify FASTA/FASTQ files with a (compressed) model
 and its calibrated open-set threshold.
 
-The methods of viral.compress run in the engine's compress / compress_int8 rules (their names are
-VIRAL_COMPRESSED in viral/common.smk); their metrics.json join results/viral/summary.tsv and
-viral.classify.model can name any of them (default: the packed q_then_p_iter model; an int8
+The methods of apps.viral.compress run in the engine's compress / compress_int8 rules (their
+names are VIRAL_COMPRESSED in viral/common.smk); their metrics.json join results/viral/summary.tsv
+and apps.viral.scan.classify.model can name any of them (default: the packed q_then_p_iter model; an int8
 method's model.onnx runs through ONNX Runtime).
 """
 
@@ -26,7 +26,7 @@ rule viral_simulate:
         runtime=30,
     params:
         spec=viral_simulate_class,
-        options=VIRAL["simulate"]["options"],
+        options=VIRAL_DATA["simulate"]["options"],
         seed=config["seed"],
     script:
         "../../scripts/viral_simulate.py"
@@ -68,12 +68,12 @@ rule viral_download:
         runtime=240,
     params:
         query=viral_ncbi_query,
-        tool=VIRAL["ncbi"]["tool"],
-        email=VIRAL["ncbi"]["email"],
-        batch_size=VIRAL["ncbi"]["batch_size"],
-        max_retries=VIRAL["ncbi"]["max_retries"],
-        on_drift=VIRAL["ncbi"]["on_drift"],
-        cache=VIRAL["ncbi"]["cache"],
+        tool=VIRAL_DATA["ncbi"]["tool"],
+        email=VIRAL_DATA["ncbi"]["email"],
+        batch_size=VIRAL_DATA["ncbi"]["batch_size"],
+        max_retries=VIRAL_DATA["ncbi"]["max_retries"],
+        on_drift=VIRAL_DATA["ncbi"]["on_drift"],
+        cache=VIRAL_DATA["ncbi"]["cache"],
         seed=config["seed"],
     script:
         "../../scripts/viral_download.py"
@@ -108,11 +108,11 @@ rule viral_split:
         runtime=30,
     params:
         classes=VIRAL_CLASSES,
-        length=VIRAL["length"],
+        length=VIRAL_DATA["length"],
         stride=VIRAL_STRIDE,
-        split=VIRAL["split"],
-        openset=VIRAL["openset"],
-        validation=VIRAL["validation"],
+        split=VIRAL_DATA["split"],
+        openset=VIRAL_SCAN["openset"],
+        validation=VIRAL_DATA["validation"],
         seed=config["seed"],
     script:
         "../../scripts/viral_split.py"
@@ -142,12 +142,12 @@ rule viral_assess:
         kind=viral_assess_kind,
         classes=VIRAL_CLASSES,
         outputs=VIRAL_OUTPUTS,
-        openset=VIRAL["openset"],
+        openset=VIRAL_SCAN["openset"],
         evaluate=VIRAL["evaluate"],
         stride=VIRAL_STRIDE,
-        combine=VIRAL["combine"],
-        batch_windows=VIRAL["classify"]["batch_windows"],
-        validation=VIRAL["validation"],
+        combine=VIRAL_SCAN["combine"],
+        batch_windows=VIRAL_SCAN["classify"]["batch_windows"],
+        validation=VIRAL_DATA["validation"],
         seed=config["seed"],
     script:
         "../../scripts/viral_assess.py"
@@ -206,10 +206,10 @@ rule viral_classify:
     params:
         classes=VIRAL_CLASSES,
         outputs=VIRAL_OUTPUTS,
-        openset=VIRAL["openset"],
+        openset=VIRAL_SCAN["openset"],
         stride=VIRAL_STRIDE,
-        combine=VIRAL["combine"],
-        batch_windows=VIRAL["classify"]["batch_windows"],
-        validation=VIRAL["validation"],
+        combine=VIRAL_SCAN["combine"],
+        batch_windows=VIRAL_SCAN["classify"]["batch_windows"],
+        validation=VIRAL_DATA["validation"],
     script:
         "../../scripts/viral_classify.py"

@@ -65,7 +65,7 @@ def test_corrupted_image_shard_names_the_file(tmp_path):
         load_split(tmp_path / "other.npz")
 
 
-# --- linked windows (sweeps.image.linked) ---------------------------------------------------------
+# --- linked windows (apps.sweeps.data.image.linked) -----------------------------------------------
 
 LINKED = {"fraction": 0.4, "min_offset": 0.1, "max_offset": 0.3}
 
@@ -104,16 +104,19 @@ def test_linked_config_keys_validate_with_defaults():
     from quantscan import config as qconfig
     from quantscan.errors import ConfigError
 
-    base = {"sweeps": {"scenarios": {"constant": {}}}}
-    assert "linked" not in qconfig.validate(base)["sweeps"]["image"]  # absent: off
-    cfg = qconfig.validate({"sweeps": {**base["sweeps"], "image": {"linked": {"fraction": 0.3}}}})
-    assert cfg["sweeps"]["image"]["linked"] == {
+    def validate(data):
+        return qconfig.validate({"apps": {"sweeps": {"data": data}}})["apps"]["sweeps"]["data"]
+
+    base = {"scenarios": {"constant": {}}}
+    assert "linked" not in validate(base)["image"]  # absent: off
+    data = validate({**base, "image": {"linked": {"fraction": 0.3}}})
+    assert data["image"]["linked"] == {
         "fraction": 0.3,
         "min_offset": 0.02,
         "max_offset": 0.4,
     }
     with pytest.raises(ConfigError, match="linked"):
-        qconfig.validate({"sweeps": {**base["sweeps"], "image": {"linked": {"fraction": 1.0}}}})
+        validate({**base, "image": {"linked": {"fraction": 1.0}}})
 
 
 def test_linked_offsets_share_range_sides_and_seed():

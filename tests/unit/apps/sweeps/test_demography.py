@@ -79,7 +79,7 @@ demes:
 def test_shipped_demes_files_simulate_exactly_as_the_shorthands(name):
     """config/config.yaml's demes scenarios give the same tree sequences, table for table, as the
     hand-built msprime models of the shorthands it replaced: switching changed no output."""
-    cfg = qconfig.validate(default_config())["sweeps"]
+    cfg = qconfig.validate(default_config())["apps"]["sweeps"]["data"]
     cfg["sequence_length"], cfg["haplotypes"] = 20_000, 16  # fast; the rates are the config's
     old = copy.deepcopy(cfg)
     old["scenarios"][name] = SHORTHANDS[name]
@@ -106,7 +106,7 @@ def test_shipped_demes_files_simulate_exactly_as_the_shorthands(name):
 
 
 def test_default_config_scenarios_use_the_shipped_files():
-    cfg = qconfig.validate(default_config())["sweeps"]
+    cfg = qconfig.validate(default_config())["apps"]["sweeps"]["data"]
     for name in ("mild_bottleneck", "severe_bottleneck", "island_migration"):
         assert cfg["scenarios"][name]["demography"]["demes"] == f"resources/demes/{name}.yaml"
     assert sweeps_settings.neutral_scenarios(cfg) == ["island_migration"]
@@ -139,7 +139,7 @@ def test_stdpopsim_model_runs_neutral_and_is_neutral_only():
         simulate.simulate_tree_sequence(p, "sweep", seed=4, scenario="ooa")
     cfg = copy.deepcopy(BASE)
     cfg["scenarios"]["ooa"] = spec
-    full = qconfig.validate({"sweeps": cfg})["sweeps"]
+    full = qconfig.validate({"apps": {"sweeps": {"data": cfg}}})["apps"]["sweeps"]["data"]
     assert sweeps_settings.neutral_scenarios(full) == ["ooa"] and sweeps_settings.sweep_scenarios(
         full
     ) == ["constant"]
@@ -300,7 +300,7 @@ def test_event_inside_the_sweep(tmp_path):
     cfg = copy.deepcopy(BASE)
     cfg["scenarios"]["x"] = spec
     with pytest.raises(ConfigError, match=msg):
-        qconfig.validate({"sweeps": cfg})
+        qconfig.validate({"apps": {"sweeps": {"data": cfg}}})
 
 
 def test_growth_inside_the_sweep(tmp_path):

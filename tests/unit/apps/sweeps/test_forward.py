@@ -99,10 +99,10 @@ def test_neutral_only_follows_the_simulator():
 def test_schema_accepts_the_keys():
     cfg = copy.deepcopy(BASE)
     cfg["scenarios"]["fwd"]["forward_scaling"] = 5
-    qconfig.validate({"sweeps": cfg})
+    qconfig.validate({"apps": {"sweeps": {"data": cfg}}})
     cfg["scenarios"]["fwd"]["simulator"] = "slim"
     with pytest.raises(Exception, match="slim"):
-        qconfig.validate({"sweeps": cfg})
+        qconfig.validate({"apps": {"sweeps": {"data": cfg}}})
 
 
 def test_auto_takes_what_msprime_refuses(tmp_path):
@@ -116,7 +116,7 @@ def test_auto_takes_what_msprime_refuses(tmp_path):
     y = simulate.SimParams.from_config(cfg, "y")
     assert y.sweep_simulator("y") == "fwdpy11"
     assert y.check_sweep("y") == 10_000
-    qconfig.validate({"sweeps": copy.deepcopy(cfg) | {"run": ["y"]}})
+    qconfig.validate({"apps": {"sweeps": {"data": copy.deepcopy(cfg) | {"run": ["y"]}}}})
     ts = simulate.simulate_tree_sequence(y, "sweep", 4, "y")
     assert ts.num_samples == 8 and ts.metadata["quantscan"]["simulator"] == "fwdpy11"
 

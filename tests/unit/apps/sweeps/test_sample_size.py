@@ -146,23 +146,31 @@ def test_match_policy_adds_a_scenario_at_the_inputs_size():
 
     root = Path(__file__).resolve().parents[4]
     cfg = yaml.safe_load((root / "config" / "config.yaml").read_text())
-    cfg["scan"]["sample_size"] = {"policy": "match", "sizes": []}
-    cfg["scan"]["inputs"] = [
+    scan = cfg["apps"]["sweeps"]["scan"]
+    scan["sample_size"] = {"policy": "match", "sizes": []}
+    scan["inputs"] = [
         {"name": "vcf198", "path": "x.vcf", "format": "vcf", "chroms": ["2"], "haplotypes": 198},
         {"name": "same", "path": "y.vcf", "format": "vcf", "chroms": ["2"], "haplotypes": 64},
     ]
     cfg = qconfig.validate(cfg)
-    out = qs.matched_scenarios(cfg, read_headers=False)
-    assert out["sweeps"]["scenarios"]["constant_h198"]["haplotypes"] == 198
-    assert out["sweeps"]["scenarios"]["constant_h80"]["haplotypes"] == 80  # the simulated one
-    assert "constant_h198" in out["sweeps"]["run"] and "constant_h80" in out["sweeps"]["run"]
+    sw = cfg["apps"]["sweeps"]  # the sweeps' section: what matched_scenarios reads and returns
+    out = qs.matched_scenarios(sw, read_headers=False)
+    assert out["data"]["scenarios"]["constant_h198"]["haplotypes"] == 198
+    assert out["data"]["scenarios"]["constant_h80"]["haplotypes"] == 80  # the simulated one
+    assert "constant_h198" in out["data"]["run"] and "constant_h80" in out["data"]["run"]
     assert out["scan"]["inputs"][0]["scenario"] == "constant_h198"
     assert out["scan"]["inputs"][1]["scenario"] == "constant"  # already the model's size
     assert out["scan"]["simulated"]["model"] == "constant_h80"
-    assert "constant_h198" not in cfg["sweeps"]["scenarios"]  # the input config is untouched
+    assert "constant_h198" not in sw["data"]["scenarios"]  # the input config is untouched
+    # the application hands the new section to the workflow as a config update (apps.sweeps)
+    from quantscan import apps
+
+    updates = apps.get(cfg, "sweeps").config_updates()
+    assert list(updates) == ["apps"] and list(updates["apps"]) == list(cfg["apps"])
+    assert updates["apps"]["sweeps"] == out and updates["apps"]["viral"] is cfg["apps"]["viral"]
     # snapped to the largest configured size the input reaches, then subsampled
-    cfg["scan"]["sample_size"]["sizes"] = [20, 128]
-    out = qs.matched_scenarios(cfg, read_headers=False)
+    sw["scan"]["sample_size"]["sizes"] = [20, 128]
+    out = qs.matched_scenarios(sw, read_headers=False)
     assert out["scan"]["inputs"][0]["scenario"] == "constant_h128"
     p = qs.plan(
         out,
@@ -175,9 +183,12 @@ def test_match_policy_adds_a_scenario_at_the_inputs_size():
         128,
         out["scan"]["sample_size"]["subsets"],
     )
-    cfg["scan"]["sample_size"]["sizes"] = [256]
-    with pytest.raises(ConfigError, match="fewer than every size of scan.sample_size.sizes"):
-        qs.matched_scenarios(cfg, read_headers=False)
+    sw["scan"]["sample_size"]["sizes"] = [256]
+    with pytest.raises(
+        ConfigError, match="fewer than every size of apps.sweeps.scan.sample_size.sizes"
+    ):
+        qs.matched_scenarios(sw, read_headers=False)
     # subsample (the default) changes nothing
-    cfg["scan"]["sample_size"] = {"policy": "subsample", "subsets": 4, "sizes": []}
-    assert qs.matched_scenarios(cfg, read_headers=False) is cfg
+    sw["scan"]["sample_size"] = {"policy": "subsample", "subsets": 4, "sizes": []}
+    assert qs.matched_scenarios(sw, read_headers=False) is sw
+    assert apps.get(cfg, "sweeps").config_updates() == {}

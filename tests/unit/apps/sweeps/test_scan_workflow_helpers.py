@@ -32,10 +32,12 @@ JOBS = [("constant", "mixed_table6"), ("mild_bottleneck", "mixed_table6"), ("con
 
 
 def default_config(**scan):
+    """The validated sweeps' section (apps.sweeps) of config/config.yaml with keys of its scan
+    replaced: what ``plan`` reads."""
     with open(ROOT / "config" / "config.yaml") as fh:
         cfg = yaml.safe_load(fh)
-    cfg["scan"].update(scan)
-    return qconfig.validate(cfg)
+    cfg["apps"]["sweeps"]["scan"].update(scan)
+    return qconfig.validate(cfg)["apps"]["sweeps"]
 
 
 class MeanEngine(Engine):
@@ -77,7 +79,7 @@ def vcf(path, records, contigs=("chr1", "chr2")):
 def test_default_plan():
     cfg = default_config()
     p = qs.plan(cfg, trained=TRAINED, compress_jobs=JOBS)
-    assert p.window == cfg["sweeps"]["image"]["snps"]
+    assert p.window == cfg["data"]["image"]["snps"]
     sim = p.inputs[qs.SIMULATED]
     assert sim.chroms == ["chrSim"] and sim.scenario == sim.null_scenario == "constant"
     spec = p.simulated["chrSim"]
@@ -87,7 +89,7 @@ def test_default_plan():
     assert p.model_haplotypes == {"constant": 64, "mild_bottleneck": 64}
     assert sim.sample_size["subsets"] == cfg["scan"]["sample_size"]["subsets"] > 1
     assert "80 input haplotypes, model 64" in sim.sample_size["action"]
-    # the localiser (scan.localiser.enabled) scans last, through its own engines
+    # the localiser (apps.sweeps.scan.localiser.enabled) scans last, through its own engines
     assert p.models == {
         "constant": ["fp32", "mixed_table6", "uni", "position"],
         "mild_bottleneck": ["fp32", "mixed_table6", "position"],
@@ -136,15 +138,19 @@ def test_plan_models_filter_and_other_scenarios():
 @pytest.mark.parametrize(
     "scan_cfg, sweeps_cfg, message",
     [
-        ({"window": 128}, {}, "scan.window: 128 SNPs per window"),
-        ({"simulated": {"haplotypes": 65}}, {}, "scan.simulated.haplotypes"),
+        ({"window": 128}, {}, "apps.sweeps.scan.window: 128 SNPs per window"),
+        ({"simulated": {"haplotypes": 65}}, {}, "apps.sweeps.scan.simulated.haplotypes"),
         ({"simulated": {"haplotypes": 32}}, {}, "32 haplotypes, fewer than the 64"),
         ({"simulated": {"length": 1_234_567}}, {}, "whole number of segments"),
         ({"simulated": {"sweep_segments": [99]}}, {}, "sweep_segments [99] outside"),
         ({"simulated": {"scenario": "hotspot_high"}}, {}, "not a trained sweep scenario"),
         ({"simulated": {"names": ["chr 1"]}}, {}, "cannot be used in file names"),
         ({"models": ["nope"]}, {}, "unknown model(s) ['nope']"),
-        ({"evaluate": {"scenarios": ["island_migration"]}}, {}, "scan.evaluate.scenarios"),
+        (
+            {"evaluate": {"scenarios": ["island_migration"]}},
+            {},
+            "apps.sweeps.scan.evaluate.scenarios",
+        ),
         (
             {"inputs": [{"name": "data", "path": "x.vcf", "format": "vcf", "chroms": ["1"]}]},
             {},
@@ -185,7 +191,7 @@ def test_plan_errors_name_the_key(scan_cfg, sweeps_cfg, message):
 
 
 def test_schema_rejects_bad_scan_keys():
-    with pytest.raises(ConfigError, match="scan.peaks.column"):
+    with pytest.raises(ConfigError, match="apps.sweeps.scan.peaks.column"):
         default_config(peaks={"column": "score"})
     with pytest.raises(ConfigError, match="unknown config key 'grid'"):
         default_config(grid=5)
@@ -215,7 +221,7 @@ def test_user_inputs_chromosomes_from_files(tmp_path):
         {"name": "t", "path": str(tmp_path / "chrT.trees"), "scenario": "mild_bottleneck"},
     ]
     cfg = default_config(inputs=items, simulated={"names": []})
-    cfg["sweeps"]["haplotypes"] = 4  # the inputs' size: models of 4 rows
+    cfg["data"]["haplotypes"] = 4  # the inputs' size: models of 4 rows
     p = qs.plan(cfg, trained=TRAINED, compress_jobs=[])
     got = {
         k: (i.format, i.chroms, i.scenario, i.base, i.haplotypes)
@@ -240,7 +246,7 @@ def test_user_inputs_chromosomes_from_files(tmp_path):
     cfg["scan"]["inputs"] = [{"name": "b", "path": str(nohead)}]
     assert qs.plan(cfg, trained=TRAINED, compress_jobs=[]).inputs["b"].chroms == ["chr1"]
     # more models rows than the input has haplotypes: an error naming both numbers
-    cfg["sweeps"]["haplotypes"] = 8
+    cfg["data"]["haplotypes"] = 8
     with pytest.raises(ConfigError, match=r"4 haplotypes, fewer than the 8"):
         qs.plan(cfg, trained=TRAINED, compress_jobs=[])
     with pytest.raises(ConfigError, match="does not exist"):
@@ -526,7 +532,8 @@ def test_config_copy_is_untouched():
 
 
 def test_plan_leaves_out_int8_methods():
-    """int8 methods have no packed model: not scanned as compressed models, refused in scan.models."""
+    """int8 methods have no packed model: not scanned as compressed models, refused in
+    apps.sweeps.scan.models."""
     cfg = default_config()
     cfg["compress"]["methods"]["q8"] = {"type": "int8"}
     p = qs.plan(cfg, trained=TRAINED, compress_jobs=[*JOBS, ("constant", "q8")])
@@ -534,5 +541,5 @@ def test_plan_leaves_out_int8_methods():
     assert not any(m == "q8" for _, _, m, _ in p.scans())
     assert ("simulated", "chrSim", "fp32", "onnx_int8") in p.scans()
     cfg["scan"]["models"] = ["fp32", "q8"]
-    with pytest.raises(ConfigError, match=r"scan.models: \['q8'\] are int8 methods"):
+    with pytest.raises(ConfigError, match=r"apps.sweeps.scan.models: \['q8'\] are int8 methods"):
         qs.plan(cfg, trained=TRAINED, compress_jobs=[*JOBS, ("constant", "q8")])

@@ -52,7 +52,7 @@ class FakeSnakemake:
     def __init__(self, tmp, paths, neutral=True):
         out = tmp / "out"
         self.wildcards = SimpleNamespace(app="viral", dataset="simulated", method="mixed8")
-        self.config = {"viral": {}}
+        self.config = {"apps": {"viral": {}}}
         self.input = SimpleNamespace(**{k: str(v) for k, v in paths.items()})
         method = {"type": "mixed", "layers": 8}
         self.params = SimpleNamespace(
@@ -89,7 +89,7 @@ def test_compress_script_on_a_viral_model(viral_job, neutral):
     assert not [k for k in metrics if k.startswith("fpr_")]  # no neutral test sets
     assert metrics["n"] == 6 and metrics["confusion_matrix"]["classes"] == CLASSES
     assert 0 < metrics["density"] <= 1 and metrics["size_pct"] == pytest.approx(25, abs=1)
-    # the packed model is what viral_classify loads for viral.classify.model
+    # the packed model is what viral_classify loads for apps.viral.scan.classify.model
     engine = classify.load_engine(smk.output.model)
     assert engine.kind == "torch-packed" and (engine.length, engine.n_classes) == (LENGTH, 3)
     test = dataset.read_split(paths["test"])
@@ -99,25 +99,35 @@ def test_compress_script_on_a_viral_model(viral_job, neutral):
 
 def test_viral_compress_config_checks():
     viral = {
-        "source": "simulate",
-        "simulate": {"classes": [{"name": n, "min_length": 5, "max_length": 9} for n in CLASSES]},
-        "stride": 8,
-        "length": 16,
-        "split": {"fractions": [0.8, 0.1, 0.1]},
-        "classify": {"model": "q8"},
+        "data": {
+            "source": "simulate",
+            "simulate": {
+                "classes": [{"name": n, "min_length": 5, "max_length": 9} for n in CLASSES]
+            },
+            "stride": 8,
+            "length": 16,
+            "split": {"fractions": [0.8, 0.1, 0.1]},
+        },
+        "scan": {"classify": {"model": "q8"}},
         "compress": {"methods": {"q8": {"type": "q_then_p_iter", "scenarios": []}}},
     }
+    classify = viral["scan"]["classify"]
     dataset.check_config(viral)
-    viral["classify"]["model"] = "q4"
-    with pytest.raises(ConfigError, match="viral.classify.model: 'q4' is neither fp32 nor"):
+    classify["model"] = "q4"
+    with pytest.raises(
+        ConfigError, match="apps.viral.scan.classify.model: 'q4' is neither fp32 nor"
+    ):
         dataset.check_config(viral)
-    viral["classify"]["model"] = "fp32"
+    classify["model"] = "fp32"
     viral["compress"]["methods"]["q8"]["scenarios"] = ["constant"]
-    with pytest.raises(ConfigError, match=r"methods.q8.scenarios: sweep scenarios do not apply"):
+    with pytest.raises(
+        ConfigError,
+        match=r"apps.viral.compress.methods.q8.scenarios: sweep scenarios do not apply",
+    ):
         dataset.check_config(viral)
     # int8 runs in rule compress_int8 (model.onnx) and classify can name it; fine-tuning does not apply
     viral["compress"]["methods"]["q8"] = {"type": "int8", "finetune": {}}
-    viral["classify"]["model"] = "q8"
+    classify["model"] = "q8"
     dataset.check_config(viral)
     viral["compress"]["methods"]["q8"]["finetune"] = {"epochs": 2}
     with pytest.raises(ConfigError, match=r"methods.q8.finetune: type 'int8' is post-training"):
@@ -133,7 +143,7 @@ def test_int8_script_on_a_viral_model(viral_job):
     cfg = {"type": "int8", "calibration_samples": 16, "latency_batch": 8, "latency_repeats": 2}
     smk = SimpleNamespace(
         wildcards=SimpleNamespace(app="viral", dataset="simulated", method="int8"),
-        config={"viral": {}},
+        config={"apps": {"viral": {}}},
         input=SimpleNamespace(**{k: str(paths[k]) for k in ("model", "train", "test")}),
         output=SimpleNamespace(**{n.split(".")[0]: str(out / n) for n in names}),
         params=SimpleNamespace(method=cfg, class_names=CLASSES, seed=3),
@@ -153,7 +163,7 @@ def test_int8_script_on_a_viral_model(viral_job):
     rows = pd.read_csv(smk.output.rows, sep="\t")
     assert rows.method.tolist() == ["int8"] and rows.scenario.tolist() == ["simulated"]
     assert "simulated/int8: " in Path(smk.log[0]).read_text()
-    # viral_classify with viral.classify.model naming the int8 method
+    # viral_classify with apps.viral.scan.classify.model naming the int8 method
     engine = classify.load_engine(smk.output.model)
     assert engine.kind == "onnx" and (engine.length, engine.n_classes) == (LENGTH, 3)
     again = classify.evaluate_split(engine, dataset.read_split(paths["test"]), CLASSES)

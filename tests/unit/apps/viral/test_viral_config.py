@@ -1,5 +1,5 @@
 """Config keys of the open set, the hold-outs and the evaluation; an empty list is never 'all'
-(sweeps.run, viral.classify.inputs: an error; null is the default)."""
+(apps.sweeps.data.run, apps.viral.scan.classify.inputs: an error; null is the default)."""
 
 import copy
 from pathlib import Path
@@ -17,31 +17,42 @@ ROOT = Path(__file__).resolve().parents[4]
 
 
 def cfg_with(**viral):
+    """config/config.yaml with sections of apps.viral replaced (``data={...}``, ``scan={...}``)."""
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    cfg["viral"].update(copy.deepcopy(viral))
+    cfg["apps"]["viral"].update(copy.deepcopy(viral))
     return cfg
+
+
+def viral_of(cfg):
+    return cfg["apps"]["viral"]
 
 
 def test_empty_lists_are_errors_and_null_is_the_default():
     cfg = cfg_with()
-    cfg["sweeps"]["run"] = []
-    with pytest.raises(ConfigError, match=r"config key sweeps.run: an empty list is not allowed"):
+    data = cfg["apps"]["sweeps"]["data"]
+    data["run"] = []
+    with pytest.raises(
+        ConfigError, match=r"config key apps.sweeps.data.run: an empty list is not allowed"
+    ):
         qconfig.validate(cfg)
-    cfg["sweeps"]["run"] = None
-    sw = qconfig.validate(cfg)["sweeps"]
+    data["run"] = None
+    sw = qconfig.validate(cfg)["apps"]["sweeps"]["data"]
     assert sweeps_settings.active_scenarios(sw) == list(sw["scenarios"])
-    del cfg["sweeps"]["run"]
-    assert qconfig.validate(cfg)["sweeps"]["run"] is None
-    cfg = cfg_with(classify={"inputs": []})
-    with pytest.raises(ConfigError, match=r"viral.classify.inputs: an empty list is not allowed"):
+    del data["run"]
+    assert qconfig.validate(cfg)["apps"]["sweeps"]["data"]["run"] is None
+    scan = viral_of(cfg_with())["scan"]
+    cfg = cfg_with(scan={**scan, "classify": {"inputs": []}})
+    with pytest.raises(
+        ConfigError, match=r"apps.viral.scan.classify.inputs: an empty list is not allowed"
+    ):
         qconfig.validate(cfg)
-    assert (
-        qconfig.validate(cfg_with(classify={"inputs": None}))["viral"]["classify"]["inputs"] is None
-    )
+    cfg = cfg_with(scan={**scan, "classify": {"inputs": None}})
+    assert viral_of(qconfig.validate(cfg))["scan"]["classify"]["inputs"] is None
     schema = qconfig.load_schema()
+    apps = schema["properties"]["apps"]["properties"]
     for where in (
-        schema["properties"]["sweeps"],
-        schema["properties"]["viral"]["properties"]["classify"],
+        apps["sweeps"]["properties"]["data"],
+        apps["viral"]["properties"]["scan"]["properties"]["classify"],
     ):
         key = "run" if "run" in where["properties"] else "inputs"
         assert "an empty list is an error" in where["properties"][key]["description"]
@@ -50,39 +61,49 @@ def test_empty_lists_are_errors_and_null_is_the_default():
 @pytest.mark.parametrize(
     "viral, message",
     [
-        ({"evaluate": {"fragments": [50, 150]}}, r"viral.evaluate.fragments: \[50\] are shorter"),
-        ({"split": {"holdout": "cluster", "taxonomy": "t.tsv"}}, "viral.split.taxonomy"),
-        ({"split": {"holdout": "taxon", "identity": 0.8}}, "viral.split.identity"),
+        (
+            {"evaluate": {"fragments": [50, 150]}},
+            r"apps.viral.evaluate.fragments: \[50\] are shorter",
+        ),
+        (
+            {"data": {"split": {"holdout": "cluster", "taxonomy": "t.tsv"}}},
+            "apps.viral.data.split.taxonomy",
+        ),
+        (
+            {"data": {"split": {"holdout": "taxon", "identity": 0.8}}},
+            "apps.viral.data.split.identity",
+        ),
         (
             {
-                "source": "local",
-                "local": {"background": "a.fa", "other": "b.fa"},
-                "classify": {"model": "fp32"},
+                "data": {"source": "local", "local": {"background": "a.fa", "other": "b.fa"}},
+                "scan": {"classify": {"model": "fp32"}},
             },
-            "class name 'background' is reserved",
+            "apps.viral.data.local: class name 'background' is reserved",
         ),
     ],
 )
 def test_cross_key_errors_name_the_key(viral, message):
     cfg = cfg_with()
-    for k, v in viral.items():
-        cfg["viral"][k] = {**cfg["viral"].get(k, {}), **v} if isinstance(v, dict) else v
+    for section, keys in viral.items():
+        for k, v in keys.items():
+            old = viral_of(cfg)[section].get(k, {})
+            viral_of(cfg)[section][k] = {**old, **v} if isinstance(v, dict) else v
     with pytest.raises(ConfigError, match=message):
-        dataset.check_config(qconfig.validate(cfg)["viral"])
+        dataset.check_config(viral_of(qconfig.validate(cfg)))
 
 
 def test_default_viral_config_exercises_the_open_set_taxa_and_fragments():
-    viral = qconfig.validate(cfg_with())["viral"]
+    viral = viral_of(qconfig.validate(cfg_with()))
     dataset.check_config(viral)
-    assert viral["split"]["holdout"] == "taxon"
-    assert viral["openset"]["background"] and viral["openset"]["fpr"] is not None
+    assert viral["data"]["split"]["holdout"] == "taxon"
+    openset = viral["scan"]["openset"]
+    assert openset["background"] and openset["fpr"] is not None
     assert viral["evaluate"]["fragments"] and viral["evaluate"]["kmer"]
     # the full preset keeps seed 004's Table III model
     full = yaml.safe_load((ROOT / "config/presets/full.yaml").read_text())
     cfg = cfg_with()
-    cfg["viral"] = {**cfg["viral"], **full["viral"]}
-    cfg["viral"]["model"] = full["viral"]["model"]
-    model = qconfig.validate(cfg)["viral"]["model"]
+    cfg["apps"]["viral"] = {**viral_of(cfg), **viral_of(full)}
+    model = viral_of(qconfig.validate(cfg))["model"]
     assert (model["head"], model["channels"], model["kernels"]) == (
         "flatten",
         [256, 64, 32, 32],

@@ -264,23 +264,27 @@ def merge(a, b):
 
 
 def test_default_and_full_configs_pass():
-    viral = default_config()["viral"]
+    viral = default_config()["apps"]["viral"]
     dataset.check_config(viral)
-    assert viral["length"] == 500 and dataset.class_names_for(viral)[2] == "Riboviria"
+    data = viral["data"]
+    assert data["length"] == 500 and dataset.class_names_for(data)[2] == "Riboviria"
     # simulated lengths are scaled so every default record fits the input
-    assert max(c["max_length"] for c in viral["simulate"]["classes"]) <= viral["length"]
+    assert max(c["max_length"] for c in data["simulate"]["classes"]) <= data["length"]
     full = yaml.safe_load((ROOT / "config/presets/full.yaml").read_text())
-    viral = default_config(full)["viral"]
+    viral = default_config(full)["apps"]["viral"]
     dataset.check_config(viral)
-    assert viral["length"] == 3500
-    assert [c["n"] for c in viral["simulate"]["classes"]] == [92, 81, 771, 137]
+    assert viral["data"]["length"] == 3500
+    assert [c["n"] for c in viral["data"]["simulate"]["classes"]] == [92, 81, 771, 137]
 
 
 @pytest.mark.parametrize(
     "overlay, message",
     [
-        ({"stride": 2000}, "viral.stride: 2000 exceeds viral.length 500"),
-        ({"source": "ncbi"}, "viral.ncbi.email"),
+        (
+            {"stride": 2000},
+            "apps.viral.data.stride: 2000 exceeds apps.viral.data.length 500",
+        ),
+        ({"source": "ncbi"}, "apps.viral.data.ncbi.email"),
         ({"source": "local"}, "need at least two classes"),
         ({"split": {"fractions": [0.9, 0.1, 0.0]}}, "test > 0"),
         (
@@ -290,8 +294,10 @@ def test_default_and_full_configs_pass():
     ],
 )
 def test_config_errors_name_the_key(overlay, message):
+    """``overlay``: keys of apps.viral.data."""
     with pytest.raises(ConfigError, match=message):
-        dataset.check_config(default_config({"viral": overlay})["viral"])
+        cfg = default_config({"apps": {"viral": {"data": overlay}}})
+        dataset.check_config(cfg["apps"]["viral"])
 
 
 # ----------------------------------------------------------------------------- download script

@@ -20,7 +20,7 @@ Spec (``ChromosomeSpec.from_config``)::
     hotspot: {left: 0.475, right: 0.525, intensity: 20}   # fractions of a segment; rate x intensity
     sweep_fraction: 0.5          # where in its segment a sweep sits
     scenario: null               # a sweeps scenario (demography, overrides); null: the globals
-    haplotypes: null             # override sweeps.haplotypes
+    haplotypes: null             # override apps.sweeps.data.haplotypes
 """
 
 from __future__ import annotations

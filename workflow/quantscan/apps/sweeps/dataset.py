@@ -1,9 +1,9 @@
 """Simulation shards -> image shards -> train / validation / test splits (compact npz files).
 
-Linked windows (``sweeps.image.linked``, S/HIC's linked classes folded into the neutral class): the
-neutral encode job of batch b also reads the sweep simulation shard of batch b and replaces neutral
-image i, for a seeded share of the i, by a window of sweep replicate i centred at a random offset
-from its sweep (``linked_offsets``, ``encode_linked``). The shard records the offsets
+Linked windows (``apps.sweeps.data.image.linked``, S/HIC's linked classes folded into the neutral
+class): the neutral encode job of batch b also reads the sweep simulation shard of batch b and
+replaces neutral image i, for a seeded share of the i, by a window of sweep replicate i centred at
+a random offset from its sweep (``linked_offsets``, ``encode_linked``). The shard records the offsets
 (``linked_offset``, NaN for true neutral images); ``build_splits`` then draws one split permutation
 for both classes, so a linked window is in the same split as its sweep replicate's centred image.
 """
@@ -66,8 +66,9 @@ def encode_replicates(
 
 
 def linked_settings(image_cfg: dict) -> dict | None:
-    """``{fraction, min_offset, max_offset}`` of ``sweeps.image.linked``; None when off (absent or
-    fraction 0). Offsets are fractions of the sequence length; min_offset > max_offset is refused."""
+    """``{fraction, min_offset, max_offset}`` of ``apps.sweeps.data.image.linked``; None when off
+    (absent or fraction 0). Offsets are fractions of the sequence length; min_offset > max_offset
+    is refused."""
     linked = image_cfg.get("linked") or {}
     fraction = float(linked.get("fraction", 0.0))
     if fraction <= 0:
@@ -75,9 +76,9 @@ def linked_settings(image_cfg: dict) -> dict | None:
     lo, hi = float(linked.get("min_offset", 0.02)), float(linked.get("max_offset", 0.4))
     if not 0 <= lo <= hi <= 0.5 or fraction >= 1:
         raise ConfigError(
-            "config key sweeps.image.linked: need 0 <= min_offset <= max_offset <= 0.5 (fractions "
-            f"of the sequence length) and 0 <= fraction < 1, got min_offset {lo:g}, max_offset "
-            f"{hi:g}, fraction {fraction:g}"
+            "config key apps.sweeps.data.image.linked: need 0 <= min_offset <= max_offset <= 0.5 "
+            f"(fractions of the sequence length) and 0 <= fraction < 1, got min_offset {lo:g}, "
+            f"max_offset {hi:g}, fraction {fraction:g}"
         )
     return {"fraction": fraction, "min_offset": lo, "max_offset": hi}
 

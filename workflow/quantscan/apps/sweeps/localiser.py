@@ -54,7 +54,7 @@ DEPTH = 3
 
 @dataclasses.dataclass(frozen=True)
 class LocaliserSettings:
-    """Window, model and training-window settings (``scan.localiser`` in the config)."""
+    """Window, model and training-window settings (``apps.sweeps.scan.localiser`` in the config)."""
 
     span: float = 21_000.0
     columns: int = 84
@@ -68,7 +68,7 @@ class LocaliserSettings:
     hidden: int = 64
 
     @classmethod
-    def from_config(cls, cfg: dict, key: str = "scan.localiser") -> LocaliserSettings:
+    def from_config(cls, cfg: dict, key: str = "apps.sweeps.scan.localiser") -> LocaliserSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         s = cls(**{k: v for k, v in cfg.items() if k in names})
         checks = [
@@ -449,7 +449,7 @@ def open_engine(
         )
     if engine.n_classes != settings.bins + 1:
         raise InputFormatError(
-            f"{path}: the localiser has {engine.n_classes} outputs, but scan.localiser.bins = "
+            f"{path}: the localiser has {engine.n_classes} outputs, but apps.sweeps.scan.localiser.bins = "
             f"{settings.bins} needs {settings.bins + 1}"
         )
     return engine, None

@@ -4,15 +4,16 @@ A SweepNet image has one row per haplotype, and a model is trained at one sample
 statistics (site frequency spectrum, haplotype structure, SNP density per window) change with the
 number of rows, so an image of another height is not the image the model learned. SweepNet's and
 ASDEC's authors train one model per sample size; ImaGene resizes images to a fixed height, which
-changes the statistics. quantscan offers two policies (``scan.sample_size.policy``):
+changes the statistics. quantscan offers two policies (``apps.sweeps.scan.sample_size.policy``):
 
 * ``match``: the workflow trains, compresses and calibrates a model at the input's sample size
-  (or at the largest of ``scan.sample_size.sizes`` that the input reaches, then subsamples to it):
-  a scenario ``<scenario>_h<size>`` with ``haplotypes: <size>`` joins the run (``matched_scenarios``).
+  (or at the largest of ``apps.sweeps.scan.sample_size.sizes`` that the input reaches, then
+  subsamples to it): a scenario ``<scenario>_h<size>`` with ``haplotypes: <size>`` joins the run
+  (``matched_scenarios``).
 * ``subsample``: an input of ``n`` haplotypes is scored by a model of ``m < n`` rows on ``K``
-  random subsets of ``m`` haplotypes (``scan.sample_size.subsets``); a window's score is the mean
-  over the subsets of the model's log-odds ``log P(sweep) - log P(neutral)`` (the geometric mean
-  of the odds), and its ``p_sweep`` the mean of the subsets' probabilities. The subsets are drawn
+  random subsets of ``m`` haplotypes (``apps.sweeps.scan.sample_size.subsets``); a window's score
+  is the mean over the subsets of the model's log-odds ``log P(sweep) - log P(neutral)`` (the
+  geometric mean of the odds), and its ``p_sweep`` the mean of the subsets' probabilities. The subsets are drawn
   once per chromosome (or replicate) from the master seed and the job's names, so every window of
   a track sees the same haplotypes, and the p-value null (neutral simulations at ``n``
   haplotypes) is scored with the same procedure (its own subsets). Averaging K subsets narrows the
@@ -70,17 +71,19 @@ def resolve(
     """The ``SampleSize`` of an input, or a ``ConfigError`` when the model cannot score it."""
     n, m = int(input_haplotypes), int(model_haplotypes)
     if policy not in POLICIES:
-        raise ConfigError(f"scan.sample_size.policy must be one of {POLICIES}, got {policy!r}")
+        raise ConfigError(
+            f"apps.sweeps.scan.sample_size.policy must be one of {POLICIES}, got {policy!r}"
+        )
     if m < 2:
         raise ConfigError(f"a model of {m} haplotypes cannot scan")
     if n < m:
         raise ConfigError(
             f"{source}: {n} haplotypes, fewer than the {m} of the model's images; a model cannot "
             f"score an image with missing rows: train a model at {n} haplotypes or fewer "
-            "(sweeps.haplotypes, or scan.sample_size.policy 'match')"
+            "(apps.sweeps.data.haplotypes, or apps.sweeps.scan.sample_size.policy 'match')"
         )
     if subsets < 1:
-        raise ConfigError(f"scan.sample_size.subsets must be >= 1, got {subsets}")
+        raise ConfigError(f"apps.sweeps.scan.sample_size.subsets must be >= 1, got {subsets}")
     return SampleSize(n, m, policy, 1 if n == m else int(subsets))
 
 

@@ -55,8 +55,8 @@ SCORE_COLUMNS = (
     "log_odds",
 )
 STATISTICS = ("log_odds_smoothed", "log_odds", "p_sweep")
-"""Ranking statistics of a scan (``scan.statistic``): the model's log-odds averaged over the grid
-points within ``scan.smooth_bp`` of each point, the log-odds itself, or P(sweep)."""
+"""Ranking statistics of a scan (``apps.sweeps.scan.statistic``): the model's log-odds averaged over the grid
+points within ``apps.sweeps.scan.smooth_bp`` of each point, the log-odds itself, or P(sweep)."""
 SPANS = ("snps", "length")
 SWEEP_CLASS = CLASSES.index("sweep")
 

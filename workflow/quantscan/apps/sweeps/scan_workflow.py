@@ -1,6 +1,7 @@
 """The genome-scan part of the workflow (workflow/rules/sweeps/scan.smk): plan, inputs, engines, tables.
 
-``plan(config, ...)`` checks the ``scan`` config section against the rest of the config and says
+``plan(settings, ...)`` checks the ``apps.sweeps.scan`` config section against the rest of the
+sweeps' section (``apps.sweeps``) and says
 what runs: which inputs and chromosomes (known when the workflow is parsed: listed in the config,
 else read cheaply from the VCF header, the ms file or the tree sequence's metadata), which models
 scan them (``fp32`` and every compression method that has a packed model for the scenario; int8
@@ -128,28 +129,32 @@ class ScanPlan:
 
 
 def plan(
-    config: dict,
+    settings: dict,
     *,
     trained: list[str],
     compress_jobs: list[tuple[str, str]],
     read_headers: bool = True,
 ) -> ScanPlan:  # noqa: C901 - one check after another
-    """Check ``config["scan"]`` against the rest of the config; say what the scan rules run.
+    """Check ``settings["scan"]`` against the rest of the sweeps' section ``settings``
+    (``apps.sweeps``: its ``data`` and ``compress``); say what the scan rules run.
 
     ``trained``: scenarios with an fp32 model; ``compress_jobs``: (scenario, method) pairs of the
     compression fan-out (those of int8-type methods, which have no packed model, are left out).
     ``read_headers=False`` skips reading input files for chromosome names (tests).
     """
-    sc, sw = config["scan"], config["sweeps"]
+    sc, sw = settings["scan"], settings["data"]
+    methods = (settings.get("compress") or {}).get("methods", {})
     if not trained:
-        raise ConfigError("config key sweeps.scenarios: the scan needs a trained sweep scenario")
+        raise ConfigError(
+            "config key apps.sweeps.data.scenarios: the scan needs a trained sweep scenario"
+        )
     snps = sw["image"]["snps"]
     window = sc["window"] if sc["window"] is not None else snps
     if window != snps:
         raise ConfigError(
-            f"config key scan.window: {window} SNPs per window, but the models are trained on "
-            f"sweeps.image.snps = {snps}; windows must be encoded exactly as in training "
-            "(set scan.window to null or to sweeps.image.snps)"
+            f"config key apps.sweeps.scan.window: {window} SNPs per window, but the models are "
+            f"trained on apps.sweeps.data.image.snps = {snps}; windows must be encoded exactly as "
+            "in training (set apps.sweeps.scan.window to null or to apps.sweeps.data.image.snps)"
         )
 
     def check_scenario(key: str, name: str | None) -> str:
@@ -164,17 +169,13 @@ def plan(
 
     # int8-type methods (ONNX Runtime, model.onnx) are not scanned as compressed models: their model
     # is the fp32 model's static int8 export, which the scan runs as fp32 with engine onnx_int8
-    int8 = {
-        n
-        for n, m in config.get("compress", {}).get("methods", {}).items()
-        if (m or {}).get("type") == "int8"
-    }
+    int8 = {n for n, m in methods.items() if (m or {}).get("type") == "int8"}
     bad = [m for m in sc["models"] if m in int8]
     if bad:
         raise ConfigError(
-            f"config key scan.models: {bad} are int8 methods (ONNX Runtime models, no packed "
-            "model to scan); their model is the fp32 model's static int8 export, which the scan "
-            "runs as model fp32 with engine onnx_int8 (scan.engines.fp32)"
+            f"config key apps.sweeps.scan.models: {bad} are int8 methods (ONNX Runtime models, "
+            "no packed model to scan); their model is the fp32 model's static int8 export, which "
+            "the scan runs as model fp32 with engine onnx_int8 (apps.sweeps.scan.engines.fp32)"
         )
     compressed: dict[str, list[str]] = {}
     for scenario, method in compress_jobs:
@@ -190,14 +191,15 @@ def plan(
     known = (
         {FP32}
         | {m for _, m in compress_jobs}
-        | set(config.get("compress", {}).get("methods", {}))
+        | set(methods)
         | ({LOCALISER} if loc["enabled"] else set())
     )
     bad = [m for m in wanted if m not in known]
     if bad:
         raise ConfigError(
-            f"config key scan.models: unknown model(s) {bad}; known: fp32 and the methods of "
-            f"compress.methods ({', '.join(sorted(known - {FP32})) or 'none'})"
+            f"config key apps.sweeps.scan.models: unknown model(s) {bad}; known: fp32 and the "
+            f"methods of apps.sweeps.compress.methods "
+            f"({', '.join(sorted(known - {FP32})) or 'none'})"
         )
     models = {}
     for scenario in trained:
@@ -209,9 +211,9 @@ def plan(
         "localiser": list(loc.get("engines", [])),
     }
     for key, allowed, where in (
-        ("fp32", FP32_ENGINES, "scan.engines.fp32"),
-        ("compressed", COMPRESSED_ENGINES, "scan.engines.compressed"),
-        ("localiser", LOCALISER_ENGINES, "scan.localiser.engines"),
+        ("fp32", FP32_ENGINES, "apps.sweeps.scan.engines.fp32"),
+        ("compressed", COMPRESSED_ENGINES, "apps.sweeps.scan.engines.compressed"),
+        ("localiser", LOCALISER_ENGINES, "apps.sweeps.scan.localiser.engines"),
     ):
         bad = [e for e in engines[key] if e not in allowed]
         if bad:
@@ -229,10 +231,12 @@ def plan(
     unknown = [n for n in ev["scenarios"] if n not in defined]
     if unknown:
         raise ConfigError(
-            f"config key scan.evaluate.scenarios: {unknown} are not trainable sweep scenarios "
+            f"config key apps.sweeps.scan.evaluate.scenarios: {unknown} are not trainable sweep "
+            "scenarios "
             f"(those with a sweep class: {', '.join(sorted(defined))})"
         )
-    # listed scenarios that this run does not train (sweeps.run) are left out; none left: all
+    # listed scenarios that this run does not train (apps.sweeps.data.run) are left out; none
+    # left: all
     ev_scenarios = [n for n in ev["scenarios"] if n in trained] or list(trained)
     evaluate = [
         (s, m, e) for s in ev_scenarios for m in models[s] for e in engines_for_model(engines, m)
@@ -242,14 +246,16 @@ def plan(
     simulated = {}
     sim = sc["simulated"]
     if sim["names"]:
-        demography = check_scenario("scan.simulated.scenario", sim["scenario"])
-        model_scenario = check_scenario("scan.simulated.model", sim["model"] or demography)
+        demography = check_scenario("apps.sweeps.scan.simulated.scenario", sim["scenario"])
+        model_scenario = check_scenario(
+            "apps.sweeps.scan.simulated.model", sim["model"] or demography
+        )
         for name in sim["names"]:
-            check_name("scan.simulated.names", name)
+            check_name("apps.sweeps.scan.simulated.names", name)
             simulated[name] = chromosome_kwargs(sim, sw, name, demography)
         sim_haps = int(next(iter(simulated.values()))["haplotypes"])
         if len(set(sim["names"])) != len(sim["names"]):
-            raise ConfigError("config key scan.simulated.names: names must be distinct")
+            raise ConfigError("config key apps.sweeps.scan.simulated.names: names must be distinct")
         inputs[SIMULATED] = ScanInput(
             name=SIMULATED,
             format="trees",
@@ -261,7 +267,7 @@ def plan(
             haplotypes=sim_haps,
         )
     for k, item in enumerate(sc["inputs"]):
-        key = f"scan.inputs[{k}]"
+        key = f"apps.sweeps.scan.inputs[{k}]"
         name = item["name"]
         check_name(f"{key}.name", name)
         if name in RESERVED:
@@ -279,7 +285,11 @@ def plan(
     model_haps = {s: SimParams.from_config(sw, s).haplotypes for s in trained}
     size_cfg = sc["sample_size"]
     for name, inp in inputs.items():
-        where = "scan.simulated" if name == SIMULATED else f"scan.inputs {name!r}"
+        where = (
+            "apps.sweeps.scan.simulated"
+            if name == SIMULATED
+            else f"apps.sweeps.scan.inputs {name!r}"
+        )
         size = resolve(
             inp.haplotypes,
             model_haps[inp.scenario],
@@ -291,27 +301,29 @@ def plan(
     return ScanPlan(window, inputs, models, engines, evaluate, simulated, model_haps)
 
 
-def matched_scenarios(config: dict, *, read_headers: bool = True) -> dict:
-    """The config with the scenarios that ``scan.sample_size.policy: match`` needs.
+def matched_scenarios(settings: dict, *, read_headers: bool = True) -> dict:
+    """The sweeps' section ``settings`` (``apps.sweeps``) with the scenarios that
+    ``apps.sweeps.scan.sample_size.policy: match`` needs.
 
     For each scan input whose haplotype count ``n`` differs from its scenario's model size, a
     scenario ``<scenario>_h<m>`` (a copy of the scenario with ``haplotypes: m``) joins
-    ``sweeps.scenarios`` and ``sweeps.run``, and the input is scanned by its models; ``m`` is ``n``,
-    or the largest of ``scan.sample_size.sizes`` not above ``n`` (the input is then subsampled to
-    it). The new scenario is simulated, trained, compressed (by the methods that run on every
-    scenario) and calibrated like any other. Other policies return the config unchanged.
+    ``apps.sweeps.data.scenarios`` and ``apps.sweeps.data.run``, and the input is scanned by its
+    models; ``m`` is ``n``, or the largest of ``apps.sweeps.scan.sample_size.sizes`` not above
+    ``n`` (the input is then subsampled to it). The new scenario is simulated, trained, compressed
+    (by the methods that run on every scenario) and calibrated like any other. Other policies
+    return ``settings`` itself, unchanged.
     """
     import copy
 
-    sc, sw = config["scan"], config["sweeps"]
+    sc, sw = settings["scan"], settings["data"]
     size_cfg = sc["sample_size"]
     if size_cfg["policy"] != "match":
-        return config
+        return settings
     from .settings import active_scenarios
     from .simulate import SimParams
 
-    out = copy.deepcopy(config)
-    osw, osc = out["sweeps"], out["scan"]
+    out = copy.deepcopy(settings)
+    osw, osc = out["data"], out["scan"]
     trained = [n for n in active_scenarios(sw) if n in sw["scenarios"]]
 
     def target(n: int, key: str) -> int:
@@ -321,7 +333,8 @@ def matched_scenarios(config: dict, *, read_headers: bool = True) -> dict:
         fit = [s for s in sizes if s <= n]
         if not fit:
             raise ConfigError(
-                f"{key}: {n} haplotypes, fewer than every size of scan.sample_size.sizes "
+                f"{key}: {n} haplotypes, fewer than every size of "
+                "apps.sweeps.scan.sample_size.sizes "
                 f"({', '.join(map(str, sizes))})"
             )
         return fit[-1]
@@ -346,10 +359,10 @@ def matched_scenarios(config: dict, *, read_headers: bool = True) -> dict:
         model = sim["model"] or sim["scenario"] or (trained[0] if trained else None)
         if model is not None and model in sw["scenarios"]:
             osc["simulated"]["model"] = matched(
-                model, int(sim["haplotypes"]), "scan.simulated.haplotypes"
+                model, int(sim["haplotypes"]), "apps.sweeps.scan.simulated.haplotypes"
             )
     for k, item in enumerate(sc["inputs"]):
-        key = f"scan.inputs[{k}]"
+        key = f"apps.sweeps.scan.inputs[{k}]"
         n = item.get("haplotypes")
         if n is None:
             fmt = input_format(item, key, read_headers=read_headers)
@@ -362,7 +375,8 @@ def matched_scenarios(config: dict, *, read_headers: bool = True) -> dict:
 
 
 def engines_for_model(engines: dict, model: str) -> list[str]:
-    """The engines of ``scan.engines`` (fp32, compressed) or ``scan.localiser.engines``."""
+    """The engines of ``apps.sweeps.scan.engines`` (fp32, compressed) or
+    ``apps.sweeps.scan.localiser.engines``."""
     from .localiser import LOCALISER
 
     if model == LOCALISER:
@@ -393,7 +407,8 @@ def chromosome_kwargs(sim: dict, sweeps_cfg: dict, name: str, scenario: str) -> 
 
     if sim["haplotypes"] is not None and sim["haplotypes"] % 2:
         raise ConfigError(
-            f"config key scan.simulated.haplotypes: {sim['haplotypes']} is odd (diploid samples)"
+            f"config key apps.sweeps.scan.simulated.haplotypes: {sim['haplotypes']} is odd "
+            "(diploid samples)"
         )
     seg = sim["segment_length"]
     if seg is None:
@@ -401,8 +416,8 @@ def chromosome_kwargs(sim: dict, sweeps_cfg: dict, name: str, scenario: str) -> 
     n = sim["length"] / seg
     if n < 1 or abs(n - round(n)) > 1e-9:
         raise ConfigError(
-            f"config key scan.simulated.length: {sim['length']} is not a whole number of "
-            f"segments of {seg:g} bp (scan.simulated.segment_length)"
+            f"config key apps.sweeps.scan.simulated.length: {sim['length']} is not a whole "
+            f"number of segments of {seg:g} bp (apps.sweeps.scan.simulated.segment_length)"
         )
     kwargs = {
         "name": name,
@@ -422,12 +437,12 @@ def chromosome_kwargs(sim: dict, sweeps_cfg: dict, name: str, scenario: str) -> 
     try:
         ChromosomeSpec(**kwargs)
     except ConfigError as err:
-        raise ConfigError(f"config key scan.simulated: {err}") from None
+        raise ConfigError(f"config key apps.sweeps.scan.simulated: {err}") from None
     return kwargs
 
 
 def input_format(item: dict, key: str, *, read_headers: bool = True) -> str:
-    """The format of a ``scan.inputs`` item: as given, else detected from the file's content."""
+    """The format of an ``apps.sweeps.scan.inputs`` item: as given, else detected from the file's content."""
     from .io import detect_format
 
     fmt = item.get("format") or "auto"
@@ -441,7 +456,7 @@ def input_format(item: dict, key: str, *, read_headers: bool = True) -> str:
 
 
 def input_haplotypes(item: dict, key: str, fmt: str, *, read_headers: bool = True) -> int:
-    """The haplotype count of a ``scan.inputs`` item: as given, else read from the file's start."""
+    """The haplotype count of an ``apps.sweeps.scan.inputs`` item: as given, else read from the file's start."""
     if item.get("haplotypes") is not None:
         return int(item["haplotypes"])
     if not read_headers:
@@ -454,7 +469,7 @@ def input_haplotypes(item: dict, key: str, fmt: str, *, read_headers: bool = Tru
 
 
 def user_input(item: dict, key: str, scenario: str, *, read_headers: bool = True) -> ScanInput:
-    """A user input of ``scan.inputs``: format and chromosome names resolved (see ``input_chroms``)."""
+    """A user input of ``apps.sweeps.scan.inputs``: format and chromosome names resolved (see ``input_chroms``)."""
     path = item["path"]
     fmt = input_format(item, key, read_headers=read_headers)
     if fmt == "ms" and not item.get("length"):
@@ -701,7 +716,9 @@ def simulate_scan_batch(
 
     lo, hi = float(positions[0]), float(positions[1])
     if not 0 <= lo <= hi <= 1:
-        raise ConfigError(f"config key scan.evaluate.positions: {positions} is not in [0, 1]")
+        raise ConfigError(
+            f"config key apps.sweeps.scan.evaluate.positions: {positions} is not in [0, 1]"
+        )
     length, haps = params.sequence_length, params.haplotypes
     reps, start = [], time.perf_counter()
     for i in range(size):
@@ -811,7 +828,9 @@ def open_engine(
         from .localiser import open_engine as open_localiser
 
         if localiser is None:
-            raise ConfigError("the localiser's engine needs its settings (scan.localiser)")
+            raise ConfigError(
+                "the localiser's engine needs its settings (apps.sweeps.scan.localiser)"
+            )
         return open_localiser(
             kind,
             model_path,
@@ -994,7 +1013,7 @@ def merge_chromosome(
     """Merge region tables, add the ranking score, p- and q-values and ranks, call peaks; write
     ``out`` (tsv, bedgraph, bed, png).
 
-    ``null``: per-window neutral scores of the same ``statistic``; ``peaks``: the ``scan.peaks``
+    ``null``: per-window neutral scores of the same ``statistic``; ``peaks``: the ``apps.sweeps.scan.peaks``
     config; ``header``: comment lines of the TSV; ``truth``: a truth table
     (``chromosome.read_truth``) whose sweeps and hotspots are marked on the PNG. Returns counts
     and the saturation check for the job's log and JSON.

@@ -1,5 +1,6 @@
-"""Checks and fan-out lists of the sweeps' config sections (``sweeps``, ``compress``): which
-scenarios run, which have a sweep class to train on, and which compression jobs run where."""
+"""Checks and fan-out lists of the sweeps' config section (``apps.sweeps``: its ``data`` and
+``compress``): which scenarios run, which have a sweep class to train on, and which compression jobs
+run where. ``sw`` is the section's ``data`` (``apps.sweeps.data``) throughout."""
 
 from __future__ import annotations
 
@@ -7,24 +8,28 @@ from ...errors import ConfigError
 
 
 def check_sweeps(sw: dict) -> None:
+    """Cross-key checks of ``apps.sweeps.data`` (the schema checks types)."""
     names = list(sw["scenarios"])
     for name in sw["run"] or []:
         if name not in sw["scenarios"]:
             raise ConfigError(
-                f"config key sweeps.run: unknown scenario {name!r}; defined: {', '.join(names)}"
+                f"config key apps.sweeps.data.run: unknown scenario {name!r}; defined: {', '.join(names)}"
             )
     if sw["haplotypes"] % 2:
-        raise ConfigError(f"config key sweeps.haplotypes: must be even, got {sw['haplotypes']}")
+        raise ConfigError(
+            f"config key apps.sweeps.data.haplotypes: must be even, got {sw['haplotypes']}"
+        )
     for name, spec in sw["scenarios"].items():
         spec = spec or {}
         if "island" in spec and ("bottleneck" in spec or "hotspot" in spec):
             raise ConfigError(
-                f"config key sweeps.scenarios.{name}: 'island' cannot be combined with other confounders"
+                f"config key apps.sweeps.data.scenarios.{name}: 'island' cannot be combined with "
+                "other confounders"
             )
         b = spec.get("bottleneck")
         if b and b["end"] <= b["start"]:
             raise ConfigError(
-                f"config key sweeps.scenarios.{name}.bottleneck: end must exceed start"
+                f"config key apps.sweeps.data.scenarios.{name}.bottleneck: end must exceed start"
             )
         if name in active_scenarios(sw) and ("demography" in spec or "bottleneck" in spec):
             _check_demography(sw, name)
@@ -33,11 +38,13 @@ def check_sweeps(sw: dict) -> None:
         # only scenarios that run must fit the region (a preset may define more than it runs)
         if h and name in active_scenarios(sw) and not 0 <= h["left"] < h["right"] <= length:
             raise ConfigError(
-                f"config key sweeps.scenarios.{name}.hotspot: need 0 <= left < right <= {length}"
+                f"config key apps.sweeps.data.scenarios.{name}.hotspot: need 0 <= left < right <= {length}"
             )
     trainable = sweep_scenarios(sw)
     if not trainable:
-        raise ConfigError("config key sweeps.scenarios: no scenario with a sweep class to train on")
+        raise ConfigError(
+            "config key apps.sweeps.data.scenarios: no scenario with a sweep class to train on"
+        )
 
 
 def _check_demography(sw: dict, name: str) -> None:
@@ -63,7 +70,7 @@ def is_neutral_only(sw: dict, name: str) -> bool:
 
 
 def active_scenarios(sw: dict) -> list[str]:
-    """``sweeps.run``, or every scenario when it is null (an empty list is refused by the schema)."""
+    """``apps.sweeps.data.run``, or every scenario when it is null (an empty list is refused by the schema)."""
     return list(sw["scenarios"]) if sw["run"] is None else list(sw["run"])
 
 
@@ -77,21 +84,23 @@ def neutral_scenarios(sw: dict) -> list[str]:
     return [n for n in active_scenarios(sw) if is_neutral_only(sw, n)]
 
 
-def compress_jobs(config: dict) -> list[tuple[str, str]]:
-    """(scenario, method) pairs of the compression fan-out, in config order.
+def compress_jobs(settings: dict) -> list[tuple[str, str]]:
+    """(scenario, method) pairs of the compression fan-out of the ``apps.sweeps`` section
+    ``settings``, in config order.
 
-    A method runs on its own ``scenarios``, else ``compress.scenarios``, else every trained sweep
-    scenario. Names must be defined scenarios with a sweep class; defined ones that this run does not
-    train (left out of ``sweeps.run``) are skipped, so presets can list more than a run trains.
+    A method runs on its own ``scenarios``, else ``apps.sweeps.compress.scenarios``, else every
+    trained sweep scenario. Names must be defined scenarios with a sweep class; defined ones that
+    this run does not train (left out of ``apps.sweeps.data.run``) are skipped, so presets can list
+    more than a run trains.
     """
-    sw, cp = config["sweeps"], config["compress"]
+    sw, cp = settings["data"], settings["compress"]
     trained = sweep_scenarios(sw)
     jobs = []
     for name, method in cp["methods"].items():
         where = (
-            f"compress.methods.{name}.scenarios"
+            f"apps.sweeps.compress.methods.{name}.scenarios"
             if method.get("scenarios")
-            else "compress.scenarios"
+            else "apps.sweeps.compress.scenarios"
         )
         wanted = list(method.get("scenarios") or cp["scenarios"] or trained)
         for scenario in wanted:

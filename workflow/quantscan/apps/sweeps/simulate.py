@@ -116,7 +116,7 @@ class SimParams:
         params = cls(**values)
         if params.haplotypes % 2:
             raise ConfigError(
-                f"sweeps.haplotypes must be even (diploid samples), got {params.haplotypes}"
+                f"apps.sweeps.data.haplotypes must be even (diploid samples), got {params.haplotypes}"
             )
         return params
 

@@ -1,11 +1,14 @@
 """Viral classification as an engine application: a 1-D CNN on one-hot windows of sequences.
 
-One data set (named after ``viral.source``); the classes are the configured families plus, with
-``viral.openset.background``, the background class of the open-set answer. Training and
-fine-tuning use the training split's class weights (``balance.json``, written by the split rule).
-The fp32 evaluation scores windows and whole records (:func:`classify.evaluate_split`). Data,
-the one-unit evaluation of every model and baseline, the open-set table and FASTA classification
-are this application's own rules (``workflow/rules/viral/``). Config section: ``viral``.
+One data set (named after ``apps.viral.data.source``); the classes are the configured families
+plus, with ``apps.viral.scan.openset.background``, the background class of the open-set answer.
+Training and fine-tuning use the training split's class weights (``balance.json``, written by the
+split rule) and ``apps.viral.train.augment``. The fp32 evaluation scores windows and whole records
+(:func:`classify.evaluate_split`). Data, the one-unit evaluation of every model and baseline, the
+open-set table and FASTA classification are this application's own rules
+(``workflow/rules/viral/``). Config section: ``apps.viral`` (``data``, ``model``, ``train``,
+``compress``, ``scan`` - classification of FASTA files, the open set - and ``evaluate``, the
+one-unit evaluation).
 """
 
 from __future__ import annotations
@@ -26,14 +29,14 @@ class ViralApp(App):
 
     @cached_property
     def dataset(self) -> str:
-        return vdataset.SOURCES[self.settings["source"]]
+        return vdataset.SOURCES[self.settings["data"]["source"]]
 
     def datasets(self) -> list[str]:
         return [self.dataset]
 
     def class_names(self) -> list[str]:
-        names = vdataset.class_names_for(self.settings)
-        if self.settings["openset"]["background"]:
+        names = vdataset.class_names_for(self.settings["data"])
+        if self.settings["scan"]["openset"]["background"]:
             names = [*names, vdataset.BACKGROUND_CLASS]
         return names
 
@@ -41,7 +44,7 @@ class ViralApp(App):
         return {
             "name": "viralcnn",
             "n_classes": len(self.class_names()),
-            "length": self.settings["length"],
+            "length": self.settings["data"]["length"],
             **self.settings["model"],
         }
 
@@ -64,12 +67,12 @@ class ViralApp(App):
                 "recalibrate_bn": train["recalibrate_bn"],
                 **self.settings["compress"]["finetune"],
                 "class_weights": weights,
-                "augment": self.settings["augment"],
+                "augment": train["augment"],
             }
         return {
-            **{k: v for k, v in train.items() if k != "threads"},
+            **{k: v for k, v in train.items() if k not in ("threads", "augment")},
             "class_weights": weights,
-            "augment": self.settings["augment"],
+            "augment": train["augment"],
         }
 
     def compress_settings(self) -> dict:

@@ -40,8 +40,8 @@ FORMAT = "quantscan-viral-onehot-v1"
 BALANCE_METHODS = ("none", "downsample", "resample", "weights")
 HOLDOUTS = ("none", "cluster", "source", "taxon")
 SOURCES = {"simulate": "simulated", "ncbi": "ncbi", "local": "local"}
-#: the open-set background class (viral.openset.background), the model's last output; the name
-#: is reserved, as is ``unclassified`` (the open-set answer)
+#: the open-set background class (apps.viral.scan.openset.background), the model's last output;
+#: the name is reserved, as is ``unclassified`` (the open-set answer)
 BACKGROUND_CLASS = "background"
 RESERVED_NAMES = (BACKGROUND_CLASS, "unclassified")
 #: compression method types that write an ONNX Runtime model (model.onnx, rule
@@ -272,102 +272,109 @@ def load_onehot(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- records
 
 
-def class_names_for(viral: Mapping) -> list[str]:
-    """Class names of the configured source, in label order."""
-    source = viral["source"]
+def class_names_for(data: Mapping) -> list[str]:
+    """Class names of the configured source (``apps.viral.data``), in label order."""
+    source = data["source"]
     if source == "simulate":
-        return [c["name"] for c in viral["simulate"]["classes"]]
+        return [c["name"] for c in data["simulate"]["classes"]]
     if source == "ncbi":
-        return list(viral["ncbi"]["classes"])
-    return list(viral["local"])
+        return list(data["ncbi"]["classes"])
+    return list(data["local"])
 
 
 def check_config(viral: Mapping) -> None:
-    """Cross-key checks of the ``viral`` config section (the schema checks types)."""
-    names = class_names_for(viral)
+    """Cross-key checks of the ``apps.viral`` config section (the schema checks types)."""
+    data = viral["data"]
+    names = class_names_for(data)
     where = {"simulate": "simulate.classes", "ncbi": "ncbi.classes", "local": "local"}[
-        viral["source"]
+        data["source"]
     ]
+    where = f"apps.viral.data.{where}"
     if len(names) < 2:
         raise ConfigError(
-            f"config key viral.{where}: need at least two classes for source "
-            f"{viral['source']!r}, got {names}"
+            f"config key {where}: need at least two classes for source "
+            f"{data['source']!r}, got {names}"
         )
     if len(set(names)) != len(names):
-        raise ConfigError(f"config key viral.{where}: class names repeat: {names}")
+        raise ConfigError(f"config key {where}: class names repeat: {names}")
     for name in names:
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
             raise ConfigError(
-                f"config key viral.{where}: class name {name!r} must match [A-Za-z][A-Za-z0-9_]*"
+                f"config key {where}: class name {name!r} must match [A-Za-z][A-Za-z0-9_]*"
             )
         if name in RESERVED_NAMES:
             raise ConfigError(
-                f"config key viral.{where}: class name {name!r} is reserved (the open-set "
+                f"config key {where}: class name {name!r} is reserved (the open-set "
                 f"answers: {', '.join(RESERVED_NAMES)}); rename the class"
             )
     # (the schema fills these keys; partial dicts from library callers may lack them)
-    min_length = viral.get("openset", {}).get("min_length", 0)
+    scan = viral.get("scan", {})
+    min_length = scan.get("openset", {}).get("min_length", 0)
     short = [f for f in viral.get("evaluate", {}).get("fragments", []) if f < min_length]
     if short:
         raise ConfigError(
-            f"config key viral.evaluate.fragments: {short} are shorter than "
-            f"viral.openset.min_length ({min_length}): every such fragment would be "
+            f"config key apps.viral.evaluate.fragments: {short} are shorter than "
+            f"apps.viral.scan.openset.min_length ({min_length}): every such fragment would be "
             "unclassified (too_short); lower min_length or drop them"
         )
-    split = viral.get("split", {})
+    split = data.get("split", {})
     holdout = split.get("holdout", "cluster")
     if holdout != "taxon" and split.get("taxonomy"):
         raise ConfigError(
-            "config key viral.split.taxonomy: a taxonomy table is read for holdout 'taxon' "
-            f"only (holdout is {holdout!r})"
+            "config key apps.viral.data.split.taxonomy: a taxonomy table is read for holdout "
+            f"'taxon' only (holdout is {holdout!r})"
         )
     if holdout != "cluster" and split.get("identity") is not None:
         raise ConfigError(
-            f"config key viral.split.identity: applies to holdout 'cluster' only (holdout is "
-            f"{holdout!r})"
+            "config key apps.viral.data.split.identity: applies to holdout 'cluster' only "
+            f"(holdout is {holdout!r})"
         )
-    if viral["stride"] is not None and viral["stride"] > viral["length"]:
+    if data["stride"] is not None and data["stride"] > data["length"]:
         raise ConfigError(
-            f"config key viral.stride: {viral['stride']} exceeds viral.length {viral['length']}"
+            f"config key apps.viral.data.stride: {data['stride']} exceeds apps.viral.data.length "
+            f"{data['length']}"
         )
-    f = viral["split"]["fractions"]
+    f = data["split"]["fractions"]
     if not np.isclose(sum(f), 1.0) or f[0] <= 0 or f[2] <= 0:
         raise ConfigError(
-            f"config key viral.split.fractions: need train > 0, test > 0 and a sum of 1, got {f}"
+            "config key apps.viral.data.split.fractions: need train > 0, test > 0 and a sum of "
+            f"1, got {f}"
         )
-    if viral["source"] == "ncbi":
-        email = viral["ncbi"]["email"]
+    if data["source"] == "ncbi":
+        email = data["ncbi"]["email"]
         if not email or "@" not in email:
             raise ConfigError(
-                "config key viral.ncbi.email: NCBI asks every client for a contact e-mail; set it "
-                "(the API key, if any, goes in the NCBI_API_KEY environment variable, not here)"
+                "config key apps.viral.data.ncbi.email: NCBI asks every client for a contact "
+                "e-mail; set it (the API key, if any, goes in the NCBI_API_KEY environment "
+                "variable, not here)"
             )
-    if viral["source"] == "local":
-        for name, paths in viral["local"].items():
+    if data["source"] == "local":
+        for name, paths in data["local"].items():
             if not paths:
-                raise ConfigError(f"config key viral.local.{name}: no FASTA files given")
-    for c in viral["simulate"]["classes"]:
+                raise ConfigError(f"config key apps.viral.data.local.{name}: no FASTA files given")
+    for c in data["simulate"]["classes"]:
         if c["min_length"] > c["max_length"]:
             raise ConfigError(
-                f"config key viral.simulate.classes: {c['name']}: min_length > max_length"
+                f"config key apps.viral.data.simulate.classes: {c['name']}: min_length > max_length"
             )
     methods = viral.get("compress", {}).get("methods", {})
     for name, method in methods.items():
         if method.get("scenarios"):
             raise ConfigError(
-                f"config key viral.compress.methods.{name}.scenarios: sweep scenarios do not apply "
-                "to the viral model; remove the key"
+                f"config key apps.viral.compress.methods.{name}.scenarios: sweep scenarios do "
+                "not apply to the viral model; remove the key"
             )
         if method["type"] in UNPACKED_METHOD_TYPES and method.get("finetune"):
             raise ConfigError(
-                f"config key viral.compress.methods.{name}.finetune: type {method['type']!r} is "
-                "post-training quantization without fine-tuning; remove the key"
+                f"config key apps.viral.compress.methods.{name}.finetune: type "
+                f"{method['type']!r} is post-training quantization without fine-tuning; remove "
+                "the key"
             )
-    model = viral["classify"]["model"]
+    model = scan["classify"]["model"]
     if model != "fp32" and model not in methods:
         raise ConfigError(
-            f"config key viral.classify.model: {model!r} is neither fp32 nor a method of "
-            f"viral.compress.methods ({', '.join(methods) or 'none configured'})"
+            f"config key apps.viral.scan.classify.model: {model!r} is neither fp32 nor a method "
+            f"of apps.viral.compress.methods ({', '.join(methods) or 'none configured'})"
         )
 
 
@@ -630,10 +637,14 @@ def record_taxa(
     for r in records:
         taxon = (taxa or {}).get(r.id) or tokens(r.description).get(key)
         if not taxon:
-            where = "the taxonomy table (viral.split.taxonomy)" if taxa else f"a '{key}=' token"
+            where = (
+                "the taxonomy table (apps.viral.data.split.taxonomy)"
+                if taxa
+                else f"a '{key}=' token"
+            )
             raise InputFormatError(
                 f"record {r.id!r} ({r.source or 'no source'}): no taxon for holdout 'taxon'; give "
-                f"it {where} in its FASTA header or a row in viral.split.taxonomy"
+                f"it {where} in its FASTA header or a row in apps.viral.data.split.taxonomy"
             )
         # a taxon is named per class: the same name in two classes is two taxa
         out.append(f"{r.label}/{taxon}")

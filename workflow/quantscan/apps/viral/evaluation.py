@@ -17,7 +17,7 @@ and the share of out-of-class records answered ``unclassified`` (``reject_<categ
 Open-set strategies compared for each method (:func:`strategies`): the background class alone
 (``background``), a threshold alone on each score (``threshold:<score>``: the background output,
 if any, is ignored: the decision is between the target classes), and both
-(``background+<score>``). The configured one (``viral.openset``) is the method's headline.
+(``background+<score>``). The configured one (``apps.viral.scan.openset``) is the method's headline.
 
 Baselines are record-level engines (``length = None``): :class:`KmerEngine` (logistic regression
 on k-mer frequencies, ``baselines``) and :class:`LengthEngine` (length only); they are trained on

@@ -24,7 +24,7 @@ called background (``background``) or scores below the threshold (``below_thresh
 Out-of-class **test** records (:func:`ood_records`) come from the test split's records and from
 generators with other seeds and other simulated families than the background, in four
 categories: ``shuffled``, ``random``, ``other_family``, ``host_like``. All of them are synthetic:
-real other families and host genomes can be added as FASTA files (``viral.openset.ood``).
+real other families and host genomes can be added as FASTA files (``apps.viral.scan.openset.ood``).
 
 :func:`fragments` cuts records into non-overlapping pieces for the fragment-length evaluation.
 """
