@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
-import numpy as np
 import pandas as pd
 import torch
 
@@ -15,10 +14,8 @@ from quantscan.apps.sweeps import scan_workflow as qscan
 from quantscan.atomic import atomic_path
 from quantscan.device import resolve as resolve_device
 from quantscan.export.onnx import describe_onnx, export_int8
-from quantscan.models import build_model
 from quantscan.scripting import run
 from quantscan.seeds import derive_seed
-from quantscan.train import TrainConfig, fit
 
 
 def training_pool(paths, n_train: int, batch_size: int):
@@ -33,53 +30,21 @@ def main(smk, log):
     settings = localiser.LocaliserSettings.from_config(p.settings)
     sweeps, length = training_pool(smk.input.sweep, p.n_train, p.sim_batch)
     neutrals, _ = training_pool(smk.input.neutral, p.n_train, p.sim_batch)
-    density = localiser.snp_density([len(r.positions) for r in neutrals], length * len(neutrals))
-    n_val = max(1, round(p.validation_fraction * min(len(sweeps), len(neutrals))))
-    rng = np.random.default_rng(derive_seed(p.seed, "localiser_windows", w.scenario))
-    x_tr, y_tr = localiser.training_windows(
-        sweeps[n_val:], neutrals[n_val:], settings, density, length, rng
-    )
-    x_va, y_va = localiser.training_windows(
-        sweeps[:n_val], neutrals[:n_val], settings, density, length, rng
-    )
-    seed = derive_seed(p.seed, "localiser_train", w.scenario)
-    torch.manual_seed(seed)
-    arch = settings.arch()
-    model = build_model(arch)
-    log.info(
-        "%s: %d + %d training replicates -> %d training and %d validation windows %s, "
-        "%d parameters, %.4f SNPs/bp",
-        w.scenario,
-        len(sweeps),
-        len(neutrals),
-        len(y_tr),
-        len(y_va),
-        x_tr.shape[1:],
-        modelio.n_parameters(model),
-        density,
-    )
-    checkpoint = Path(smk.output.model).with_name("checkpoint.pt")
     torch.set_num_threads(smk.threads)
-    history = fit(
-        model,
-        x_tr,
-        y_tr,
-        x_va,
-        y_va,
-        TrainConfig(**p.train),
-        seed,
-        checkpoint=checkpoint,
+    checkpoint = Path(smk.output.model).with_name("checkpoint.pt")
+    t = localiser.train(
+        sweeps,
+        neutrals,
+        length,
+        settings,
+        p.train,
+        seed=derive_seed(p.seed, "localiser_train", w.scenario),
+        validation_fraction=p.validation_fraction,
         device=resolve_device(p.device),
+        checkpoint=checkpoint,
+        log=log,
     )
-    model.eval()
-    with torch.no_grad():
-        pred = model(torch.from_numpy(x_va)).argmax(1).numpy()
-    inside = y_va < settings.bins
-    quality = {
-        "val_bin_accuracy": float((pred[inside] == y_va[inside]).mean()),
-        "val_bin_within_one": float((np.abs(pred[inside] - y_va[inside]) <= 1).mean()),
-        "val_none_recall": float((pred[~inside] == settings.bins).mean()),
-    }
+    model, arch, history, quality, x_tr = t.model, t.arch, t.history, t.quality, t.x_train
     modelio.save_fp32(model, arch, smk.output.model)
     built = export_int8(
         model,

@@ -216,6 +216,86 @@ def training_windows(
     return np.ascontiguousarray(x), y
 
 
+@dataclasses.dataclass
+class Trained:
+    """A trained localiser: the model (eval mode), its ``arch``, the training history, validation
+    quality and the training windows (the int8 calibration pool)."""
+
+    model: object
+    arch: dict
+    history: list
+    quality: dict
+    x_train: np.ndarray
+    density: float
+
+
+def train(
+    sweeps: list,
+    neutrals: list,
+    length: float,
+    settings: LocaliserSettings,
+    train_config: dict,
+    *,
+    seed: int,
+    validation_fraction: float,
+    device="cpu",
+    checkpoint=None,
+    log=None,
+) -> Trained:
+    """Train a localiser on simulated replicates (sweep at the centre of each sweep replicate):
+    the first ``validation_fraction`` of each class validates, the rest trains; windows drawn
+    with a generator seeded from ``seed`` (the workflow's rule and the benchmarks call this)."""
+    import torch
+
+    from ...models import build_model
+    from ...seeds import derive_seed
+    from ...train import TrainConfig, fit
+
+    density = snp_density([len(r.positions) for r in neutrals], length * len(neutrals))
+    n_val = max(1, round(validation_fraction * min(len(sweeps), len(neutrals))))
+    rng = np.random.default_rng(derive_seed(seed, "windows"))
+    x_tr, y_tr = training_windows(sweeps[n_val:], neutrals[n_val:], settings, density, length, rng)
+    x_va, y_va = training_windows(sweeps[:n_val], neutrals[:n_val], settings, density, length, rng)
+    torch.manual_seed(derive_seed(seed, "weights"))
+    arch = settings.arch()
+    model = build_model(arch)
+    if log is not None:
+        from ... import modelio
+
+        log.info(
+            "%d + %d training replicates -> %d training and %d validation windows %s, "
+            "%d parameters, %.4f SNPs/bp",
+            len(sweeps),
+            len(neutrals),
+            len(y_tr),
+            len(y_va),
+            x_tr.shape[1:],
+            modelio.n_parameters(model),
+            density,
+        )
+    history = fit(
+        model,
+        x_tr,
+        y_tr,
+        x_va,
+        y_va,
+        TrainConfig(**train_config),
+        seed,
+        checkpoint=checkpoint,
+        device=device,
+    )
+    model.eval()
+    with torch.no_grad():
+        pred = model(torch.from_numpy(x_va)).argmax(1).numpy()
+    inside = y_va < settings.bins
+    quality = {
+        "val_bin_accuracy": float((pred[inside] == y_va[inside]).mean()),
+        "val_bin_within_one": float((np.abs(pred[inside] - y_va[inside]) <= 1).mean()),
+        "val_none_recall": float((pred[~inside] == settings.bins).mean()),
+    }
+    return Trained(model, arch, history, quality, x_tr, density)
+
+
 # --------------------------------------------------------------------------------------------------
 # scan
 
@@ -468,6 +548,8 @@ __all__ = [
     "scan_replicates",
     "scan_track",
     "snp_density",
+    "Trained",
+    "train",
     "training_windows",
     "votes",
 ]
