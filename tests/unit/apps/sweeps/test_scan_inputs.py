@@ -17,6 +17,7 @@ from quantscan.apps.sweeps.io import (
     count_haplotypes,
     read_vcf,
 )
+from quantscan.apps.sweeps.io import vcf as qvcf
 from quantscan.errors import ConfigError, InputFormatError
 
 pysam = pytest.importorskip("pysam")
@@ -314,13 +315,21 @@ def test_repeated_records_are_kept_and_counted(tmp_path, caplog):
 
 
 def test_stacked_positions_across_parse_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(qio, "_CHUNK", 3)  # allel chunks of 3 records split the stacks
+    monkeypatch.setattr(qvcf, "_CHUNK", 3)  # allel chunks of 3 records split the stacks
+    sizes, process = [], qvcf._process_chunk
+
+    def spy(path, chunk, *rest):
+        sizes.append(len(chunk["variants/POS"]))
+        return process(path, chunk, *rest)
+
+    monkeypatch.setattr(qvcf, "_process_chunk", spy)
     recs = snps("1", [1, 2])
     recs += [rec("1", 3, "G", "A", "0|1", "0|0"), rec("1", 3, "G", "C", "0|0", "1|0")]
     recs += snps("1", [4, 5]) + [rec("1", 6, "C", "T", "0|1", "1|0")] * 3 + snps("1", [8])
     (hd,) = read_vcf(write_vcf(tmp_path / "c.vcf", recs))
     assert hd.positions.tolist() == [1, 2, 4, 5, 6, 6, 6, 8]
     assert hd.stats["multiallelic"] == 2 and hd.stats["duplicate_records"] == 2
+    assert sizes == [3, 3, 3, 1]  # the patched chunk length took effect
 
 
 def test_ms_positions_never_deduplicated(tmp_path):

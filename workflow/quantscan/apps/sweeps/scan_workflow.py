@@ -482,7 +482,7 @@ def user_input(item: dict, key: str, scenario: str, *, read_headers: bool = True
                 raise ConfigError(f"config key {key}.{opt}: only VCF/BCF inputs take {opt!r}")
     chroms = list(item.get("chroms") or [])
     if item.get("region"):
-        from .io import _parse_region
+        from .io.regions import _parse_region
 
         reg_chrom = _parse_region(item["region"])[0]
         if chroms and chroms != [reg_chrom]:
@@ -519,13 +519,15 @@ def input_chroms(path: str | os.PathLike, fmt: str) -> list[str]:
     metadata name or file stem (``io.read_trees``).
     """
     from . import io
+    from .io.formats import _open_binary
+    from .io.trees import _ts_chrom
 
     path = Path(path)
     if fmt in ("vcf", "bcf"):
         return io.record_contigs(path, fmt)
     if fmt == "ms":
         n = 0
-        with io._open_binary(path) as fh:
+        with _open_binary(path) as fh:
             for raw in fh:
                 n += raw.startswith(b"//")
         if not n:
@@ -538,7 +540,7 @@ def input_chroms(path: str | os.PathLike, fmt: str) -> list[str]:
             ts = tskit.load(path)
         except Exception as err:  # tskit's exception types vary by version
             raise InputFormatError(f"{path}: not a readable tskit tree sequence: {err}") from err
-        return [io._ts_chrom(ts, path)]
+        return [_ts_chrom(ts, path)]
     raise ConfigError(f"{path}: unknown input format {fmt!r}")
 
 
@@ -555,6 +557,7 @@ def read_chromosome(inp: dict, chrom: str):
     config and a VCF is mapped (``hd.notes`` says so).
     """
     from . import io
+    from .io.checks import _check_snps
 
     fmt, path, opt = inp["format"], inp["path"], inp.get("options", {})
     if fmt in ("vcf", "bcf"):
@@ -576,7 +579,7 @@ def read_chromosome(inp: dict, chrom: str):
         (hd,) = io.read_trees(path, chrom=chrom)
     else:
         raise ConfigError(f"unknown input format {fmt!r}")
-    io._check_snps(hd, str(path))
+    _check_snps(hd, str(path))
     return hd
 
 
