@@ -39,7 +39,7 @@ import yaml  # noqa: E402
 
 from quantscan import config as qconfig  # noqa: E402
 from quantscan.apps.sweeps import localiser, scan_metrics, simulate  # noqa: E402
-from quantscan.apps.sweeps import scan_workflow as qscan  # noqa: E402
+from quantscan.apps.sweeps.scan_replicates import simulate_scan_batch  # noqa: E402
 from quantscan.atomic import write_text  # noqa: E402
 from quantscan.runtime import TorchEngine  # noqa: E402
 from quantscan.seeds import derive_seed  # noqa: E402
@@ -94,7 +94,7 @@ def evaluation(params, scenario, cls, n, seed, cache) -> list:
         reps += cached(
             path,
             lambda b=b: (
-                qscan.simulate_scan_batch(params, scenario, cls, b, EVAL_BATCH, seed),
+                simulate_scan_batch(params, scenario, cls, b, EVAL_BATCH, seed),
                 params.sequence_length,
             ),
         )

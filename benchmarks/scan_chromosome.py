@@ -62,7 +62,7 @@ from scan_engines import LoadSampler  # noqa: E402
 from quantscan.atomic import write_text  # noqa: E402
 
 SCENARIO = "constant"  # apps.sweeps.data.run: the only trained scenario, so the chromosome's and the models'
-INPUT = "simulated"  # scan_workflow.SIMULATED
+INPUT = "simulated"  # scan_plan.SIMULATED
 CHROM = "chrSim"
 SCAN_RULES = ("scan_prepare", "scan_region", "scan_merge")
 
@@ -369,15 +369,17 @@ def engine_reference(work: Path, args, base: dict, n_windows: int) -> dict:
     times; ``score_excess_over_isolated_s`` of each run says whether the jobs still pay it."""
     import numpy as np
 
-    from quantscan.apps.sweeps import scan
-    from quantscan.apps.sweeps import scan_workflow as qscan
+    from quantscan.apps.sweeps import scan, scan_inputs
     from quantscan.apps.sweeps.sample_size import draw_subsets, score_windows
+    from quantscan.apps.sweeps.scan_engines import open_engine  # not the benchmark scan_engines.py
 
     sw, sc = base["apps"]["sweeps"]["data"], base["apps"]["sweeps"]["scan"]
     width, model_haps = sw["image"]["snps"], sw["haplotypes"]
     batch = sc["batch_size"]
     threads = args.scan_threads if args.scan_threads is not None else sc["threads"]
-    hd, _ = qscan.load_chromosome(work / f"results/sweeps/scan/data/{INPUT}/{CHROM}.npz", lazy=True)
+    hd, _ = scan_inputs.load_chromosome(
+        work / f"results/sweeps/scan/data/{INPUT}/{CHROM}.npz", lazy=True
+    )
     n_points = args.length // args.grid_spacing
     grid = scan.make_grid(*scan.grid_span(hd, sc["span"]), n_points)
     starts, stops = scan.window_bounds(hd.positions, grid, width)
@@ -398,7 +400,7 @@ def engine_reference(work: Path, args, base: dict, n_windows: int) -> dict:
         if e == "onnx_int8":
             onnx = work / f"results/sweeps/scan/onnx/{SCENARIO}/fp32.int8.onnx"
         t0 = time.perf_counter()
-        engine, skipped = qscan.open_engine(
+        engine, skipped = open_engine(
             e,
             path,
             model=m,

@@ -9,8 +9,7 @@ import pandas as pd
 import torch
 
 from quantscan import modelio, plots
-from quantscan.apps.sweeps import localiser
-from quantscan.apps.sweeps import scan_workflow as qscan
+from quantscan.apps.sweeps import localiser, scan_replicates
 from quantscan.atomic import atomic_path
 from quantscan.device import resolve as resolve_device
 from quantscan.export.onnx import describe_onnx, export_int8
@@ -21,7 +20,7 @@ from quantscan.seeds import derive_seed
 def training_pool(paths, n_train: int, batch_size: int):
     """The first ``n_train`` replicates (the training pool) of a class's simulation shards."""
     shards = {int(Path(p).stem.removeprefix("batch")): p for p in paths}
-    reps, length = qscan.load_test_replicates(shards, first_test=0, batch_size=batch_size)
+    reps, length = scan_replicates.load_test_replicates(shards, first_test=0, batch_size=batch_size)
     return reps[:n_train], length
 
 

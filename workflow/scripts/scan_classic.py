@@ -9,8 +9,7 @@ import time
 
 import numpy as np
 
-from quantscan.apps.sweeps import classic
-from quantscan.apps.sweeps import scan_workflow as qscan
+from quantscan.apps.sweeps import classic, scan_replicates
 from quantscan.atomic import atomic_path
 from quantscan.scripting import run
 
@@ -18,7 +17,7 @@ from quantscan.scripting import run
 def main(smk, log):
     reps = {}
     for cls in ("sweep", "neutral"):
-        reps[cls], length = qscan.load_scan_replicates(list(smk.input[cls]))
+        reps[cls], length = scan_replicates.load_scan_replicates(list(smk.input[cls]))
     n_points = smk.params.grid_points
     arrays, seconds = {}, {}
     for stat in smk.params.statistics:

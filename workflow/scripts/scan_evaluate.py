@@ -9,8 +9,14 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import json
 
-from quantscan.apps.sweeps import chromosome, scan, scan_metrics
-from quantscan.apps.sweeps import scan_workflow as qscan
+from quantscan.apps.sweeps import (
+    chromosome,
+    scan,
+    scan_metrics,
+    scan_plan,
+    scan_replicates,
+    scan_results,
+)
 from quantscan.scripting import run
 
 
@@ -18,7 +24,7 @@ def main(smk, log):
     fpr, tol, smooth_bp = smk.params.fpr, smk.params.tolerance, smk.params.smooth_bp
     rows = []
     classic = {
-        s: qscan.load_classic_scores(path)
+        s: scan_results.load_classic_scores(path)
         for s, path in zip(smk.params.classic_scenarios, smk.input.classic, strict=True)
     }
 
@@ -32,7 +38,7 @@ def main(smk, log):
                 "seconds": c["info"]["seconds"][stat],
                 "windows": sum(len(r.scores) for r in sweeps + neutrals),
             }
-            row = qscan.summary_row(
+            row = scan_results.summary_row(
                 scenario,
                 stat,
                 "classic",
@@ -43,7 +49,7 @@ def main(smk, log):
             )
             rows.append(row)
     for job, path in zip(smk.params.jobs, smk.input.replicates, strict=True):
-        sweeps, neutrals, length, info = qscan.load_replicate_scans(path)
+        sweeps, neutrals, length, info = scan_replicates.load_replicate_scans(path)
         info["null_windows"] = int(neutrals.log_odds.size)
         statistics = list(scan.STATISTICS)
         mu = classic.get(job["scenario"], {}).get("scans", {}).get("mu")
@@ -55,16 +61,16 @@ def main(smk, log):
                 if statistic == "mu_x_p_sweep":
                     # RAiSD-AI's combination: the classic mu times the CNN's P(sweep)
                     scans = [
-                        qscan.combine_scans(m, c)
+                        scan_results.combine_scans(m, c)
                         for m, c in zip(
                             mu, (sweeps.scans("p_sweep"), neutrals.scans("p_sweep")), strict=True
                         )
                     ]
                 else:
-                    half = qscan.smooth_bp_for(job["model"], smooth_bp)
+                    half = scan_plan.smooth_bp_for(job["model"], smooth_bp)
                     scans = [t.scans(statistic, half) for t in (sweeps, neutrals)]
                 metrics = metrics_of(*scans, length)
-            row = qscan.summary_row(
+            row = scan_results.summary_row(
                 job["scenario"],
                 job["model"],
                 job["engine"],
@@ -90,7 +96,7 @@ def main(smk, log):
             metrics = scan_metrics.evaluate_chromosome(scores, truth, fpr=fpr, tolerance=tol)
         data = f"chromosome:{job['chrom']}"
         rows.append(
-            qscan.summary_row(
+            scan_results.summary_row(
                 job["scenario"],
                 job["model"],
                 job["engine"],
@@ -100,7 +106,7 @@ def main(smk, log):
                 statistic=info.get("statistic", ""),
             )
         )
-    qscan.write_summary(rows, smk.output.tsv)
+    scan_results.write_summary(rows, smk.output.tsv)
     for r in rows:
         log.info(
             "%s %s %s %s %s: success %.3f, distance %.2f %%, sensitivity %.3f%s",

@@ -6,8 +6,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import json
 
-from quantscan.apps.sweeps import chromosome, scan
-from quantscan.apps.sweeps import scan_workflow as qscan
+from quantscan.apps.sweeps import chromosome, scan, scan_results
 from quantscan.atomic import write_text
 from quantscan.scripting import run
 
@@ -17,7 +16,7 @@ def main(smk, log):
     tables = [scan.read_scores_tsv(path) for path in smk.input.regions]
     infos = [json.loads(open(path).read()) for path in smk.input.infos]
     skipped = next((i["skipped"] for i in infos if i.get("skipped")), None)
-    null = qscan.neutral_null(smk.input.null, p.statistic, p.smooth_bp)
+    null = scan_results.neutral_null(smk.input.null, p.statistic, p.smooth_bp)
     truth = chromosome.read_truth(smk.input.truth[0]) if smk.input.truth else None
     if truth is not None:
         truth = truth[truth["chrom"] == w.chrom]
@@ -51,7 +50,7 @@ def main(smk, log):
         *(f"warning: {m}" for m in warnings),
     ]
     out = {k: smk.output[k] for k in ("tsv", "bedgraph", "bed", "png")}
-    counts = qscan.merge_chromosome(
+    counts = scan_results.merge_chromosome(
         tables,
         null,
         peaks=p.peaks,

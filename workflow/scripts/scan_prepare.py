@@ -4,8 +4,7 @@ can be scanned (SNPs, calls) and keep the warnings for the scan's outputs."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
-from quantscan.apps.sweeps import io
-from quantscan.apps.sweeps import scan_workflow as qscan
+from quantscan.apps.sweeps import io, scan_inputs
 from quantscan.scripting import run
 
 
@@ -13,11 +12,11 @@ def main(smk, log):
     inp = dict(smk.params.inp)
     if inp["path"] is None:  # the simulated chromosome: its .trees file
         inp["path"] = smk.input.source
-    hd = qscan.read_chromosome(inp, smk.wildcards.chrom)
+    hd = scan_inputs.read_chromosome(inp, smk.wildcards.chrom)
     warnings = io.check_usable(hd, window=smk.params.window, source=str(inp["path"]))
     for line in [*hd.notes, *warnings]:
         log.warning("%s", line)
-    qscan.save_chromosome(
+    scan_inputs.save_chromosome(
         hd,
         smk.output.npz,
         base=1 if inp["format"] in ("vcf", "bcf") else 0,

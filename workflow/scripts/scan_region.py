@@ -6,8 +6,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import json
 import time
 
-from quantscan.apps.sweeps import localiser, scan
-from quantscan.apps.sweeps import scan_workflow as qscan
+from quantscan.apps.sweeps import localiser, scan, scan_engines, scan_inputs
 from quantscan.apps.sweeps.sample_size import draw_subsets
 from quantscan.atomic import write_text
 from quantscan.errors import InputFormatError
@@ -17,7 +16,7 @@ from quantscan.seeds import derive_seed
 
 def main(smk, log):
     w, sc, image = smk.wildcards, smk.params.scan, smk.params.image
-    hd, info = qscan.load_chromosome(smk.input.npz, lazy=True)
+    hd, info = scan_inputs.load_chromosome(smk.input.npz, lazy=True)
     size = smk.params.sample_size
     if hd.n_haplotypes != size["input_haplotypes"]:
         raise InputFormatError(
@@ -35,7 +34,7 @@ def main(smk, log):
     )
     position = w.scan_model == localiser.LOCALISER
     settings = localiser.LocaliserSettings.from_config(sc["localiser"]) if position else None
-    engine, skipped = qscan.open_engine(
+    engine, skipped = scan_engines.open_engine(
         w.engine,
         smk.input.model,
         model=w.scan_model,

@@ -8,8 +8,13 @@ import time
 
 import numpy as np
 
-from quantscan.apps.sweeps import localiser, sample_size, scan_metrics
-from quantscan.apps.sweeps import scan_workflow as qscan
+from quantscan.apps.sweeps import (
+    localiser,
+    sample_size,
+    scan_engines,
+    scan_metrics,
+    scan_replicates,
+)
 from quantscan.scripting import run
 from quantscan.seeds import derive_seed
 
@@ -28,11 +33,11 @@ def main(smk, log):
     reps, length = {}, None
     for cls in ("sweep", "neutral"):
         paths = list(smk.input[cls])
-        reps[cls], length_cls = qscan.load_scan_replicates(paths) if paths else ([], None)
+        reps[cls], length_cls = scan_replicates.load_scan_replicates(paths) if paths else ([], None)
         length = length_cls if length_cls is not None else length
     position = w.scan_model == localiser.LOCALISER
     settings = localiser.LocaliserSettings.from_config(smk.params.localiser) if position else None
-    engine, skipped = qscan.open_engine(
+    engine, skipped = scan_engines.open_engine(
         w.engine,
         smk.input.model,
         model=w.scan_model,
@@ -102,7 +107,9 @@ def main(smk, log):
         per_rep = len(localiser.lattice((0.0, length), grid, settings)) * size.subsets
         windows = per_rep * sum(len(rs) for rs in reps.values())
     info |= {"seconds": seconds, "windows": windows, "engine_info": engine and engine.describe()}
-    qscan.save_replicate_scans(smk.output.npz, tracks["sweep"], tracks["neutral"], length, info)
+    scan_replicates.save_replicate_scans(
+        smk.output.npz, tracks["sweep"], tracks["neutral"], length, info
+    )
     if skipped:
         log.warning("skipped: %s", skipped)
     log.info(

@@ -4,15 +4,14 @@ haplotype count) or the localisation evaluation (sweeps at random positions)."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
-from quantscan.apps.sweeps import scan_workflow as qscan
-from quantscan.apps.sweeps import simulate
+from quantscan.apps.sweeps import scan_replicates, simulate
 from quantscan.scripting import run
 
 
 def main(smk, log):
     w = smk.wildcards
     params = simulate.SimParams(**smk.params.sim)
-    reps = qscan.simulate_scan_batch(
+    reps = scan_replicates.simulate_scan_batch(
         params,
         w.sims,
         w.cls,

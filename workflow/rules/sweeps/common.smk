@@ -110,13 +110,13 @@ def sweeps_targets():
 # ---------------------------------------------------------------------------------------------
 # Genome scan (workflow/rules/sweeps/scan.smk)
 
-from quantscan.apps.sweeps import scan_workflow as qscan
+from quantscan.apps.sweeps import scan_plan
 from quantscan.apps.sweeps.localiser import LOCALISER
 
 SC = SWEEPS["scan"]
 try:
     # inputs, chromosome names (VCF headers are read here), models and engines of every scan
-    SCAN = qscan.plan(SWEEPS, trained=SWEEP_SCENARIOS, compress_jobs=COMPRESS_JOBS)
+    SCAN = scan_plan.plan(SWEEPS, trained=SWEEP_SCENARIOS, compress_jobs=COMPRESS_JOBS)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
@@ -182,7 +182,7 @@ def scan_input_scenario(wildcards):
 
 def scan_source(wildcards):
     inp = SCAN.inputs[wildcards.scan_input]
-    if inp.name == qscan.SIMULATED:
+    if inp.name == scan_plan.SIMULATED:
         return f"results/sweeps/scan/sim/{wildcards.chrom}.trees"
     return inp.path
 

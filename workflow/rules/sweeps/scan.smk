@@ -294,7 +294,7 @@ rule scan_merge:
         scenario=scan_input_scenario,
         null_scenario=lambda wildcards: SCAN.inputs[wildcards.scan_input].null_scenario,
         statistic=SC["statistic"],
-        smooth_bp=lambda wildcards: qscan.smooth_bp_for(
+        smooth_bp=lambda wildcards: scan_plan.smooth_bp_for(
             wildcards.scan_model, SC["smooth_bp"]
         ),
         min_null_windows=SC["neutral"]["min_windows"],
@@ -311,11 +311,11 @@ rule scan_evaluate:
             for job in SCAN_EVALUATE
         ],
         chromosomes=[
-            f"results/sweeps/scan/{qscan.SIMULATED}/{job['model']}/{job['engine']}/{job['chrom']}.scores.tsv"
+            f"results/sweeps/scan/{scan_plan.SIMULATED}/{job['model']}/{job['engine']}/{job['chrom']}.scores.tsv"
             for job in SCAN_CHROMOSOME_EVALUATE
         ],
         chromosome_infos=[
-            f"results/sweeps/scan/{qscan.SIMULATED}/{job['model']}/{job['engine']}/{job['chrom']}.scan.json"
+            f"results/sweeps/scan/{scan_plan.SIMULATED}/{job['model']}/{job['engine']}/{job['chrom']}.scan.json"
             for job in SCAN_CHROMOSOME_EVALUATE
         ],
         truths=[

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from quantscan.apps.sweeps import sample_size, scan
-from quantscan.apps.sweeps import scan_workflow as qs
+from quantscan.apps.sweeps import sample_size, scan, scan_engines, scan_plan
 from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from quantscan.apps.sweeps.io import HaplotypeData
 from quantscan.compress.layers import quantize_model
@@ -46,7 +45,7 @@ ENGINE_FILES = {
 
 def open_engine(models, kind):
     path, model = ENGINE_FILES[kind]
-    engine, why = qs.open_engine(
+    engine, why = scan_engines.open_engine(
         kind,
         models / path,
         model=model,
@@ -154,7 +153,7 @@ def test_match_policy_adds_a_scenario_at_the_inputs_size():
     ]
     cfg = qconfig.validate(cfg)
     sw = cfg["apps"]["sweeps"]  # the sweeps' section: what matched_scenarios reads and returns
-    out = qs.matched_scenarios(sw, read_headers=False)
+    out = scan_plan.matched_scenarios(sw, read_headers=False)
     assert out["data"]["scenarios"]["constant_h198"]["haplotypes"] == 198
     assert out["data"]["scenarios"]["constant_h80"]["haplotypes"] == 80  # the simulated one
     assert "constant_h198" in out["data"]["run"] and "constant_h80" in out["data"]["run"]
@@ -170,9 +169,9 @@ def test_match_policy_adds_a_scenario_at_the_inputs_size():
     assert updates["apps"]["sweeps"] == out and updates["apps"]["viral"] is cfg["apps"]["viral"]
     # snapped to the largest configured size the input reaches, then subsampled
     sw["scan"]["sample_size"]["sizes"] = [20, 128]
-    out = qs.matched_scenarios(sw, read_headers=False)
+    out = scan_plan.matched_scenarios(sw, read_headers=False)
     assert out["scan"]["inputs"][0]["scenario"] == "constant_h128"
-    p = qs.plan(
+    p = scan_plan.plan(
         out,
         trained=["constant", "constant_h128", "constant_h20"],
         compress_jobs=[],
@@ -187,8 +186,8 @@ def test_match_policy_adds_a_scenario_at_the_inputs_size():
     with pytest.raises(
         ConfigError, match="fewer than every size of apps.sweeps.scan.sample_size.sizes"
     ):
-        qs.matched_scenarios(sw, read_headers=False)
+        scan_plan.matched_scenarios(sw, read_headers=False)
     # subsample (the default) changes nothing
     sw["scan"]["sample_size"] = {"policy": "subsample", "subsets": 4, "sizes": []}
-    assert qs.matched_scenarios(sw, read_headers=False) is sw
+    assert scan_plan.matched_scenarios(sw, read_headers=False) is sw
     assert apps.get(cfg, "sweeps").config_updates() == {}

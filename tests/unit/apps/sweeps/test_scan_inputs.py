@@ -1,15 +1,20 @@
 """Scan inputs on users' data: contigs with records, 'chr' prefixes, empty regions, duplicate
-positions, haplotype counts (quantscan.apps.sweeps.io, scan_workflow.input_chroms/read_chromosome)."""
+positions, haplotype counts (quantscan.apps.sweeps.io, scan_inputs.input_chroms/read_chromosome),
+and the packed chromosome files the region jobs read (scan_inputs.save/load_chromosome)."""
 
 import gzip
 import logging
+import runpy
+import types
+from pathlib import Path
 
 import msprime
 import numpy as np
+import pandas as pd
 import pytest
 
 from quantscan.apps.sweeps import io as qio
-from quantscan.apps.sweeps import scan_workflow as qs
+from quantscan.apps.sweeps import scan, scan_inputs
 from quantscan.apps.sweeps.io import (
     MISSING,
     HaplotypeData,
@@ -19,10 +24,12 @@ from quantscan.apps.sweeps.io import (
 )
 from quantscan.apps.sweeps.io import vcf as qvcf
 from quantscan.errors import ConfigError, InputFormatError
+from quantscan.runtime import Engine
 
 pysam = pytest.importorskip("pysam")
 
 LOGGER = "quantscan.apps.sweeps.io"
+ROOT = Path(__file__).resolve().parents[4]
 
 # GRCh38-style header: 25 primary contigs and 61 unplaced/decoy ones, 86 ##contig lines.
 HEADER_CONTIGS = [f"chr{c}" for c in [*range(1, 23), "X", "Y", "M"]]
@@ -95,11 +102,11 @@ def inp(path, fmt="vcf", **options):
 def test_input_chroms_ignore_contig_header_lines(tmp_path, how):
     path = write_vcf(tmp_path / "a.vcf.gz", snps("chr2", [100, 200, 300]), how)
     assert len(HEADER_CONTIGS) == 86
-    assert qs.input_chroms(path, "vcf") == ["chr2"]
+    assert scan_inputs.input_chroms(path, "vcf") == ["chr2"]
     # several contigs: order of first appearance, undeclared contigs too
     recs = snps("chr10", [5]) + snps("chr2", [7, 9]) + snps("HLA-A*01:01", [3])
     path = write_vcf(tmp_path / "b.vcf.gz", recs, how)
-    assert qs.input_chroms(path, "vcf") == ["chr10", "chr2", "HLA-A*01:01"]
+    assert scan_inputs.input_chroms(path, "vcf") == ["chr10", "chr2", "HLA-A*01:01"]
 
 
 def test_input_chroms_stream_across_blocks(tmp_path):
@@ -107,20 +114,20 @@ def test_input_chroms_stream_across_blocks(tmp_path):
     big = "X=" + "A" * 700_000  # a 700 kB INFO field: lines straddle the 1 MiB blocks
     recs = [rec(c, p, "A", "G", "0|1", "1|0", info=big) for c in ("c1", "c2", "c3") for p in (1, 2)]
     path = write_vcf(tmp_path / "big.vcf.gz", recs, "gzip")
-    assert qs.input_chroms(path, "vcf") == ["c1", "c2", "c3"]
+    assert scan_inputs.input_chroms(path, "vcf") == ["c1", "c2", "c3"]
     # ~5 MB of short lines: runs of random length, some of one record inside a block
     rng = np.random.default_rng(1)
     runs = [(f"ctg{k}", int(n)) for k, n in enumerate(rng.choice([1, 2, 500, 40_000], 40))]
     recs = [rec(c, p, "A", "G", "0|1", "1|0") for c, n in runs for p in range(1, n + 1)]
     path = write_vcf(tmp_path / "runs.vcf.gz", recs, "gzip")
-    assert qs.input_chroms(path, "vcf") == [c for c, _ in runs]
+    assert scan_inputs.input_chroms(path, "vcf") == [c for c, _ in runs]
 
 
 @pytest.mark.parametrize("index", [False, True])
 def test_input_chroms_bcf_records_only(tmp_path, index):
     vcf = write_vcf(tmp_path / "a.vcf", snps("chr5", [10, 20]) + snps("chr7", [1]))
     bcf = to_bcf(vcf, tmp_path / "a.bcf", index=index)
-    assert qs.input_chroms(bcf, "bcf") == ["chr5", "chr7"]
+    assert scan_inputs.input_chroms(bcf, "bcf") == ["chr5", "chr7"]
 
 
 @pytest.mark.parametrize("how", ["plain", "tbi", "bcf"])
@@ -130,7 +137,7 @@ def test_no_records_is_a_named_error(tmp_path, how):
     if how == "bcf":
         path, fmt = to_bcf(path, tmp_path / "e.bcf"), "bcf"
     with pytest.raises(InputFormatError) as e:
-        qs.input_chroms(path, fmt)
+        scan_inputs.input_chroms(path, fmt)
     assert str(path) in str(e.value) and "no variant records" in str(e.value)
     with pytest.raises(InputFormatError, match="no variant records"):
         count_haplotypes(path, fmt)
@@ -155,7 +162,7 @@ def test_chr_prefix_is_mapped(tmp_path, caplog, how, file_chrom, asked):
     ]
     assert "('chr' prefix)" in caplog.text
     # the config's chromosome, without a region, and the chroms argument
-    hd = qs.read_chromosome(inp(path, "bcf" if how.startswith("bcf") else "vcf"), asked)
+    hd = scan_inputs.read_chromosome(inp(path, "bcf" if how.startswith("bcf") else "vcf"), asked)
     assert hd.chrom == asked and hd.n_sites == 3
     assert [h.chrom for h in read_vcf(path, chroms=["Z", asked])] == [asked, "Z"]
 
@@ -191,7 +198,7 @@ def test_both_spellings_requested_is_an_error(tmp_path):
 def test_region_without_records_names_range_span_and_causes(tmp_path, how):
     path = write_vcf(tmp_path / "z.vcf.gz", snps("2", range(1000, 5001, 500)), how)
     with pytest.raises(InputFormatError) as e:
-        qs.read_chromosome(inp(path, region="chr2:135,000,000-136,000,000"), "chr2")
+        scan_inputs.read_chromosome(inp(path, region="chr2:135,000,000-136,000,000"), "chr2")
     msg = str(e.value)
     for part in (
         str(path),
@@ -215,7 +222,7 @@ def test_records_all_filtered_names_the_counts(tmp_path):
     ]
     path = write_vcf(tmp_path / "f.vcf", recs)
     with pytest.raises(InputFormatError) as e:
-        qs.read_chromosome(inp(path, region="2:1-100", samples=["s2"]), "2")
+        scan_inputs.read_chromosome(inp(path, region="2:1-100", samples=["s2"]), "2")
     msg = str(e.value)
     assert str(path) in msg and "2:1-100: no usable SNPs (5 records, none kept" in msg
     assert "1 multi-allelic, 1 non-SNP (indel, symbolic), 3 monomorphic among the 2" in msg
@@ -229,7 +236,7 @@ def test_all_missing_genotypes(tmp_path):
     recs = [rec("1", p, "A", "G", "./.", "0|1") for p in (1, 2, 3)]
     path = write_vcf(tmp_path / "m.vcf", recs)
     with pytest.raises(InputFormatError) as e:
-        qs.read_chromosome(inp(path, samples=["s1"]), "1")
+        scan_inputs.read_chromosome(inp(path, samples=["s1"]), "1")
     assert str(path) in str(e.value) and "1: all genotype calls are missing" in str(e.value)
     (hd,) = read_vcf(path, samples=["s1"])
     assert hd.stats["uncalled"] == 3 and hd.stats["monomorphic"] == 0
@@ -258,15 +265,15 @@ def test_read_chromosome_ms_and_trees_without_sites(tmp_path):
     ms.write_text(
         "ms 4 2 -t 1\n1 2 3\n\n//\nsegsites: 1\npositions: 0.5\n0\n1\n1\n0\n\n//\nsegsites: 0\n"
     )
-    assert qs.read_chromosome(inp(ms, "ms", length=1e4), "rep1").n_sites == 1
+    assert scan_inputs.read_chromosome(inp(ms, "ms", length=1e4), "rep1").n_sites == 1
     with pytest.raises(InputFormatError) as e:
-        qs.read_chromosome(inp(ms, "ms", length=1e4), "rep2")
+        scan_inputs.read_chromosome(inp(ms, "ms", length=1e4), "rep2")
     assert str(ms) in str(e.value) and "rep2: no usable SNPs" in str(e.value)
     assert "segsites: 0" in str(e.value)
     ts = msprime.sim_ancestry(3, sequence_length=1000, random_seed=1)  # no mutations
     ts.dump(tmp_path / "chrT.trees")
     with pytest.raises(InputFormatError, match="chrT: no usable SNPs"):
-        qs.read_chromosome(inp(tmp_path / "chrT.trees", "trees"), "chrT")
+        scan_inputs.read_chromosome(inp(tmp_path / "chrT.trees", "trees"), "chrT")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -444,3 +451,98 @@ def test_count_haplotypes_trees(tmp_path):
     (tmp_path / "bad.trees").write_bytes(b"\x89KAS\r\n\x1a\n" + b"\0" * 40)
     with pytest.raises(InputFormatError, match="bad.trees"):
         count_haplotypes(tmp_path / "bad.trees", "trees")
+
+
+# --------------------------------------------------------------------------------------------------
+# 7. chromosome files: read once, stored packed (read_chromosome, save_chromosome, load_chromosome)
+
+
+class MeanEngine(Engine):
+    """P(sweep) grows with the window's derived-allele density (deterministic)."""
+
+    def __init__(self):
+        super().__init__("mean", 64, 1, 2)
+
+    def _logits(self, x):
+        m = x.reshape(len(x), -1).mean(axis=1)
+        return np.stack([np.zeros_like(m), 12 * (m - 0.3)], axis=1)
+
+
+def chromosome(n_sites=400, n_haps=10, length=40_000, seed=0, missing=0.0):
+    rng = np.random.default_rng(seed)
+    pos = np.sort(rng.uniform(1, length, n_sites))
+    hap = (rng.random((n_sites, n_haps)) < rng.beta(0.4, 1.2, n_sites)[:, None]).astype(np.uint8)
+    if missing:
+        hap[rng.random(hap.shape) < missing] = MISSING
+    names = [f"s{i}" for i in range(n_haps // 2)]
+    return HaplotypeData("chr7", pos, hap, names, ploidy=2, length=length, source="x.vcf")
+
+
+def vcf(path, records, contigs=("chr1", "chr2")):
+    head = ["##fileformat=VCFv4.2", *(f"##contig=<ID={c},length=1000>" for c in contigs)]
+    head.append('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
+    head.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ts1\ts2")
+    body = [
+        "\t".join([c, str(p), ".", "A", "T", ".", "PASS", ".", "GT", *g]) for c, p, *g in records
+    ]
+    path.write_text("\n".join(head + body) + "\n")
+    return path
+
+
+def test_read_chromosome_and_malformed_vcf(tmp_path):
+    v = vcf(
+        tmp_path / "a.vcf",
+        [("chr1", 5, "0|1", "1|0"), ("chr1", 9, "0|1", "0|0"), ("chr2", 3, "1|1", "0|1")],
+    )
+    inp = {"format": "vcf", "path": str(v), "options": {"samples": ["s2"], "phased": "auto"}}
+    hd = scan_inputs.read_chromosome(inp, "chr1")
+    assert hd.chrom == "chr1" and hd.positions.tolist() == [5.0] and hd.n_haplotypes == 2
+    bad = vcf(tmp_path / "bad.vcf", [("chr1", 5, "0|1", "1|0"), ("chr1", 9, "0-1", "0|0")])
+    with pytest.raises(InputFormatError) as err:
+        scan_inputs.read_chromosome({"format": "vcf", "path": str(bad), "options": {}}, "chr1")
+    assert str(bad) in str(err.value) and "line 7 (chr1:9)" in str(err.value)
+
+
+def test_prepare_script_fails_cleanly_on_a_malformed_vcf(tmp_path):
+    """The rule's script: a clean error naming file and record in the log, no output file."""
+    bad = vcf(tmp_path / "bad.vcf", [("chr1", 5, "0|1", "1|0"), ("chr1", 9, "0|1", "0/.|1")])
+    out, log = tmp_path / "out" / "chr1.npz", tmp_path / "prepare.log"
+    smk = types.SimpleNamespace(
+        input=types.SimpleNamespace(source=str(bad)),
+        output=types.SimpleNamespace(npz=str(out)),
+        params=types.SimpleNamespace(
+            inp={"name": "bad", "format": "vcf", "path": str(bad), "options": {}}, haplotypes=4
+        ),
+        wildcards=types.SimpleNamespace(chrom="chr1", scan_input="bad"),
+        log=[str(log)],
+        rule="scan_prepare",
+        threads=1,
+        scriptdir=str(ROOT / "workflow" / "scripts"),
+    )
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(
+            str(ROOT / "workflow/scripts/scan_prepare.py"), init_globals={"snakemake": smk}
+        )
+    assert exit_.value.code == 1
+    text = log.read_text()
+    assert str(bad) in text and "chr1:9" in text and "Traceback" not in text
+    assert not out.exists() and not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_chromosome_file_round_trip_and_lazy_scan(tmp_path):
+    hd = chromosome(missing=0.05)
+    scan_inputs.save_chromosome(hd, tmp_path / "c.npz", base=1)
+    back, info = scan_inputs.load_chromosome(tmp_path / "c.npz")
+    assert info["base"] == 1 and back.chrom == "chr7" and back.length == hd.length
+    np.testing.assert_array_equal(back.positions, hd.positions)
+    np.testing.assert_array_equal(back.haplotypes, hd.filled(0))  # missing as ancestral
+    lazy, _ = scan_inputs.load_chromosome(tmp_path / "c.npz", lazy=True)
+    np.testing.assert_array_equal(lazy.haplotypes[10:20], hd.filled(0)[10:20])
+    kw = dict(width=16, n_points=60, n_regions=3, column_order="descending")
+    for region in range(3):
+        a = scan.scan_chromosome(hd, MeanEngine(), region=region, **kw)
+        b = scan.scan_chromosome(lazy, MeanEngine(), region=region, **kw)
+        pd.testing.assert_frame_equal(a, b)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputFormatError, match="junk.npz"):
+        scan_inputs.load_chromosome(tmp_path / "junk.npz")

@@ -32,7 +32,7 @@ class SweepsApp(App):
     def config_updates(self) -> dict:
         """With apps.sweeps.scan.sample_size.policy 'match', the section with scenarios at the scan
         inputs' haplotype counts (apps.sweeps replaced in the config's apps)."""
-        from .scan_workflow import matched_scenarios
+        from .scan_plan import matched_scenarios
 
         matched = matched_scenarios(self.settings)
         if matched is self.settings:

@@ -56,7 +56,7 @@ ms replicate and line) and the field. scikit-allel silently mis-parses some brok
 becomes ``0/.``, a short record becomes missing calls, POS beyond int32 wraps), so ``read_vcf``
 validates every line in a cheap streaming pass before allel parses the genotypes. An input with
 no usable SNP is not an error for the readers (a region may legitimately be empty), but
-``check_usable`` (and ``scan_workflow.read_chromosome``) turns it into one that names the likely
+``check_usable`` (and ``scan_inputs.read_chromosome``) turns it into one that names the likely
 cause.
 
 The package, one module per input or task (``io.<name>`` re-exports every public name):
@@ -74,7 +74,7 @@ The package, one module per input or task (``io.<name>`` re-exports every public
 * ``haplotype_count``: ``count_haplotypes`` (cheaply) and the first-call ploidy reader.
 * ``checks``: ``check_usable`` and the no-SNP / all-missing checks.
 
-Names with a leading underscore are shared between these modules (and ``scan_workflow``), not part
+Names with a leading underscore are shared between these modules (and ``scan_inputs``), not part
 of the package's API; import them from the module that defines them.
 """
 
