@@ -4,10 +4,10 @@ One training step (forward, cross-entropy, backward, Adam update), timed for two
 model in interleaved rounds (load from other processes hits both alike):
 
 * ``viralcnn`` (seed 004's CNN at N = 3500 on one-hot inputs, batch 16): ``library`` with plain
-  ``nn.Conv1d`` layers, ``fast`` with ``models.conv1d.Conv1d`` (both gradients as forward
+  ``nn.Conv1d`` layers, ``fast`` with ``layers.conv1d.Conv1d`` (both gradients as forward
   convolutions); each round also times every conv layer's forward and backward on its own input;
 * ``sweepnet`` (128 x 128 binary images, channels-last as ``train.fit`` feeds them, batch 32):
-  ``library`` with ``F.max_pool2d``, ``fast`` with ``models.maxpool.max_pool_2x2``.
+  ``library`` with ``F.max_pool2d``, ``fast`` with ``layers.maxpool.max_pool_2x2``.
 
 The minimum over rounds is reported (the least-disturbed run), with the machine description and load
 averages, and the largest relative difference between the two copies' gradients after the same
@@ -33,8 +33,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from quantscan.atomic import write_text  # noqa: E402
+from quantscan.layers.conv1d import Conv1d  # noqa: E402
 from quantscan.models import SweepNet, ViralCNN  # noqa: E402
-from quantscan.models.conv1d import Conv1d  # noqa: E402
 from quantscan.models.sweepnet import MaxPool2x2  # noqa: E402
 
 

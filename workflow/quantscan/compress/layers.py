@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.conv1d import Conv1d
+from ..layers.conv1d import Conv1d
 from .quantizers import (
     QuantizedTensor,
     Quantizer,
@@ -198,7 +198,7 @@ QUANTIZED_TO_FLOAT: dict[type, type] = {
     QConvTranspose3d: nn.ConvTranspose3d,
     QLinear: nn.Linear,
 }
-#: ``models.conv1d.Conv1d`` (nn.Conv1d with a faster backward) quantizes like nn.Conv1d
+#: ``layers.conv1d.Conv1d`` (nn.Conv1d with a faster backward) quantizes like nn.Conv1d
 FLOAT_TO_QUANTIZED = {f: q for q, f in QUANTIZED_TO_FLOAT.items()} | {Conv1d: QConv1d}
 
 #: activation modules that can be quantized, with the nonlinearity each computes

@@ -68,7 +68,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..export.packed import Codec, decode_levels, encode_levels, register_codec, register_transform
-from ..models.conv1d import Conv1d
+from ..layers.conv1d import Conv1d
 from .layers import conv_transpose3d
 from .prune import weight_layers
 
@@ -442,7 +442,7 @@ TERNARY_TO_FLOAT: dict[type, type] = {
     TernaryConvTranspose3d: nn.ConvTranspose3d,
     TernaryLinear: nn.Linear,
 }
-#: ``models.conv1d.Conv1d`` (nn.Conv1d with a faster backward) ternarizes like nn.Conv1d
+#: ``layers.conv1d.Conv1d`` (nn.Conv1d with a faster backward) ternarizes like nn.Conv1d
 FLOAT_TO_TERNARY = {f: t for t, f in TERNARY_TO_FLOAT.items()} | {Conv1d: TernaryConv1d}
 
 _ACTIVATIONS = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: None}

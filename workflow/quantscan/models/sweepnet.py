@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .maxpool import max_pool_2x2
+from ..layers.maxpool import max_pool_2x2
 
 
 class MaxPool2x2(nn.MaxPool2d):
@@ -18,7 +18,7 @@ class MaxPool2x2(nn.MaxPool2d):
     * Inference (no autograd): the maximum of four shifted views, ~8x the library kernel on NCHW
       (100, 32, 63, 63); models evaluated outside ``train.fit`` are NCHW (channels-last would break
       the bitwise equality of packed and trained models). SweepNet inference is ~2.3x faster.
-    * Training: ``models.maxpool.max_pool_2x2``, compiled kernels that keep the maximum and where it
+    * Training: ``layers.maxpool.max_pool_2x2``, compiled kernels that keep the maximum and where it
       was (3x the library's forward; a SweepNet training step is ~1.3x faster).
     * ONNX export: the library call (one ``MaxPool`` node).
 

@@ -12,7 +12,7 @@ Choices where the paper is silent (viral.md section 6):
   it is a separate ``ConstantPad1d`` module so the Conv1d itself has ``padding=0``, which
   quantized conv1d kernels accept (they reject ``padding="same"``).
 * ReLU between the FC layers (the paper lists only dropout).
-* ``models.conv1d.Conv1d`` layers: ``nn.Conv1d`` with a faster training backward on CPU.
+* ``layers.conv1d.Conv1d`` layers: ``nn.Conv1d`` with a faster training backward on CPU.
 * Conv layers without bias (``conv_bias=False``): the batch norm that follows has its own shift,
   and the table's conv weight counts (20,480 = 5 x 16 x 256, ...) have no bias either.
 
@@ -29,7 +29,7 @@ and frequency, as DeepVirFinder's global max pooling; FC 64 shrinks to 2 x chann
 import torch
 from torch import nn
 
-from .conv1d import Conv1d
+from ..layers.conv1d import Conv1d
 
 #: (out_channels, kernel_size) of the four conv blocks, Table III
 CONV_BLOCKS = ((256, 16), (64, 32), (32, 64), (32, 128))

@@ -26,7 +26,7 @@ _MULT = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: Fibonacci hashing
 
 def jit(fn):
     """``njit(nogil)``, cached on disk where the package directory is writable (also for
-    ``models.maxpool``'s kernels)."""
+    ``layers.maxpool``'s kernels)."""
     try:
         return nb.njit(cache=True, nogil=True)(fn)
     except RuntimeError:  # numba: "cannot cache function ... no locator available"

@@ -1,4 +1,4 @@
-"""models.conv1d.Conv1d: the rewritten backward equals nn.Conv1d's, to first and second order."""
+"""layers.conv1d.Conv1d: the rewritten backward equals nn.Conv1d's, to first and second order."""
 
 import pytest
 import torch
@@ -6,8 +6,8 @@ from torch import nn
 
 from quantscan.compress.layers import QConv1d, quantize_model
 from quantscan.compress.ternary import TernaryConv1d, ternarize_model
+from quantscan.layers.conv1d import MIN_CHANNELS, Conv1d
 from quantscan.models import ViralCNN
-from quantscan.models.conv1d import MIN_CHANNELS, Conv1d
 
 
 def _pair(in_channels, out_channels, kernel, bias, **kwargs):

@@ -1,11 +1,11 @@
-"""models.maxpool: the compiled 2 x 2 stride-1 max-pool equals PyTorch's, to first and second order."""
+"""layers.maxpool: the compiled 2 x 2 stride-1 max-pool equals PyTorch's, to first and second order."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from quantscan.layers.maxpool import max_pool_2x2
 from quantscan.models import SweepNet
-from quantscan.models.maxpool import max_pool_2x2
 
 
 def _input(layout: str, dtype=torch.float64, shape=(3, 4, 9, 7)) -> torch.Tensor:
