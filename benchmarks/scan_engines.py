@@ -408,7 +408,7 @@ def main(argv=None) -> int:
             "encode_all_windows_seconds": enc_wall,
             "encode_windows_per_s": len(x) / enc_wall,
             "model": args.model or "SweepNet (9,700 params) with random weights",
-            "packed": "seed 000 Table 6 layer config (sweeps.compress_presets.SEED000_TABLE6)",
+            "packed": "van de Wetering (2024) Table 6 layer config (sweeps.compress_presets.SEED000_TABLE6)",
             "numba": numba_available(),
         },
         "engines": engines,

@@ -3,7 +3,7 @@
 One training step (forward, cross-entropy, backward, Adam update), timed for two copies of the same
 model in interleaved rounds (load from other processes hits both alike):
 
-* ``viralcnn`` (seed 004's CNN at N = 3500 on one-hot inputs, batch 16): ``library`` with plain
+* ``viralcnn`` (Fernandes & Kung's CNN at N = 3500 on one-hot inputs, batch 16): ``library`` with plain
   ``nn.Conv1d`` layers, ``fast`` with ``layers.conv1d.Conv1d`` (both gradients as forward
   convolutions); each round also times every conv layer's forward and backward on its own input;
 * ``sweepnet`` (128 x 128 binary images, channels-last as ``train.fit`` feeds them, batch 32):

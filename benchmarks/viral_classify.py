@@ -5,7 +5,7 @@ one-hot windows, inference, window combination, open-set decision, TSV writing) 
 with the same thread count for every engine:
 
 * ``torch_fp32``: the fp32 PyTorch model (the workflow's fp32 model file, or a seeded random
-  ViralCNN of the default config's architecture, ``--arch table3`` for seed 004's: speed does not
+  ViralCNN of the default config's architecture, ``--arch table3`` for Fernandes & Kung's: speed does not
   depend on the weights);
 * ``torch_packed8``: the same weights quantized to 8 bits per layer (QKeras quantized_bits) and
   saved as a bit-packed file, run by the fake-quantized torch model (smaller file, same speed);
@@ -15,7 +15,7 @@ with the same thread count for every engine:
   ``model.onnx``), as ``file_<its folder>`` (the method's name).
 
 The input is ``--mbp`` million bases (default 10) of contig-like records (``--record-length``,
-default 5,000 bp) cut from simulated genomes of seed 004's four classes, or ``--fasta PATH``.
+default 5,000 bp) cut from simulated genomes of Fernandes & Kung's four classes, or ``--fasta PATH``.
 Records longer than the model input are classified in windows every ``--stride`` bases (default
 N/2, the workflow's default; N for no overlap, half the windows). Engines run in turn in every
 repeat (interleaved, so load from other processes hits them alike); the median is reported with
@@ -55,7 +55,7 @@ Q8 = "quantized_bits(8, 0, 1, alpha='auto')"
 
 
 def class_specs(length: int) -> list:
-    """Seed 004's four classes with lengths scaled to the model input (as the default config)."""
+    """Fernandes & Kung's four classes with lengths scaled to the model input (as the default config)."""
     scale = length / 3500
     return [
         simulate.ClassSpec(
@@ -71,7 +71,7 @@ def class_specs(length: int) -> list:
 
 
 def records_fasta(path: Path, length: int, n_per_class: int, seed: int) -> list:
-    """Simulated records of seed 004's four classes, lengths scaled to the model input."""
+    """Simulated records of Fernandes & Kung's four classes, lengths scaled to the model input."""
     recs = simulate.simulate_dataset(class_specs(length), n_per_class, seed)
     simulate.write_dataset(recs, path)
     return recs
@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
         choices=("default", "table3"),
         default="default",
         help="random model's architecture without --model: config/config.yaml's apps.viral.model or "
-        "seed 004's Table III",
+        "Fernandes & Kung's Table III",
     )
     ap.add_argument("--packed", type=Path, action="append", default=[], help="extra model files")
     ap.add_argument("--mbp", type=float, default=10.0, help="million bases to classify")

@@ -103,7 +103,7 @@ def test_forgiving_delta_sides_and_rate():
 
 
 def test_stats_lines_match_seed002_printouts():
-    # seed 002's FC-AutoEncoder and EfficientNet-B0 stats (delta_p = delta_n = 5 percent)
+    # Chen's FC-AutoEncoder and EfficientNet-B0 stats (delta_p = delta_n = 5 percent)
     text = methods.stats_lines(1259512, 4321016, 5, 5, 2)
     assert text.splitlines()[0] == (
         "stats: delta_p=0.05 delta_n=0.05 rate=2.0 trial_size=1259512 reference_size=4321016"

@@ -1,4 +1,4 @@
-"""Weight-bit accounting: SweepNet fp32 and seed 000 Tables 5-6, plus Conv1d/Conv3d (QKeras counts 0)."""
+"""Weight-bit accounting: SweepNet fp32 and van de Wetering (2024) Tables 5-6, plus Conv1d/Conv3d (QKeras counts 0)."""
 
 import torch
 from torch import nn
@@ -13,12 +13,12 @@ def test_fp32_sweepnet_is_310400_bits():
     model = SweepNet()
     n = sum(p.numel() for p in model.parameters())
     assert n == 9_700
-    assert model_bits(model) == 32 * n == 310_400  # seed 000 Table 5, "Non-quantized"
+    assert model_bits(model) == 32 * n == 310_400  # van de Wetering (2024) Table 5, "Non-quantized"
 
 
 def test_seed000_table6_is_19238_bits():
     q = quantize_model(SweepNet(), SEED000_TABLE6)
-    assert model_bits(q) == 19_238  # seed 000 Table 5, "Optimal"
+    assert model_bits(q) == 19_238  # van de Wetering (2024) Table 5, "Optimal"
     rows = {r.name: r for r in layer_bits(q)}
     assert (rows["se_block_first_conv"].kernel_bits, rows["se_block_first_conv"].bias_bits) == (
         1,
@@ -32,7 +32,7 @@ def test_seed000_table6_is_19238_bits():
 def test_all_layers_two_bits_is_19400():
     spec = "quantized_bits(2, 0, 1, alpha='auto')"
     q = quantize_model(SweepNet(), {name: spec for name, _ in SweepNet.LAYERS})
-    assert model_bits(q) == 19_400  # seed 000 Table 5, "All layers 2 bits"
+    assert model_bits(q) == 19_400  # van de Wetering (2024) Table 5, "All layers 2 bits"
 
 
 def test_kernel_only_quantization_leaves_bias_at_32_bits():

@@ -1,4 +1,4 @@
-"""γσ pruning + uniform quantization schedules (seed 004) on tiny seeded models."""
+"""γσ pruning + uniform quantization schedules (Fernandes & Kung) on tiny seeded models."""
 
 import pytest
 import torch

@@ -275,7 +275,7 @@ def test_parse_forms():
     assert (q.bits, q.integer, q.symmetric, q.alpha) == (2, 0, 1, "auto_po2")
     d = parse_quantizer({"name": "quantized_bits", "bits": 2, "symmetric": 1, "alpha": "auto_po2"})
     assert d == q
-    # seed 002 writes keep_negative positionally
+    # Chen (2024) writes keep_negative positionally
     s = parse_quantizer("quantized_bits(4,4,1,1,alpha='auto')")
     assert (s.bits, s.integer, s.keep_negative, s.alpha) == (4, 4, True, "auto")
     assert parse_quantizer("binary").spec == "binary()"

@@ -150,7 +150,7 @@ def band_sparsity(w, t_min, t_max):
 def test_attq_sparsity_pattern_of_seed_001():
     """SRQW grows with the gap t_max - t_min, and at equal gap a band straddling the mean
     (t_min <= 0 <= t_max) zeroes more weights than one off to a side; TTQ's Δ = 0.05·max|W| is far
-    less sparse than seed 001's MNIST setting (-1, 0.5)."""
+    less sparse than Vindas et al.'s MNIST setting (-1, 0.5)."""
     w = torch.randn(40_000, generator=torch.Generator().manual_seed(3))
     nested = [band_sparsity(w, -a, a) for a in (0.25, 0.5, 1.0, 2.0)]
     assert nested == sorted(nested) and nested[0] < nested[-1]

@@ -1,4 +1,4 @@
-"""ViralCNN: seed 004 Table III sizes, named modules, forward pass."""
+"""ViralCNN: Fernandes & Kung Table III sizes, named modules, forward pass."""
 
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ def n_params(module):
 
 
 def test_parameter_counts_match_table_iii():
-    """Weights per layer as in viral.md section 6 (computed from seed 004 Table III, 'same'
+    """Weights per layer as in viral.md section 6 (computed from Fernandes & Kung Table III, 'same'
     padding): conv 20,480 / 524,288 / 131,072 / 131,072 (no bias: BN follows), FC 64 446,528
     (218 x 32 x 64 + 64), FC 32 + FC 16 2,608, FC 4 68 (with biases). Sum 1,256,116 (~1.26 M),
     plus 768 batch-norm scales and shifts = 1,256,884 trainable parameters."""

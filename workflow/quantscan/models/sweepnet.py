@@ -1,6 +1,6 @@
-"""SweepNet (Zhao et al., PASC '23), as in seed 000 Table 1: 9,700 parameters for any image size.
+"""SweepNet (Zhao et al., PASC '23), as in van de Wetering (2024) Table 1: 9,700 parameters for any image size.
 
-Layer names follow seed 000's QKeras model so that per-layer quantization configurations read the same.
+Layer names follow van de Wetering's QKeras model so that per-layer quantization configurations read the same.
 Every weight layer and every activation is its own named module: compression swaps modules by name.
 The per-position Dense 32 is a 1x1 convolution (identical maths, and fast on NCHW tensors).
 """

@@ -99,7 +99,7 @@ def test_default_viral_config_exercises_the_open_set_taxa_and_fragments():
     openset = viral["scan"]["openset"]
     assert openset["background"] and openset["fpr"] is not None
     assert viral["evaluate"]["fragments"] and viral["evaluate"]["kmer"]
-    # the full preset keeps seed 004's Table III model
+    # the full preset keeps Fernandes & Kung's Table III model
     full = yaml.safe_load((ROOT / "config/presets/full.yaml").read_text())
     cfg = cfg_with()
     cfg["apps"]["viral"] = {**viral_of(cfg), **viral_of(full)}
