@@ -2,35 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
+from scan_helpers import MODEL_HAPS, WIDTH
 
 from quantscan.apps.sweeps import sample_size, scan, scan_engines, scan_plan
-from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
 from quantscan.apps.sweeps.io import HaplotypeData
-from quantscan.compress.layers import quantize_model
 from quantscan.errors import ConfigError
-from quantscan.export.onnx import build_int8
-from quantscan.export.packed import save_packed
-from quantscan.modelio import save_fp32
-from quantscan.models import SweepNet
 from quantscan.runtime import KINDS, log_odds
-
-ARCH = {"name": "sweepnet", "n_classes": 2, "filters": 8, "se_ratio": 2}
-MODEL_HAPS, WIDTH = 12, 16
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """An fp32 model, its packed Table 6 version and its int8 ONNX export, all at 12 x 16."""
-    d = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    m = SweepNet(filters=8, se_ratio=2).eval()
-    save_fp32(m, ARCH, d / "model.pt")
-    save_packed(quantize_model(m, SEED000_TABLE6), d / "model.qsp", ARCH)
-    calib = (np.random.default_rng(0).random((32, 1, MODEL_HAPS, WIDTH)) < 0.3).astype(np.float32)
-    build_int8(m, calib, d / "fp32.onnx", d / "fp32.int8.onnx")
-    return d
-
 
 ENGINE_FILES = {
     "torch_fp32_per_window": ("model.pt", "fp32"),

@@ -3,27 +3,11 @@ the engine says why not."""
 
 import numpy as np
 import pytest
-import torch
 
 from quantscan.apps.sweeps import scan_engines
-from quantscan.apps.sweeps.compress_presets import SEED000_TABLE6
-from quantscan.compress.layers import quantize_model
 from quantscan.errors import InputFormatError
-from quantscan.export.packed import save_packed
-from quantscan.modelio import save_fp32
-from quantscan.models import SweepNet
 
 ARCH = {"name": "sweepnet", "n_classes": 2, "filters": 8, "se_ratio": 2}
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    m = SweepNet(filters=8, se_ratio=2).eval()
-    save_fp32(m, ARCH, d / "model.pt")
-    save_packed(quantize_model(m, SEED000_TABLE6), d / "model.qsp", ARCH)
-    return d
 
 
 def test_open_engine_runs_or_says_why_not(models):

@@ -12,6 +12,7 @@ import msprime
 import numpy as np
 import pandas as pd
 import pytest
+from scan_helpers import MeanEngine, chromosome, vcf
 
 from quantscan.apps.sweeps import io as qio
 from quantscan.apps.sweeps import scan, scan_inputs
@@ -24,7 +25,6 @@ from quantscan.apps.sweeps.io import (
 )
 from quantscan.apps.sweeps.io import vcf as qvcf
 from quantscan.errors import ConfigError, InputFormatError
-from quantscan.runtime import Engine
 
 pysam = pytest.importorskip("pysam")
 
@@ -455,38 +455,6 @@ def test_count_haplotypes_trees(tmp_path):
 
 # --------------------------------------------------------------------------------------------------
 # 7. chromosome files: read once, stored packed (read_chromosome, save_chromosome, load_chromosome)
-
-
-class MeanEngine(Engine):
-    """P(sweep) grows with the window's derived-allele density (deterministic)."""
-
-    def __init__(self):
-        super().__init__("mean", 64, 1, 2)
-
-    def _logits(self, x):
-        m = x.reshape(len(x), -1).mean(axis=1)
-        return np.stack([np.zeros_like(m), 12 * (m - 0.3)], axis=1)
-
-
-def chromosome(n_sites=400, n_haps=10, length=40_000, seed=0, missing=0.0):
-    rng = np.random.default_rng(seed)
-    pos = np.sort(rng.uniform(1, length, n_sites))
-    hap = (rng.random((n_sites, n_haps)) < rng.beta(0.4, 1.2, n_sites)[:, None]).astype(np.uint8)
-    if missing:
-        hap[rng.random(hap.shape) < missing] = MISSING
-    names = [f"s{i}" for i in range(n_haps // 2)]
-    return HaplotypeData("chr7", pos, hap, names, ploidy=2, length=length, source="x.vcf")
-
-
-def vcf(path, records, contigs=("chr1", "chr2")):
-    head = ["##fileformat=VCFv4.2", *(f"##contig=<ID={c},length=1000>" for c in contigs)]
-    head.append('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
-    head.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ts1\ts2")
-    body = [
-        "\t".join([c, str(p), ".", "A", "T", ".", "PASS", ".", "GT", *g]) for c, p, *g in records
-    ]
-    path.write_text("\n".join(head + body) + "\n")
-    return path
 
 
 def test_read_chromosome_and_malformed_vcf(tmp_path):

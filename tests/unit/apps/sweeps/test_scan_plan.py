@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from scan_helpers import vcf
 
 from quantscan import config as qconfig
 from quantscan.apps.sweeps import scan_plan
@@ -28,17 +29,6 @@ def default_config(**scan):
         cfg = yaml.safe_load(fh)
     cfg["apps"]["sweeps"]["scan"].update(scan)
     return qconfig.validate(cfg)["apps"]["sweeps"]
-
-
-def vcf(path, records, contigs=("chr1", "chr2")):
-    head = ["##fileformat=VCFv4.2", *(f"##contig=<ID={c},length=1000>" for c in contigs)]
-    head.append('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
-    head.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ts1\ts2")
-    body = [
-        "\t".join([c, str(p), ".", "A", "T", ".", "PASS", ".", "GT", *g]) for c, p, *g in records
-    ]
-    path.write_text("\n".join(head + body) + "\n")
-    return path
 
 
 def test_default_plan():

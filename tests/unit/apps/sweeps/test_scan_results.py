@@ -4,31 +4,9 @@ the merged per-chromosome outputs and the summary table."""
 import numpy as np
 import pandas as pd
 import pytest
+from scan_helpers import MeanEngine, chromosome
 
 from quantscan.apps.sweeps import scan, scan_results
-from quantscan.apps.sweeps.io import MISSING, HaplotypeData
-from quantscan.runtime import Engine
-
-
-class MeanEngine(Engine):
-    """P(sweep) grows with the window's derived-allele density (deterministic)."""
-
-    def __init__(self):
-        super().__init__("mean", 64, 1, 2)
-
-    def _logits(self, x):
-        m = x.reshape(len(x), -1).mean(axis=1)
-        return np.stack([np.zeros_like(m), 12 * (m - 0.3)], axis=1)
-
-
-def chromosome(n_sites=400, n_haps=10, length=40_000, seed=0, missing=0.0):
-    rng = np.random.default_rng(seed)
-    pos = np.sort(rng.uniform(1, length, n_sites))
-    hap = (rng.random((n_sites, n_haps)) < rng.beta(0.4, 1.2, n_sites)[:, None]).astype(np.uint8)
-    if missing:
-        hap[rng.random(hap.shape) < missing] = MISSING
-    names = [f"s{i}" for i in range(n_haps // 2)]
-    return HaplotypeData("chr7", pos, hap, names, ploidy=2, length=length, source="x.vcf")
 
 
 @pytest.mark.parametrize("seed", range(4))
