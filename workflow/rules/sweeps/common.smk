@@ -111,7 +111,7 @@ def sweeps_targets():
 # Genome scan (workflow/rules/sweeps/scan.smk)
 
 from quantscan.apps.sweeps import scan_plan
-from quantscan.apps.sweeps.localiser import LOCALISER
+from quantscan.apps.sweeps.localiser import CHANNELS as LOCALISER_CHANNELS, LOCALISER
 
 SC = SWEEPS["scan"]
 try:

@@ -105,6 +105,7 @@ rule localiser_train:
         gpu=1 if config["device"] == "cuda" else 0,
     params:
         settings=SC["localiser"],
+        channels=LOCALISER_CHANNELS,  # a new window layout retrains the localiser
         train={k: v for k, v in SC["localiser"]["train"].items() if k != "threads"},
         n_train=SW["replicates"]["train"],
         sim_batch=SW["batch_size"],

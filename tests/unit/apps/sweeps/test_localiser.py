@@ -34,11 +34,13 @@ def reference_image(pos, hap, centre, s, bounds, density):
     dist = r[:, None] + r[None, :] - 2 * g
     ref = np.argmin(dist.sum(axis=1))
     order = np.argsort(dist[ref], kind="stable")
-    out = np.zeros((3, n, s.columns), np.float32)
+    out = np.zeros((4, n, s.columns), np.float32)
     for c in range(s.columns):
         sel = (pos >= edges[c]) & (pos < edges[c + 1])
         k = sel.sum()
         out[0, :, c] = (hap[sel].sum(axis=0) / max(k, 1))[order]
+        same = (hap[sel] == hap[sel][:, [ref]]).sum(axis=0) / k if k else np.ones(n)
+        out[3, :, c] = same[order]
         out[1, :, c] = min(k / (density * w), 3.0)
         mid = (edges[c] + edges[c + 1]) / 2
         out[2, :, c] = float(bounds[0] <= mid <= bounds[1])
@@ -51,13 +53,15 @@ def test_span_windows_match_a_plain_reference():
     win = localiser.SpanWindows(pos, hap, bounds, S, density)
     centres = np.array([-500.0, 0.0, 1234.5, 5000.0, 9990.0, 10_800.0])
     got = win.images(centres)
-    assert got.shape == (6, 3, 10, 10) and got.dtype == np.float32
+    assert got.shape == (6, 4, 10, 10) and got.dtype == np.float32
     for k, c in enumerate(centres):
         np.testing.assert_allclose(
             got[k], reference_image(pos, hap, c, S, bounds, density), atol=1e-6
         )
     # columns past the ends are marked outside; an empty window is all zero in channel 0
     assert got[0, 2, 0, 0] == 0 and got[3, 2].min() == 1
+    # channel 3: the central haplotype (first row) matches itself wherever there are SNPs
+    assert (got[:, 3, 0] == 1).all() and got[:, 3].min() < 1
     empty = win.images(np.array([50_000.0]))
     assert empty[0, 0].max() == 0 and empty[0, 1].max() == 0
 
@@ -72,7 +76,7 @@ def test_offset_bins_and_training_windows_mirror():
     rng = np.random.default_rng(0)
     x, y = localiser.training_windows([sweep], [neutral], S, 0.03, 10_000.0, rng)
     n = S.in_windows + S.out_windows + S.neutral_windows
-    assert x.shape == (2 * n, 3, 10, 10) and len(y) == 2 * n
+    assert x.shape == (2 * n, localiser.CHANNELS, 10, 10) and len(y) == 2 * n
     assert (y[: S.in_windows] < S.bins).all() and (y[S.in_windows : n] == S.bins).all()
     # the mirrored half: columns reversed, bins mirrored, none stays none
     np.testing.assert_array_equal(x[n:], x[:n][..., ::-1])
@@ -127,7 +131,9 @@ def test_votes_place_a_sweep_between_bin_centres():
 def engine(haplotypes=8, seed=0):
     torch.manual_seed(seed)
     model = build_model(S.arch()).eval()
-    return TorchEngine(model, input_shape=(3, haplotypes, S.columns), input_dtypes=("float32",))
+    return TorchEngine(
+        model, input_shape=(localiser.CHANNELS, haplotypes, S.columns), input_dtypes=("float32",)
+    )
 
 
 def test_regions_add_up_to_the_whole_scan():
@@ -223,6 +229,15 @@ def test_engines(tmp_path):
     other = LocaliserSettings(span=2_000, columns=10, bins=4, step=250)
     with pytest.raises(InputFormatError, match="outputs"):
         localiser.open_engine("torch_fp32", path, onnx_path=None, settings=other, haplotypes=8)
+    # a localiser trained on the earlier three-channel windows is named, with what to do
+    old = build_model(S.arch() | {"in_channels": 3}).eval()
+    old_onnx = export_int8(
+        old, x[:, :3], tmp_path / "o.onnx", tmp_path / "o.int8.onnx", calibration_samples=16, seed=0
+    )
+    with pytest.raises(InputFormatError, match="3-channel windows.*retrain"):
+        localiser.open_engine(
+            "onnx_fp32", path, onnx_path=old_onnx["fp32"], settings=S, haplotypes=8
+        )
 
 
 def _toy_replicates(n_reps, seed, length=10_000.0):
@@ -260,4 +275,4 @@ def test_train_learns_the_offset_and_is_reproducible():
     # chance: 'none' recall ~ 1/6, the right bin or a neighbour ~ 0.5 of the in-window windows
     assert a.quality["val_none_recall"] > 0.7, a.quality
     assert a.quality["val_bin_within_one"] > 0.75, a.quality
-    assert a.x_train.shape[1:] == (3, 10, 16) and a.density > 0
+    assert a.x_train.shape[1:] == (4, 10, 16) and a.density > 0
