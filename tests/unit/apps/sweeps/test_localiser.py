@@ -238,6 +238,11 @@ def test_engines(tmp_path):
         localiser.open_engine(
             "onnx_fp32", path, onnx_path=old_onnx["fp32"], settings=S, haplotypes=8
         )
+    modelio.save_fp32(old, S.arch() | {"in_channels": 3}, tmp_path / "old.pt")
+    with pytest.raises(InputFormatError, match="old.pt: a localiser of 3-channel windows"):
+        localiser.open_engine(
+            "torch_fp32", tmp_path / "old.pt", onnx_path=None, settings=S, haplotypes=8
+        )
 
 
 def _toy_replicates(n_reps, seed, length=10_000.0):

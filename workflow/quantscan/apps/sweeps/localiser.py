@@ -537,9 +537,14 @@ def open_engine(
         input_shape=shape,
         input_dtypes=("float32",),
     )
-    if engine.input_shape is not None and engine.input_shape[0] != CHANNELS:
+    model = getattr(engine, "model", None)  # torch engines: the model's own input channels
+    first = next((m for m in getattr(model, "modules", list)() if hasattr(m, "in_channels")), None)
+    channels = first.in_channels if first is not None else None
+    if channels is None and engine.input_shape is not None:
+        channels = engine.input_shape[0]
+    if channels is not None and channels != CHANNELS:
         raise InputFormatError(
-            f"{path}: a localiser of {engine.input_shape[0]}-channel windows; this version makes "
+            f"{path}: a localiser of {channels}-channel windows; this version makes "
             f"{CHANNELS}-channel windows (module doc): retrain it (delete results/sweeps/localiser "
             "and the scan's ONNX exports of model 'position', then rerun)"
         )
