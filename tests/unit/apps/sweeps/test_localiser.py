@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from quantscan.apps.sweeps import localiser
+from quantscan.apps.sweeps.io import MISSING
 from quantscan.apps.sweeps.localiser import LocaliserSettings
 from quantscan.apps.sweeps.scan_metrics import ReplicateTracks
 from quantscan.apps.sweeps.simulate import Replicate
@@ -62,6 +63,14 @@ def test_span_windows_match_a_plain_reference():
     assert got[0, 2, 0, 0] == 0 and got[3, 2].min() == 1
     # channel 3: the central haplotype (first row) matches itself wherever there are SNPs
     assert (got[:, 3, 0] == 1).all() and got[:, 3].min() < 1
+    # a missing call (VCF './.') counts as ancestral, as in SweepNet's scan
+    holes = hap.copy()
+    holes[np.random.default_rng(1).random(hap.shape) < 0.1] = MISSING
+    filled = np.where(holes == MISSING, 0, holes).astype(np.uint8)
+    np.testing.assert_array_equal(
+        localiser.SpanWindows(pos, holes, bounds, S, density).images(centres),
+        localiser.SpanWindows(pos, filled, bounds, S, density).images(centres),
+    )
     empty = win.images(np.array([50_000.0]))
     assert empty[0, 0].max() == 0 and empty[0, 1].max() == 0
 

@@ -47,6 +47,7 @@ import os
 import numpy as np
 
 from ...errors import ConfigError, InputFormatError
+from .io import MISSING
 
 #: the scan model name of the localiser (beside fp32 and the compression methods)
 LOCALISER = "position"
@@ -140,6 +141,7 @@ class SpanWindows:
             raise InputFormatError(
                 f"haplotypes of shape {hap.shape} do not match {len(self.pos)} positions"
             )
+        hap = np.where(hap == MISSING, 0, hap)  # a missing call counts as ancestral, as in scan
         self.hap = hap.astype(np.float32, copy=False)  # BLAS for the reference haplotype's column
         h = hap.astype(np.int32, copy=False)
         n = h.shape[1]
@@ -537,12 +539,9 @@ def open_engine(
         input_shape=shape,
         input_dtypes=("float32",),
     )
-    model = getattr(engine, "model", None)  # torch engines: the model's own input channels
-    first = next((m for m in getattr(model, "modules", list)() if hasattr(m, "in_channels")), None)
-    channels = first.in_channels if first is not None else None
-    if channels is None and engine.input_shape is not None:
-        channels = engine.input_shape[0]
-    if channels is not None and channels != CHANNELS:
+    model = getattr(engine, "model", None)  # a torch engine holds the PositionNet itself
+    channels = model.trunk[0].in_channels if model is not None else (engine.input_shape or [0])[0]
+    if channels and channels != CHANNELS:
         raise InputFormatError(
             f"{path}: a localiser of {channels}-channel windows; this version makes "
             f"{CHANNELS}-channel windows (module doc): retrain it (delete results/sweeps/localiser "
