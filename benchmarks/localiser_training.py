@@ -5,7 +5,7 @@ The workflow's localiser (``quantscan.apps.sweeps.localiser``, model ``position`
 each ``--train-replicates`` (per class: the workflow's first replicates of that scenario, the same
 seeds and batches), and scans ``--eval-replicates`` sweep replicates with the sweep at a uniform
 random position in [0.1, 0.9] x L (the scan's own evaluation simulations, on a seed the workflow
-does not use) and ``--neutral-replicates`` neutral ones, on 101 grid points per 100 kb. Metrics as
+does not use) and ``--neutral-replicates`` neutral ones, on 401 grid points per 100 kb (every 250 bp). Metrics as
 ``scan_summary.tsv``'s (ASDEC's success within 1 % of L, mean distance in % of L, sensitivity at 5 %
 FPR) for the scan's two localiser statistics, with the binomial standard error of the success rate.
 The workflow's own evaluation has 100 sweep replicates (standard error about 0.04); this one about
@@ -15,13 +15,18 @@ The workflow's own evaluation has 100 sweep replicates (standard error about 0.0
         --configfile config/presets/localisation.yaml --scenario mild_bottleneck \\
         --train-replicates 1000 3000 --eval-replicates 1000
 
-Simulations are cached under ``--cache`` (one npz per batch), so a rerun or a second
-``--train-replicates`` skips msprime.
+``--eval-simulators msprime fwdpy11`` also scans the same test sweeps (seeds and positions)
+simulated forward in time by fwdpy11: msprime's sweep footprints are not symmetric about the
+selected site (``benchmarks/sweep_symmetry.py``), which shifts every position estimate that assumes
+symmetry. Simulations are cached under ``--cache`` (one npz per batch), so a rerun or a second
+``--train-replicates`` skips the simulators.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import json
 import os
 import sys
@@ -87,10 +92,12 @@ def training_pool(params, scenario, cls, n, batch_size, seed, cache) -> list:
     return reps[:n]
 
 
-def evaluation(params, scenario, cls, n, seed, cache) -> list:
+def evaluation(params, scenario, cls, n, seed, cache, simulator="msprime") -> list:
+    """``n`` test replicates at random positions; the same seeds and positions for every simulator."""
     reps = []
+    tag = "" if simulator == "msprime" else f"-{simulator}"
     for b in range(-(-n // EVAL_BATCH)):
-        path = cache / f"eval{seed}/{scenario}/{cls}/batch{b}.npz"
+        path = cache / f"eval{seed}/{scenario}{tag}/{cls}/batch{b}.npz"
         reps += cached(
             path,
             lambda b=b: (
@@ -101,6 +108,13 @@ def evaluation(params, scenario, cls, n, seed, cache) -> list:
     return reps[:n]
 
 
+def sweep_params(data: dict, scenario: str, simulator: str):
+    """The scenario's simulation parameters with its sweeps from ``simulator``."""
+    data = copy.deepcopy(data)
+    data["scenarios"][scenario]["simulator"] = simulator
+    return simulate.SimParams.from_config(data, scenario)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--configfile", type=Path, default=ROOT / "config/presets/localisation.yaml")
@@ -108,7 +122,14 @@ def main() -> None:
     p.add_argument("--train-replicates", type=int, nargs="+", default=[1000, 3000])
     p.add_argument("--eval-replicates", type=int, default=1000)
     p.add_argument("--neutral-replicates", type=int, default=200)
-    p.add_argument("--grid", type=int, default=101)
+    p.add_argument("--grid", type=int, default=401)
+    p.add_argument(
+        "--eval-simulators",
+        nargs="+",
+        default=["msprime"],
+        choices=["msprime", "fwdpy11"],
+        help="simulators of the test sweeps (the same seeds and positions; neutral: msprime)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", type=Path, default=ROOT / "benchmarks/results/cache/localiser")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/localiser_training.json")
@@ -130,18 +151,17 @@ def main() -> None:
         "localiser": dict(sc["localiser"]),
     }
     t0 = time.perf_counter()
-    ev = {
-        "sweep": evaluation(
-            params, args.scenario, "sweep", args.eval_replicates, eval_seed, args.cache
-        ),
-        "neutral": evaluation(
-            params, args.scenario, "neutral", args.neutral_replicates, eval_seed, args.cache
-        ),
-    }
-    info["eval_simulation_seconds"] = time.perf_counter() - t0
-    density = localiser.snp_density(
-        [len(r.positions) for r in ev["neutral"]], length * len(ev["neutral"])
+    neutral = evaluation(
+        params, args.scenario, "neutral", args.neutral_replicates, eval_seed, args.cache
     )
+    sweeps = {}
+    for sim in args.eval_simulators:
+        p_sim = sweep_params(data, args.scenario, sim)
+        sweeps[sim] = evaluation(
+            p_sim, args.scenario, "sweep", args.eval_replicates, eval_seed, args.cache, sim
+        )
+    info["eval_simulation_seconds"] = time.perf_counter() - t0
+    density = localiser.snp_density([len(r.positions) for r in neutral], length * len(neutral))
     rows = []
     for n in args.train_replicates:
         t0 = time.perf_counter()
@@ -166,7 +186,7 @@ def main() -> None:
             input_dtypes=("float32",),
         )
         tracks = {
-            cls: localiser.scan_replicates(
+            name: localiser.scan_replicates(
                 reps,
                 engine,
                 settings=settings,
@@ -175,7 +195,7 @@ def main() -> None:
                 density=density,
                 model_haplotypes=data["haplotypes"],
             )
-            for cls, reps in ev.items()
+            for name, reps in [("neutral", neutral), *sweeps.items()]
         }
         row = {
             "train_replicates": n,
@@ -186,12 +206,12 @@ def main() -> None:
             "train_seconds": t2 - t1,
             "scan_seconds": time.perf_counter() - t2,
         }
-        for stat in STATISTICS:
+        for sim, stat in itertools.product(sweeps, STATISTICS):
             m = scan_metrics.evaluate(
-                tracks["sweep"].scans(stat), tracks["neutral"].scans(stat), length
+                tracks[sim].scans(stat), tracks["neutral"].scans(stat), length
             )
             k = m["n_sweep"]
-            row[stat] = {
+            row.setdefault(f"{sim}_sweeps", {})[stat] = {
                 "success_rate": m["success_rate"],
                 "success_se": float(np.sqrt(m["success_rate"] * (1 - m["success_rate"]) / k)),
                 "distance_error_pct": m["distance_error_pct"],

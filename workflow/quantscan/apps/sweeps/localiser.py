@@ -27,11 +27,15 @@ ASDEC, 2023), and classifies the sweep's *offset* in the window:
 * **scan**: windows every ``step`` bp on a lattice fixed by the sequence's start (so region jobs
   add up to the whole-sequence scan); a grid point x collects, from every window c that covers it,
   ``log p(bin of x - c) - log p(none)`` split linearly between the two bins whose centres bracket
-  x - c (finer than a bin). The sum is the grid point's ``log_odds`` column (the log-likelihood
-  ratio of "sweep at x" against "no sweep here", were the windows independent); ``p_sweep`` is the
-  mean over the covering windows of the probability they give a sweep at x (interpolated the same
-  way). Neither is averaged over neighbouring grid points again (the votes already pool
-  ``span / step`` windows).
+  x - c, and zero outside the window's span. Each window's vote is then averaged over a box of
+  +-``smooth`` bins around x (default half a bin; integrated exactly, so it does not depend on the
+  grid): without it the summed track is piecewise linear with its kinks at bin centres, so its
+  maximum always sits on a bin centre, up to half a bin from the sweep; with it the maximum falls
+  between them (on 1,000 test sweeps under the mild bottleneck, success 0.83 -> 0.86 on a 250 bp
+  grid). The sum is the grid point's ``log_odds`` column (the log-likelihood ratio of "sweep at x"
+  against "no sweep here", were the windows independent); ``p_sweep`` is the box-averaged
+  probability the windows give a sweep at x over their box-averaged coverage of x. Neither is
+  averaged over neighbouring grid points again (the votes already pool ``span / step`` windows).
 
 Measured (``benchmarks/localisation_head.py``, 20 haplotypes, 100 kb, theta = rho = 2000, sweeps at
 random positions): within 1 % of L in 0.86 of replicates, against 0.18 for SweepNet and 0.76 for
@@ -73,6 +77,7 @@ class LocaliserSettings:
     flip: bool = True
     filters: int = 32
     hidden: int = 64
+    smooth: float = 0.5
 
     @classmethod
     def from_config(cls, cfg: dict, key: str = "apps.sweeps.scan.localiser") -> LocaliserSettings:
@@ -88,6 +93,7 @@ class LocaliserSettings:
             ("neutral_windows", s.neutral_windows >= 1, "must be >= 1"),
             ("filters", s.filters >= 1, "must be >= 1"),
             ("hidden", s.hidden >= 1, "must be >= 1"),
+            ("smooth", 0 <= s.smooth <= s.bins, "must be >= 0 and at most bins"),
         ]
         for name, ok, why in checks:
             if not ok:
@@ -317,51 +323,80 @@ def train(
 # scan
 
 
+def reach(settings: LocaliserSettings) -> float:
+    """How far (bp) from a window's centre its smoothed votes reach: half a span plus the box."""
+    return settings.span / 2 + settings.smooth * settings.span / settings.bins
+
+
 def lattice(bounds, grid, settings: LocaliserSettings) -> np.ndarray:
-    """Window centres every ``step`` bp from ``bounds[0] - span / 2`` that cover a grid point;
-    the same lattice for every region of a sequence, so regions add up to the whole scan."""
+    """Window centres every ``step`` bp from ``bounds[0] - span / 2`` whose votes reach a grid
+    point; the same lattice for every region of a sequence, so regions add up to the whole scan."""
     s = settings
     grid = np.asarray(grid, np.float64)
     if len(grid) == 0:
         return np.zeros(0)
     c0 = float(bounds[0]) - s.span / 2
-    k0 = max(0, math.ceil((grid.min() - s.span / 2 - c0) / s.step - 1e-9))
-    k1 = math.floor((grid.max() + s.span / 2 - c0) / s.step + 1e-9)
+    r = reach(s)
+    k0 = max(0, math.ceil((grid.min() - r - c0) / s.step - 1e-9))
+    k1 = math.floor((grid.max() + r - c0) / s.step + 1e-9)
     return c0 + s.step * np.arange(k0, k1 + 1)
+
+
+def _integral(u, q, rows, t):
+    """Integral from 0 to ``t`` (in [0, bins + 1]) of the piecewise-linear function with values
+    ``u[rows]`` at 0, 1, ..., bins + 1; ``q``: its cumulative integrals at those knots."""
+    j = np.clip(np.floor(t).astype(np.int64), 0, u.shape[1] - 2)
+    fr = t - j
+    a, b = u[rows, j], u[rows, j + 1]
+    return q[rows, j] + fr * a + 0.5 * fr * fr * (b - a)
+
+
+def _box(u, q, rows, t, eta: float):
+    """Each window's vote at ``t`` (bin-centre units, bin k's centre at k + 1): ``u`` interpolated
+    linearly and zero outside the window's span [0.5, bins + 0.5], averaged over [t - eta, t + eta]."""
+    lo, hi = 0.5, u.shape[1] - 1.5
+    if eta == 0:
+        j = np.clip(np.floor(t).astype(np.int64), 0, u.shape[1] - 2)
+        fr = t - j
+        a = u[rows, j]
+        return np.where((t >= lo) & (t <= hi), a + fr * (u[rows, j + 1] - a), 0.0)
+    upper = _integral(u, q, rows, np.clip(t + eta, lo, hi))
+    return (upper - _integral(u, q, rows, np.clip(t - eta, lo, hi))) / (2 * eta)
 
 
 def votes(logp: np.ndarray, centres: np.ndarray, grid: np.ndarray, settings: LocaliserSettings):
     """(p_sweep, log_odds) of each grid point from the windows' log-probabilities (C, bins + 1)
-    at ``centres`` (sorted): interpolated votes of every window covering the point (module doc)."""
+    at ``centres`` (sorted): the interpolated votes of the windows around the point, each averaged
+    over a box of +-``smooth`` bins around it (module doc)."""
     s = settings
     grid = np.asarray(grid, np.float64)
-    width = s.span / s.bins
-    llr = np.zeros(len(grid))
-    prob = np.zeros(len(grid))
-    covering = np.zeros(len(grid))
     if len(centres) == 0 or len(grid) == 0:
         return np.full(len(grid), np.nan), np.full(len(grid), np.nan)
-    none = logp[:, s.bins]
-    first = np.searchsorted(centres, grid - s.span / 2, side="left")
-    last = np.searchsorted(centres, grid + s.span / 2, side="right")
-    for t in range(int((last - first).max(initial=0))):
-        c = first + t
+    width = s.span / s.bins
+    # knot values of each window's votes at bin centres 1..bins (0 and bins + 1: zero beyond)
+    shape = (len(centres), s.bins + 2)
+    u_llr, u_p, u_one = np.zeros(shape), np.zeros(shape), np.ones(shape)
+    u_llr[:, 1:-1] = logp[:, : s.bins] - logp[:, s.bins, None]
+    u_p[:, 1:-1] = np.exp(logp[:, : s.bins])
+    knots = []
+    for u in (u_llr, u_p, u_one):
+        q = np.zeros(shape)
+        np.cumsum((u[:, 1:] + u[:, :-1]) / 2, axis=1, out=q[:, 1:])
+        knots.append((u, q))
+    llr, prob, cover = np.zeros(len(grid)), np.zeros(len(grid)), np.zeros(len(grid))
+    r = reach(s)
+    first = np.searchsorted(centres, grid - r, side="left")
+    last = np.searchsorted(centres, grid + r, side="right")
+    for k in range(int((last - first).max(initial=0))):
+        c = first + k
         ok = c < last
         ci = np.where(ok, c, 0)
-        d = grid - centres[ci]
-        f = (d + s.span / 2) / width - 0.5  # position in bin-centre units
-        k0 = np.floor(f).astype(np.int64)
-        w1 = f - k0
-        covering += ok
-        for k, w in ((k0, 1 - w1), (k0 + 1, w1)):
-            use = ok & (k >= 0) & (k < s.bins)
-            kk = np.where(use, k, 0)
-            wt = np.where(use, w, 0.0)
-            llr += wt * (logp[ci, kk] - none[ci])
-            prob += wt * np.exp(logp[ci, kk])
+        t = (grid - centres[ci] + s.span / 2) / width + 0.5
+        for out, (u, q) in zip((llr, prob, cover), knots, strict=True):
+            out += np.where(ok, _box(u, q, ci, t, s.smooth), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = np.where(covering > 0, prob / np.maximum(covering, 1), np.nan)
-    return p, np.where(covering > 0, llr, np.nan)
+        p = np.where(cover > 0, prob / np.maximum(cover, 1e-12), np.nan)
+    return p, np.where(cover > 0, llr, np.nan)
 
 
 def window_log_probs(engine, windows: list[SpanWindows], centres, batch_size: int) -> np.ndarray:
