@@ -113,6 +113,17 @@ def test_scan_outputs_name_the_sample_size_and_carry_q_values(workdir):
     assert set(loc["engine"]) == {"onnx_fp32", "onnx_int8"}
     assert loc["success_rate"].between(0, 1).all()  # scored, not skipped
     assert set(chrom[chrom["method"] == "position"]["engine"]) == {"onnx_fp32", "onnx_int8"}
+    # each model's replicate rows mark the one statistic its scans rank by: P(sweep) for the
+    # localiser, the configured smoothed log-odds for the CNNs; chromosome scans use it
+    marked = reps[reps["scan_statistic"]].groupby(["scenario", "method", "engine"])["statistic"]
+    assert (marked.count() == 1).all()
+    assert set(reps[reps["scan_statistic"] & (reps["method"] == "position")]["statistic"]) == {
+        "p_sweep"
+    }
+    assert set(reps[reps["scan_statistic"] & (reps["method"] == "fp32")]["statistic"]) == {
+        "log_odds_smoothed"
+    }
+    assert set(chrom[chrom["method"] == "position"]["statistic"]) == {"p_sweep"}
     history = pd.read_csv(res / "localiser" / "constant" / "history.tsv", sep="\t")
     assert len(history) == 1 and history["val_none_recall"].between(0, 1).all()
     assert (res / "scan" / "onnx" / "constant" / "position.int8.onnx").stat().st_size > 0

@@ -46,6 +46,7 @@ def main(smk, log):
                 metrics_of(sweeps, neutrals, c["length"]),
                 info,
                 statistic=stat,
+                scan_statistic=True,
             )
             rows.append(row)
     for job, path in zip(smk.params.jobs, smk.input.replicates, strict=True):
@@ -78,6 +79,7 @@ def main(smk, log):
                 metrics,
                 info,
                 statistic=statistic,
+                scan_statistic=statistic == smk.params.scan_statistics[job["model"]],
             )
             rows.append(row)
     chrom_files = zip(
@@ -104,6 +106,7 @@ def main(smk, log):
                 metrics,
                 info,
                 statistic=info.get("statistic", ""),
+                scan_statistic=True,
             )
         )
     scan_results.write_summary(rows, smk.output.tsv)

@@ -294,7 +294,7 @@ rule scan_merge:
         sample_size=lambda wildcards: SCAN.inputs[wildcards.scan_input].sample_size,
         scenario=scan_input_scenario,
         null_scenario=lambda wildcards: SCAN.inputs[wildcards.scan_input].null_scenario,
-        statistic=SC["statistic"],
+        statistic=lambda wildcards: scan_plan.statistic_for(wildcards.scan_model, SC),
         smooth_bp=lambda wildcards: scan_plan.smooth_bp_for(
             wildcards.scan_model, SC["smooth_bp"]
         ),
@@ -349,6 +349,10 @@ rule scan_evaluate:
         fpr=SC["evaluate"]["fpr"],
         tolerance=SC["evaluate"]["tolerance"],
         smooth_bp=SC["smooth_bp"],
+        scan_statistics={
+            job["model"]: scan_plan.statistic_for(job["model"], SC)
+            for job in SCAN_EVALUATE
+        },
         classic_scenarios=SCAN_CLASSIC,
     script:
         "../../scripts/scan_evaluate.py"

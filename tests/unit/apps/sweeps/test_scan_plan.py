@@ -231,3 +231,13 @@ def test_plan_leaves_out_int8_methods():
     cfg["scan"]["models"] = ["fp32", "q8"]
     with pytest.raises(ConfigError, match=r"apps.sweeps.scan.models: \['q8'\] are int8 methods"):
         scan_plan.plan(cfg, trained=TRAINED, compress_jobs=[*JOBS, ("constant", "q8")])
+
+
+def test_statistic_for_the_localiser_and_the_cnns():
+    """The localiser ranks by its own statistic (P(sweep) unless configured), the CNNs by the scan's."""
+    cfg = {"statistic": "log_odds_smoothed", "localiser": {}}
+    assert scan_plan.statistic_for("position", cfg) == "p_sweep"
+    assert scan_plan.statistic_for("fp32", cfg) == "log_odds_smoothed"
+    assert scan_plan.statistic_for("mixed_table6", cfg) == "log_odds_smoothed"
+    cfg["localiser"]["statistic"] = "log_odds"
+    assert scan_plan.statistic_for("position", cfg) == "log_odds"

@@ -95,6 +95,8 @@ def test_summary_rows(tmp_path):
             "test_replicates",
             metrics,
             {"windows": 10, "seconds": 2.0},
+            statistic="log_odds_smoothed",
+            scan_statistic=True,
         ),
         scan_results.summary_row(
             "constant", "m", "onnx_int8", "test_replicates", None, {"skipped": "model m cannot run"}
@@ -104,5 +106,6 @@ def test_summary_rows(tmp_path):
     t = pd.read_csv(tmp_path / "s.tsv", sep="\t")
     assert list(t.columns) == list(scan_results.SUMMARY_COLUMNS)
     assert t.loc[0, "windows_per_s"] == 5.0 and t.loc[1, "note"] == "model m cannot run"
+    assert t["scan_statistic"].tolist() == [True, False]
     assert np.isnan(t.loc[1, "success_rate"])
     assert {"success_rate", "distance_error_pct", "sensitivity_at_fpr"} <= set(t.columns)

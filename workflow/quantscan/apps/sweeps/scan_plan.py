@@ -336,6 +336,17 @@ def smooth_bp_for(model: str, smooth_bp: float) -> float:
     return 0.0 if model == LOCALISER else float(smooth_bp)
 
 
+def statistic_for(model: str, scan_cfg: dict) -> str:
+    """Ranking statistic of ``model``'s scans: ``apps.sweeps.scan.localiser.statistic`` for the
+    localiser (P(sweep), its votes' mean probability, by default: it does not saturate, since each
+    window votes for one 1 kb bin), else ``apps.sweeps.scan.statistic``."""
+    from .localiser import LOCALISER
+
+    if model == LOCALISER:
+        return scan_cfg.get("localiser", {}).get("statistic", "p_sweep")
+    return scan_cfg["statistic"]
+
+
 def chromosome_kwargs(sim: dict, sweeps_cfg: dict, name: str, scenario: str) -> dict:
     """``ChromosomeSpec`` keyword arguments of a simulated chromosome (checked)."""
     from .chromosome import ChromosomeSpec

@@ -174,6 +174,7 @@ SUMMARY_COLUMNS = (
     "engine",
     "data",
     "statistic",
+    "scan_statistic",
     "input_haplotypes",
     "model_haplotypes",
     "sample_size",
@@ -203,15 +204,18 @@ def summary_row(
     info: dict,
     *,
     statistic: str = "",
+    scan_statistic: bool = False,
 ) -> dict:
     """One row of scan_summary.tsv (NaN metrics and the reason when the engine was skipped).
 
     ``info``: the scan's JSON (replicate scans: ``scan_replicates.py``; chromosomes:
     ``scan_merge.py``); its ``sample_size``, ``null_windows``, ``skipped`` and ``warnings`` fill
-    the sample-size and note columns.
+    the sample-size and note columns. ``scan_statistic``: ``statistic`` is the one the genome scan
+    ranks this model's grid points by (``scan_plan.statistic_for``).
     """
     row = dict.fromkeys(SUMMARY_COLUMNS, float("nan"))
     row.update(scenario=scenario, method=method, engine=engine, data=data, statistic=statistic)
+    row["scan_statistic"] = bool(scan_statistic)
     if metrics:
         row.update({k: v for k, v in metrics.items() if k in SUMMARY_COLUMNS})
     seconds = info.get("seconds")
