@@ -111,7 +111,11 @@ def sweeps_targets():
 # Genome scan (workflow/rules/sweeps/scan.smk)
 
 from quantscan.apps.sweeps import scan_plan
-from quantscan.apps.sweeps.localiser import CHANNELS as LOCALISER_CHANNELS, LOCALISER
+from quantscan.apps.sweeps.localiser import (
+    CHANNELS as LOCALISER_CHANNELS,
+    LOCALISER,
+    LocaliserSettings,
+)
 
 SC = SWEEPS["scan"]
 try:

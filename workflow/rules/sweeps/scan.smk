@@ -104,7 +104,7 @@ rule localiser_train:
         runtime=240,
         gpu=1 if config["device"] == "cuda" else 0,
     params:
-        settings=SC["localiser"],
+        settings=LocaliserSettings.training_keys(SC["localiser"]),
         channels=LOCALISER_CHANNELS,  # a new window layout retrains the localiser
         train={k: v for k, v in SC["localiser"]["train"].items() if k != "threads"},
         n_train=SW["replicates"]["train"],

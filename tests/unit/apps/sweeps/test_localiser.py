@@ -320,3 +320,22 @@ def test_train_learns_the_offset_and_is_reproducible():
     assert a.quality["val_none_recall"] > 0.7, a.quality
     assert a.quality["val_bin_within_one"] > 0.75, a.quality
     assert a.x_train.shape[1:] == (4, 10, 16) and a.density > 0
+
+
+def test_training_keys_leave_out_what_only_the_scan_reads():
+    """Changing the scan's box, step, statistic or engines must not retrain the localiser."""
+    cfg = {
+        "enabled": True,
+        "engines": ["onnx_fp32"],
+        "span": 21000,
+        "step": 1000,
+        "smooth": 0.5,
+        "statistic": "p_sweep",
+        "filters": 16,
+        "train": {"epochs": 1},
+    }
+    assert localiser.LocaliserSettings.training_keys(cfg) == {"span": 21000, "filters": 16}
+    settings = localiser.LocaliserSettings.from_config(
+        localiser.LocaliserSettings.training_keys(cfg)
+    )
+    assert settings.span == 21000 and settings.filters == 16

@@ -101,6 +101,16 @@ class LocaliserSettings:
                 raise ConfigError(f"config key {key}.{name}: {getattr(s, name)!r} {why}")
         return s
 
+    @staticmethod
+    def training_keys(cfg: dict) -> dict:
+        """The keys of ``apps.sweeps.scan.localiser`` that shape the trained model (window, model and
+        training windows), without those only the scan reads (``step``, ``smooth``, ``statistic``,
+        ``engines``, ``enabled``): the training rule's params, so that changing how the scan reads
+        the model does not retrain it."""
+        scan_only = {"step", "smooth"}
+        names = {f.name for f in dataclasses.fields(LocaliserSettings)} - scan_only
+        return {k: v for k, v in cfg.items() if k in names}
+
     def arch(self) -> dict:
         """The model's ``arch`` (``quantscan.models.build_model``)."""
         return {
