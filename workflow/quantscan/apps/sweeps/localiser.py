@@ -353,12 +353,16 @@ def lattice(bounds, grid, settings: LocaliserSettings) -> np.ndarray:
     return c0 + s.step * np.arange(k0, k1 + 1)
 
 
+def _segment(u, rows, t):
+    """(knot index j, fraction t - j, u at j, u at j + 1) of ``t`` in [0, bins + 1] on rows ``rows``."""
+    j = np.clip(np.floor(t).astype(np.int64), 0, u.shape[1] - 2)
+    return j, t - j, u[rows, j], u[rows, j + 1]
+
+
 def _integral(u, q, rows, t):
     """Integral from 0 to ``t`` (in [0, bins + 1]) of the piecewise-linear function with values
     ``u[rows]`` at 0, 1, ..., bins + 1; ``q``: its cumulative integrals at those knots."""
-    j = np.clip(np.floor(t).astype(np.int64), 0, u.shape[1] - 2)
-    fr = t - j
-    a, b = u[rows, j], u[rows, j + 1]
+    j, fr, a, b = _segment(u, rows, t)
     return q[rows, j] + fr * a + 0.5 * fr * fr * (b - a)
 
 
@@ -367,10 +371,8 @@ def _box(u, q, rows, t, eta: float):
     linearly and zero outside the window's span [0.5, bins + 0.5], averaged over [t - eta, t + eta]."""
     lo, hi = 0.5, u.shape[1] - 1.5
     if eta == 0:
-        j = np.clip(np.floor(t).astype(np.int64), 0, u.shape[1] - 2)
-        fr = t - j
-        a = u[rows, j]
-        return np.where((t >= lo) & (t <= hi), a + fr * (u[rows, j + 1] - a), 0.0)
+        _, fr, a, b = _segment(u, rows, t)
+        return np.where((t >= lo) & (t <= hi), a + fr * (b - a), 0.0)
     upper = _integral(u, q, rows, np.clip(t + eta, lo, hi))
     return (upper - _integral(u, q, rows, np.clip(t - eta, lo, hi))) / (2 * eta)
 
