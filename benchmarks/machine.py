@@ -39,3 +39,36 @@ def describe() -> dict:
         "torch": torch.__version__,
         "onnxruntime": ort.__version__,
     }
+
+
+def fp32_gemm_flops(threads: int, n: int = 2048, seconds: float = 3.0) -> dict:
+    """The fp32 rate this machine attains, in FLOP/s: square ``n`` x ``n`` matrix products through
+    PyTorch's BLAS with ``threads`` intra-op threads, the best of repeated runs for ``seconds``.
+    A practical ceiling (a large, cache-friendly GEMM), not the datasheet peak."""
+    import time
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)  # warm up
+        best, runs, t_end = float("inf"), 0, time.perf_counter() + seconds
+        while time.perf_counter() < t_end or runs < 3:
+            t = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t)
+            runs += 1
+    finally:
+        torch.set_num_threads(before)
+    return {"flops_per_s": 2.0 * n**3 / best, "gemm_n": n, "threads": threads, "runs": runs}
+
+
+def model_flops(model: torch.nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass of ``model`` on ``example`` (one multiply-add = 2 FLOPs), counted
+    by PyTorch's ``FlopCounterMode`` (convolutions and matrix products; element-wise operations
+    are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(example)
+    return int(counter.get_total_flops())

@@ -4,6 +4,9 @@ One run, one input: a simulated chromosome (``sweeps.chromosome``; default 50 x 
 128 haplotypes) scanned at ``--grid`` points with ``--width``-SNP windows. The simulation is cached
 (``--cache-dir``, keyed by its parameters) so repeated runs skip it. Writes JSON with:
 
+* ``fp32_flop_bound``: the model's FLOPs per window and the fp32 GEMM rate this machine attains with
+  ``--threads`` threads; their ratio is the windows/s no fp32 engine can exceed. Every engine's
+  entry gives its ratio to that bound and to ONNX Runtime fp32 in the same run.
 * ``engines``: windows/s and seconds for all grid windows, per engine, on the same encoded windows.
   Engines run in interleaved rounds (one batch each per round) until each has used ``--budget``
   seconds or seen every window, so load from other processes hits them alike. An engine that
@@ -98,6 +101,23 @@ class LoadSampler:
     def summary(self) -> dict:
         x = self.samples or [os.getloadavg()[0]]
         return {"min": min(x), "mean": sum(x) / len(x), "max": max(x), "samples": len(x)}
+
+
+def flop_bound(fp32_path: Path, window: np.ndarray, threads: int) -> dict:
+    """The fp32 FLOP bound of this machine for the model: its FLOPs per window (``window``: one
+    encoded window) against the fp32 GEMM rate attained with ``threads`` threads; an fp32 engine
+    cannot beat it, a low-bit or dense-over-overlap engine can (it does less or cheaper work)."""
+    model, _ = load_fp32(fp32_path)
+    flops = machine.model_flops(model, torch.from_numpy(np.ascontiguousarray(window, np.float32)))
+    gemm = machine.fp32_gemm_flops(threads)
+    return {
+        "mflop_per_window": flops / 1e6,
+        "gemm_gflops": gemm["flops_per_s"] / 1e9,
+        "gemm": gemm,
+        "windows_per_s": gemm["flops_per_s"] / flops,
+        "note": "FLOPs of convolutions and matrix products (torch FlopCounterMode); GEMM rate "
+        "of square fp32 products through torch's BLAS, best of repeated runs",
+    }
 
 
 def timed(fn, *args, **kwargs):
@@ -219,8 +239,9 @@ def end_to_end(trees: Path, kind: str, model_path: Path, args, out_dir: Path, tr
     )
     stages["scan"] = {"wall": w, "cpu": c, **timings}
     t0, c0 = time.perf_counter(), time.process_time()
-    null = table["p_sweep"].to_numpy()  # stand-in null: the benchmark has no neutral scans
-    table = scan.add_pvalues(table, null)
+    table = scan.add_score(table, "log_odds_smoothed", 1000.0)
+    null = table["score"].to_numpy()  # stand-in null: the benchmark has no neutral scans
+    table = scan.add_pvalues(table, null[np.isfinite(null)])
     peaks = scan.call_peaks(table, 0.9)
     prefix = out_dir / hd.chrom
     scan.write_scores_tsv(table, f"{prefix}.scores.tsv")
@@ -356,13 +377,23 @@ def main(argv=None) -> int:
         rng = np.random.default_rng(args.seed)
         paths = build_models(work, x[rng.choice(len(x), 256)], args.seed, args.model)
 
+        bound = flop_bound(paths["fp32"], x[:1], args.threads)
+        log(
+            f"fp32 FLOP bound: {bound['mflop_per_window']:.0f} MFLOP a window at "
+            f"{bound['gemm_gflops']:.0f} GFLOP/s (GEMM, {args.threads} threads) = "
+            f"{bound['windows_per_s']:.0f} windows/s"
+        )
         engines, agreement, reference = {}, {}, {}
         if not args.e2e_only:
             log("comparing engines")
             engines, agreement = compare_engines(x, paths, args.threads, args.batch, args.budget)
             for k, v in engines.items():
+                v["ratio_to_fp32_flop_bound"] = v["windows_per_s"] / bound["windows_per_s"]
+                v["ratio_to_onnx_fp32"] = v["windows_per_s"] / engines["onnx_fp32"]["windows_per_s"]
                 log(
-                    f"  {k:26s} {v['windows_per_s']:9.1f} windows/s ({v['measured_windows']} measured)"
+                    f"  {k:26s} {v['windows_per_s']:9.1f} windows/s ({v['measured_windows']} "
+                    f"measured), {v['ratio_to_fp32_flop_bound']:.2f}x the fp32 FLOP bound, "
+                    f"{v['ratio_to_onnx_fp32']:.2f}x ONNX fp32"
                 )
             reference["torch_fp32_per_window_1_thread"] = per_window_one_thread(
                 x, paths["fp32"], min(args.budget, 15.0)
@@ -411,6 +442,7 @@ def main(argv=None) -> int:
             "packed": "van de Wetering (2024) Table 6 layer config (sweeps.compress_presets.SEED000_TABLE6)",
             "numba": numba_available(),
         },
+        "fp32_flop_bound": bound,
         "engines": engines,
         "reference": reference,
         "agreement": agreement,
