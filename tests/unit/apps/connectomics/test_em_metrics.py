@@ -149,3 +149,38 @@ def test_boundary_f1_tolerance():
     out = M.boundary_f1(half, gt, tolerance=2)
     assert out["boundary_precision"] == pytest.approx(1.0)
     assert out["boundary_recall"] == pytest.approx(0.5)
+
+
+def test_segmentation_boundary_f1_by_hand():
+    """GT: columns 0-2 and 3-5 of a 6 x 6 section; its boundary is columns 2 and 3 (12 px). The
+    prediction cuts between columns 3 and 4: boundary columns 3 and 4 (12 px)."""
+    gt = np.ones((6, 6), dtype=np.uint64)
+    gt[:, 3:] = 2
+    pred = np.ones((6, 6), dtype=np.uint64)
+    pred[:, 4:] = 5
+    # tolerance 0: only column 3 is shared: precision 6 / 12, recall 6 / 12
+    out = M.segmentation_boundary_f1(pred, gt, tolerance=0)
+    assert out["boundary_precision"] == pytest.approx(0.5)
+    assert out["boundary_recall"] == pytest.approx(0.5)
+    assert out["boundary_f1"] == pytest.approx(0.5)
+    # tolerance 1: column 4 is 1 px from GT column 3, GT column 2 1 px from column 3
+    assert M.segmentation_boundary_f1(pred, gt, tolerance=1)["boundary_f1"] == pytest.approx(1.0)
+    # a 3-D stack pools the sections: a second section with no predicted boundary at all
+    # (recall 0 there) halves the recall: 12 of 24 GT pixels found, precision stays 1
+    stack_gt = np.stack([gt, gt])
+    stack_pred = np.stack([pred, np.ones_like(pred)])
+    out = M.segmentation_boundary_f1(stack_pred, stack_gt, tolerance=1)
+    assert out["boundary_precision"] == pytest.approx(1.0)
+    assert out["boundary_recall"] == pytest.approx(0.5)
+    assert out["boundary_f1"] == pytest.approx(2 / 3)
+    # a membrane band of label 0 (ISBI convention) is boundary, and so are its neighbours
+    band = np.ones((6, 7), dtype=np.uint64)
+    band[:, 3] = 0
+    band[:, 4:] = 2
+    cut = np.ones((6, 7), dtype=np.uint64)
+    cut[:, 4:] = 2  # the prediction puts the cut inside the band
+    out = M.segmentation_boundary_f1(cut, band, tolerance=1)
+    assert out["boundary_precision"] == pytest.approx(1.0)  # columns 3, 4 within 1 of 2..4
+    assert out["boundary_recall"] == pytest.approx(1.0)  # GT columns 2, 3, 4 within 1 of 3, 4
+    with pytest.raises(ValueError, match="shape"):
+        M.segmentation_boundary_f1(pred, gt[:5])

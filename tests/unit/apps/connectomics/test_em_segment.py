@@ -70,7 +70,14 @@ def test_min_size_and_within():
 
 @pytest.mark.parametrize(
     "method, options",
-    [("components", {}), ("watershed", {}), ("watershed", {"seeds": "components"})],
+    [
+        ("components", {}),
+        ("watershed", {}),
+        ("watershed", {"seeds": "components"}),
+        ("waterz", {}),
+        ("waterz", {"fragments": "waterz"}),
+        ("waterz", {"scoring": "quantile50", "sampling": (3, 1, 1)}),
+    ],
 )
 def test_perfect_affinities_recover_labels(method, options):
     gt = voronoi()
@@ -114,3 +121,80 @@ def test_agglomerate_merges_oversegmentation_and_respects_threshold():
     assert same_partition(S.agglomerate(frags, affs, 0.5), gt)
     untouched = S.agglomerate(frags, affs, 1.5)
     assert same_partition(untouched, frags)
+
+
+def two_objects(noise=0.05, seed=0):
+    """Two boxes side by side along x (no membrane between them) and noisy affinities."""
+    gt = np.ones((4, 10, 12), dtype=np.uint64)
+    gt[:, :, 6:] = 2
+    rng = np.random.default_rng(seed)
+    affs = S.affinities_from_labels(gt) * 0.8 + 0.1
+    noisy = np.clip(affs + rng.normal(0, noise, affs.shape), 0, 1).astype(np.float32)
+    return gt, noisy
+
+
+@pytest.mark.parametrize("fragments", ["distance", "waterz"])
+@pytest.mark.parametrize("scoring", ["mean", "quantile50"])
+def test_waterz_two_objects(fragments, scoring):
+    gt, affs = two_objects()
+    before = affs.copy()
+    frags, seg = S.fragments_and_segmentation(
+        affs, method="waterz", threshold=0.5, scoring=scoring, fragments=fragments
+    )
+    assert seg.dtype == np.uint64 and frags.dtype == np.uint64
+    assert same_partition(seg, gt)
+    assert np.array_equal(affs, before)  # waterz leaves its input alone
+    # every fragment lies inside one segment
+    pairs = np.unique(np.stack([frags.ravel(), seg.ravel()]), axis=1)
+    assert pairs.shape[1] == len(np.unique(frags))
+
+
+def test_waterz_uses_this_modules_affinity_convention():
+    """affs[c][p] joins p and p - e_c: moving the x affinities one voxel (the p, p + e_x
+    convention) leaves the boundary between the objects without a low affinity."""
+    gt, affs = two_objects(noise=0.0)
+    assert same_partition(S.segment(affs, threshold=0.5, fragments="waterz"), gt)
+    shifted = affs.copy()
+    shifted[2, :, :, :-1] = affs[2, :, :, 1:]
+    seg = S.segment(shifted, threshold=0.5, fragments="waterz")
+    assert len(np.unique(seg[:, :, 5:7])) == 1
+
+
+def test_waterz_threshold_monotone():
+    """A lower threshold only merges: each segmentation coarsens the one above it."""
+    gt = voronoi(seed=3)
+    rng = np.random.default_rng(4)
+    affs = np.clip(S.affinities_from_labels(gt) + rng.normal(0, 0.2, (3, *gt.shape)), 0, 1)
+    frags = S.watershed_fragments(affs)  # split: membrane-free Voronoi cells touch
+    sweep = list(S.waterz_sweep(affs, [0.2, 0.9, 0.5, 0.7], fragments=frags))
+    assert [t for t, _ in sweep] == [0.9, 0.7, 0.5, 0.2]
+    counts = [len(np.unique(seg)) for _, seg in sweep]
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+    for (_, fine), (_, coarse) in zip(sweep, sweep[1:], strict=False):
+        pairs = np.unique(np.stack([fine.ravel(), coarse.ravel()]), axis=1)
+        assert pairs.shape[1] == len(np.unique(fine))  # every fine segment in one coarse one
+    assert adapted_rand(dict(sweep)[0.5], gt)["arand"] < NOISY_ARAND_BOUND
+
+
+def test_waterz_mean_equals_the_numpy_agglomeration():
+    """On the same fragments, waterz's OneMinus<MeanAffinity> and agglomerate() agree."""
+    gt = voronoi(seed=1)
+    rng = np.random.default_rng(7)
+    affs = np.clip(S.affinities_from_labels(gt) + rng.normal(0, 0.2, (3, *gt.shape)), 0, 1)
+    frags = S.watershed_fragments(affs)
+    _, seg = S.waterz_segment(affs, 0.5, scoring="mean", fragments=frags)
+    assert same_partition(seg, S.agglomerate(frags, affs, 0.5))
+
+
+def test_agglomerate_graph_and_scoring_names():
+    # 0-1 joined by two edges of 0.9, 1-2 by one of 0.6 and one of 0.2 (mean 0.4): merge 0, 1
+    root = S.agglomerate_graph(3, [0, 1, 1, 2], [1, 0, 2, 1], [0.9, 0.9, 0.6, 0.2], [1, 1, 1, 1])
+    assert root[0] == root[1] != root[2]
+    # counts weigh the means: 1-2 has mean 0.8 / 2 = 0.4
+    assert len(set(S.agglomerate_graph(3, [0, 1], [1, 2], [0.9, 0.8], [1, 2], 0.3).tolist())) == 1
+    assert len(set(S.agglomerate_graph(3, [0, 1], [1, 2], [0.9, 0.8], [1, 2], 0.5).tolist())) == 2
+    assert S.waterz_scoring("quantile75").startswith("OneMinus<HistogramQuantileAffinity")
+    with pytest.raises(ValueError, match="quantile10"):
+        S.waterz_scoring("quantile42")
+    with pytest.raises(ValueError, match="method"):
+        S.segment(np.zeros((3, 2, 2, 2), np.float32), method="mws")
