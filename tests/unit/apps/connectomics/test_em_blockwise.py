@@ -207,9 +207,57 @@ def test_fragments_blockwise_then_merge():
     blocks = B.plan_blocks(gt.shape, (6, 18, 20), (1, 4, 4))
     frags = np.zeros(gt.shape, dtype=np.uint64)
     markers = B.MemoryMarkers()
-    # per block: watershed fragments agglomerated inside the block (halo included), then the
-    # blocks' segments are merged across faces
-    ran = B.fragments_blockwise(S.segment, affs, frags, blocks, done=markers)
+    # per block: the fallback's watershed fragments agglomerated inside the block (halo
+    # included), then the blocks' segments are merged across faces
+    ran = B.fragments_blockwise(
+        lambda a: S.segment(a, method="watershed"), affs, frags, blocks, done=markers
+    )
     assert len(ran) == len(blocks) == len(markers.done)
     merged, _ = B.merge_block_labels(frags, blocks, affs, 0.5)
     assert adapted_rand(merged, gt)["arand"] < 1e-9
+
+
+def test_merge_block_labels_max_equals_whole_volume_components():
+    """Per-block components joined where any face affinity reaches the threshold are the whole
+    volume's components."""
+    gt = gt_volume()
+    rng = np.random.default_rng(6)
+    affs = np.clip(S.affinities_from_labels(gt) + rng.normal(0, 0.1, (3, *gt.shape)), 0, 1)
+    blocks = B.plan_blocks(gt.shape, (5, 16, 16))
+    local = np.zeros(gt.shape, dtype=np.uint64)
+    components = lambda a: S.affinity_components(a, 0.5, min_size=1)  # noqa: E731
+    B.fragments_blockwise(components, affs, local, blocks)
+    merged, _ = B.merge_block_labels(local, blocks, affs, 0.5, reduce="max")
+    whole = components(affs)
+    assert len(np.unique(whole)) > 3
+    pairs = np.unique(np.stack([merged.ravel(), whole.ravel()]), axis=1)
+    assert pairs.shape[1] == len(np.unique(merged)) == len(np.unique(whole))
+    with pytest.raises(ValueError, match="reduce"):
+        B.merge_block_labels(local, blocks, affs, 0.5, reduce="median")
+
+
+def test_agglomerate_blockwise_equals_in_memory_on_the_same_fragments():
+    """Fragments that the block faces already cut: the graph summed block by block is the whole
+    volume's, so the agglomeration equals the in-memory one; the fragment ids become global."""
+    gt = gt_volume()
+    rng = np.random.default_rng(8)
+    affs = np.clip(S.affinities_from_labels(gt) + rng.normal(0, 0.2, (3, *gt.shape)), 0, 1)
+    blocks = B.plan_blocks(gt.shape, (5, 16, 16))
+    frags = np.zeros(gt.shape, dtype=np.uint64)
+    B.fragments_blockwise(S.watershed_fragments, affs, frags, blocks)
+    local = frags.copy()
+    seg, k = B.agglomerate_blockwise(frags, blocks, affs, 0.5)
+    assert seg.dtype == np.uint64 and k == len(np.unique(seg)) - (0 in seg)
+    # global fragment ids: one per (block, local id)
+    block_of = np.zeros(gt.shape, dtype=np.uint64)
+    for b in blocks:
+        block_of[b.core] = b.id
+    keys = np.unique(np.stack([block_of.ravel(), local.ravel()]), axis=1)
+    assert len(np.unique(frags)) == keys.shape[1]
+    whole = S.agglomerate(frags, affs, 0.5)
+    pairs = np.unique(np.stack([seg.ravel(), whole.ravel()]), axis=1)
+    assert pairs.shape[1] == len(np.unique(seg)) == len(np.unique(whole))
+    assert adapted_rand(seg, gt)["arand"] < 0.02
+    # no merge above the largest mean: the fragments themselves
+    apart, n = B.agglomerate_blockwise(local.copy(), blocks, affs, 1.5)
+    assert n == len(np.unique(frags))

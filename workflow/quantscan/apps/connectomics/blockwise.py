@@ -37,6 +37,7 @@ __all__ = [
     "predict_blockwise",
     "fragments_blockwise",
     "merge_block_labels",
+    "agglomerate_blockwise",
 ]
 
 
@@ -316,10 +317,11 @@ def fragments_blockwise(
     *,
     done: DoneMarkers | None = None,
 ) -> list[int]:
-    """Per-block fragments: ``fragment_fn`` (e.g. :func:`..segment.watershed_fragments`) gets a
+    """Per-block fragments: ``fragment_fn`` (e.g. :func:`..segment.block_fragments`) gets a
     block's affinities with their halo (no padding outside the volume) and returns labels; the
     core is renumbered 1..k (0 kept) and written into ``out``. Ids are local to each block:
-    :func:`merge_block_labels` makes them global. Returns the ids of the blocks run."""
+    :func:`agglomerate_blockwise` (or :func:`merge_block_labels`) makes them global. Returns the
+    ids of the blocks run."""
     from .segment import relabel_consecutive
 
     ran = []
@@ -340,6 +342,14 @@ def fragments_blockwise(
     return ran
 
 
+def _block_offsets(labels, blocks: Sequence[Block]) -> np.ndarray:
+    """Cumulative id offsets that make the blocks' local ids (1..k per core) unique."""
+    offsets = np.zeros(len(blocks) + 1, dtype=np.uint64)
+    for b in blocks:
+        offsets[b.id + 1] = np.asarray(labels[b.core]).max(initial=0)
+    return np.cumsum(offsets, dtype=np.uint64)
+
+
 def merge_block_labels(
     labels,
     blocks: Sequence[Block],
@@ -347,26 +357,30 @@ def merge_block_labels(
     threshold: float = 0.5,
     *,
     out=None,
+    reduce: str = "mean",
 ) -> tuple[np.ndarray, int]:
-    """Make per-block fragment ids global and merge fragments that touch across block faces.
+    """Make per-block ids global and merge the segments that touch across block faces.
 
     ``labels`` holds, in each block's core, that block's local ids (0 = background, as written
     by :func:`fragments_blockwise`). Each block's ids are shifted by the number of ids of the
     blocks before it, so they are unique. For every face between two neighbouring cores, the
-    pairs of non-zero fragments facing each other are collected with the affinity of the edge
+    pairs of non-zero segments facing each other are collected with the affinity of the edge
     between them (module :mod:`.segment` convention: ``affs[c][p]`` joins ``p`` and ``p - e_c``);
-    pairs whose mean face affinity is ``>= threshold`` are merged (union-find over face pairs;
-    memory bounded by the number of fragments and face voxels). The result, renumbered 1..k as
-    uint64, is written into ``out`` (a new numpy array when None) block by block. Returns
-    ``(out, k)``.
+    pairs whose ``reduce`` (``"mean"`` or ``"max"``) face affinity is ``>= threshold`` are
+    merged (union-find over face pairs; memory bounded by the number of ids and face voxels).
+    With ``"max"`` and per-block connected components at ``threshold``
+    (:func:`..segment.affinity_components`) the result equals the components of the whole
+    volume; with ``"mean"`` and per-block agglomerated segments it chains each block's merge
+    errors across faces (:func:`agglomerate_blockwise` agglomerates fragments instead). The
+    result, renumbered 1..k as uint64, is written into ``out`` (a new numpy array when None)
+    block by block. Returns ``(out, k)``.
     """
+    if reduce not in ("mean", "max"):
+        raise ValueError(f"reduce must be 'mean' or 'max', not {reduce!r}")
     shape = tuple(np.shape(labels))
     ndim = len(shape)
     by_index = {b.index: b for b in blocks}
-    offsets = np.zeros(len(blocks) + 1, dtype=np.uint64)
-    for b in blocks:
-        offsets[b.id + 1] = np.asarray(labels[b.core]).max(initial=0)
-    offsets = np.cumsum(offsets, dtype=np.uint64)
+    offsets = _block_offsets(labels, blocks)
     total = int(offsets[-1])
 
     def global_ids(block: Block, region: tuple[slice, ...]) -> np.ndarray:
@@ -392,8 +406,13 @@ def merge_block_labels(
     if keys:
         pairs, pos = np.unique(np.concatenate(keys), axis=0, return_inverse=True)
         pos = pos.ravel()
-        mean = np.bincount(pos, weights=np.concatenate(sums)) / np.bincount(pos)
-        for lo, hi in pairs[mean >= threshold].astype(np.int64).tolist():
+        values = np.concatenate(sums)
+        if reduce == "mean":
+            stat = np.bincount(pos, weights=values) / np.bincount(pos)
+        else:
+            stat = np.full(len(pairs), -np.inf)
+            np.maximum.at(stat, pos, values)
+        for lo, hi in pairs[stat >= threshold].astype(np.int64).tolist():
             ra, rb = _find(parent, lo), _find(parent, hi)
             if ra != rb:
                 parent[max(ra, rb)] = min(ra, rb)
@@ -410,6 +429,90 @@ def merge_block_labels(
     for b in blocks:
         out[b.core] = lut[global_ids(b, b.core).astype(np.int64)]
     return out, len(uniq) - 1
+
+
+def agglomerate_blockwise(
+    fragments,
+    blocks: Sequence[Block],
+    affs,
+    threshold: float = 0.5,
+    *,
+    out=None,
+) -> tuple[np.ndarray, int]:
+    """Agglomerate per-block fragments over the whole volume, one block in memory at a time.
+
+    ``fragments`` holds, in each block's core, that block's local fragment ids 1..k (0 =
+    background; :func:`fragments_blockwise`); they are made global (shifted by the ids of the
+    blocks before, written back into ``fragments``). The region adjacency graph of all the
+    fragments is then summed block by block: every affinity edge (``affs[c][p]`` joins ``p`` and
+    ``p - e_c``) whose ``p`` lies in a block's core, the faces towards the previous blocks
+    included, adds its affinity to the pair of fragments it joins. The graph (one row per
+    touching pair: memory grows with the fragments, not the voxels) is agglomerated by mean
+    boundary affinity down to ``threshold`` (:func:`..segment.agglomerate_graph`: waterz's
+    ``OneMinus<MeanAffinity>`` over the whole volume, so a merge is decided on the whole
+    boundary of two regions, never on one block's part of it or on one face); the
+    segmentation, renumbered 1..k as uint64, is written into ``out`` (a new numpy array when
+    None). Returns ``(out, k)``. Only the block faces cut fragments, so with mean scoring this
+    is the in-memory result up to the fragments that the faces split.
+    """
+    from .segment import agglomerate_graph
+
+    shape = tuple(np.shape(fragments))
+    ndim = len(shape)
+    offsets = _block_offsets(fragments, blocks)
+    total = int(offsets[-1])
+    for b in blocks:  # global ids, in place
+        local = np.asarray(fragments[b.core]).astype(np.uint64)
+        fragments[b.core] = np.where(local > 0, local + offsets[b.id], np.uint64(0))
+    _flush(fragments)
+    us, vs, sums, counts = [], [], [], []
+    for b in blocks:
+        # the core plus one plane before it along every axis that has one: the edges from the
+        # core's first planes to the previous blocks
+        ext = tuple(slice(max(c.start - 1, 0), c.stop) for c in b.core)
+        origin = tuple(c.start - e.start for c, e in zip(b.core, ext, strict=True))
+        frag = np.asarray(fragments[ext])
+        a = np.asarray(affs[(slice(None),) + ext])
+        block_u, block_v, block_s = [], [], []
+        for c in range(ndim):
+            # p in the core (its first plane along c only if a plane precedes it), p - e_c
+            plus = tuple(slice(max(o, 1) if d == c else o, None) for d, o in enumerate(origin))
+            minus = tuple(
+                slice(p.start - 1, frag.shape[d] - 1) if d == c else p for d, p in enumerate(plus)
+            )
+            u, v = frag[plus].ravel(), frag[minus].ravel()
+            cross = (u != v) & (u > 0) & (v > 0)
+            block_u.append(np.minimum(u[cross], v[cross]))
+            block_v.append(np.maximum(u[cross], v[cross]))
+            block_s.append(a[c][plus].ravel()[cross].astype(np.float64))
+        del frag, a
+        # one row per touching pair of the block
+        pairs, pos = np.unique(
+            np.stack([np.concatenate(block_u), np.concatenate(block_v)], 1),
+            axis=0,
+            return_inverse=True,
+        )
+        pos = pos.ravel()
+        us.append(pairs[:, 0])
+        vs.append(pairs[:, 1])
+        sums.append(np.bincount(pos, weights=np.concatenate(block_s), minlength=len(pairs)))
+        counts.append(np.bincount(pos, minlength=len(pairs)))
+    root = agglomerate_graph(
+        total + 1,
+        np.concatenate(us).astype(np.int64),
+        np.concatenate(vs).astype(np.int64),
+        np.concatenate(sums),
+        np.concatenate(counts),
+        threshold,
+    )
+    ids, lut = np.unique(root, return_inverse=True)  # node 0 (background) is its own root
+    lut = lut.astype(np.uint64)
+    if out is None:
+        out = np.zeros(shape, dtype=np.uint64)
+    for b in blocks:
+        out[b.core] = lut[np.asarray(fragments[b.core]).astype(np.int64)]
+    _flush(out)
+    return out, len(ids) - 1
 
 
 def _find(parent: np.ndarray, i: int) -> int:

@@ -4,11 +4,12 @@ Inference (:func:`predict_volume`): the volume is cut into cores of ``block`` vo
 with a halo of the U-Net's reach (``UNet3d.halo``) rounded up to its input multiple, reflect-padded
 where it leaves the volume and, at the far faces, padded to the same read shape as every other
 block, so one engine (and one ONNX graph shape) serves every block and the stitched affinities
-equal whole-volume inference. Segmentation (:func:`segment_volume`): per block, watershed
-fragments agglomerated at ``threshold`` (Funke et al., TPAMI 2018), then merged across block
-faces by their mean affinity (:func:`.blockwise.merge_block_labels`). Quality: voxel metrics of the
-affinities (the task's), VOI split/merge in bits (Meila 2007) and the adapted Rand error
-(SNEMI3D) against the labels, and the CREMI score.
+equal whole-volume inference. Segmentation (:func:`segment_volume`): watershed fragments
+agglomerated at ``threshold`` by waterz (Funke et al., TPAMI 2018) in one pass over the volume, or
+out of core per-block fragments agglomerated over the whole volume's region graph
+(:func:`.blockwise.agglomerate_blockwise`). Quality: voxel metrics of the affinities (the task's),
+VOI split/merge in bits (Meila 2007) and the adapted Rand error (SNEMI3D) against the labels, the
+CREMI score and the boundary F1 of the sections.
 """
 
 from __future__ import annotations
@@ -113,31 +114,64 @@ def predict_slab(engine, raw, store, *, block, halo, slab: tuple[int, int]) -> d
     }
 
 
-def segment_volume(affs, *, block, segmentation: Mapping, fragments=None, out=None) -> np.ndarray:
-    """uint64 segmentation of affinities ``(3, z, y, x)`` at ``segmentation['threshold']``: in
-    memory (``fragments`` and ``out`` None) one watershed + agglomeration over the whole volume;
-    out of core (``fragments`` and ``out`` chunked zarr arrays) per-block fragments agglomerated
-    in each block, then merged across block faces by their mean affinity (module doc), which
-    over-merges more than the whole-volume pass."""
-    from .blockwise import fragments_blockwise, merge_block_labels, plan_blocks
-    from .segment import segment
+def segmentation_options(segmentation: Mapping, voxel_size=None) -> dict:
+    """:func:`.segment.fragments_and_segmentation`'s options of the config's
+    ``scan.segmentation`` (``method``, ``threshold``, ``scoring``, ``fragments``); the distance
+    transform of the fragments' seeds is scaled by ``voxel_size`` (z, y, x) when given."""
+    method = segmentation.get("method", "waterz")
+    options = {"method": method, "threshold": float(segmentation.get("threshold", 0.5))}
+    if method == "waterz":
+        options["scoring"] = segmentation.get("scoring", "mean")
+        options["fragments"] = segmentation.get("fragments", "distance")
+        if voxel_size is not None:
+            smallest = min(float(v) for v in voxel_size)
+            options["sampling"] = tuple(float(v) / smallest for v in voxel_size)
+    return options
 
-    method = segmentation.get("method", "watershed")
-    threshold = float(segmentation.get("threshold", 0.5))
+
+def segment_volume(
+    affs, *, block, segmentation: Mapping, voxel_size=None, fragments=None, out=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(fragments, segmentation)``, uint64, of affinities ``(3, z, y, x)``
+    (:func:`segmentation_options` of ``segmentation``).
+
+    In memory (``fragments`` and ``out`` None): one pass over the whole volume
+    (:func:`.segment.fragments_and_segmentation`). Out of core (``fragments`` and ``out``
+    chunked zarr arrays, or any arrays to write into): per-block fragments
+    (:func:`.segment.block_fragments`), then, for ``waterz`` and ``watershed``, one
+    mean-affinity agglomeration of all of them over the whole volume's region graph
+    (:func:`.blockwise.agglomerate_blockwise`: the in-memory result up to the fragments that
+    block faces cut; waterz's quantile scorings are replaced by the mean, whose sums add up
+    over blocks exactly); for ``components``, the per-block components joined across faces
+    where any face affinity reaches the threshold (:func:`.blockwise.merge_block_labels`,
+    exactly the whole volume's components)."""
+    from .blockwise import (
+        agglomerate_blockwise,
+        fragments_blockwise,
+        merge_block_labels,
+        plan_blocks,
+    )
+    from .segment import block_fragments, fragments_and_segmentation
+
+    options = segmentation_options(segmentation, voxel_size)
     shape = tuple(affs.shape[1:])
     if fragments is None and out is None:
         # in memory: one agglomeration over the whole volume. Merging per-block segments across
         # faces by their mean face affinity chains the blocks' own merge errors (measured on the
         # default scan volume: ARAND 0.64 blockwise against 0.14 whole)
-        return segment(np.asarray(affs), method=method, threshold=threshold)
+        return fragments_and_segmentation(np.asarray(affs), **options)
     blocks = plan_blocks(shape, block, 0)
     if fragments is None:
         fragments = np.zeros(shape, np.uint64)
-    fragments_blockwise(
-        lambda a: segment(a, method=method, threshold=threshold), affs, fragments, blocks
-    )
-    labels, _ = merge_block_labels(fragments, blocks, affs, threshold, out=out)
-    return labels
+    fragment_options = {k: v for k, v in options.items() if k != "scoring"}
+    fragments_blockwise(lambda a: block_fragments(a, **fragment_options), affs, fragments, blocks)
+    if options["method"] == "components":
+        labels, _ = merge_block_labels(
+            fragments, blocks, affs, options["threshold"], out=out, reduce="max"
+        )
+    else:
+        labels, _ = agglomerate_blockwise(fragments, blocks, affs, options["threshold"], out=out)
+    return fragments, labels
 
 
 def contingency_blockwise(pred, gt, block, *, ignore_gt=(0,)):
@@ -160,11 +194,12 @@ def contingency_blockwise(pred, gt, block, *, ignore_gt=(0,)):
 
 
 def segmentation_metrics(pred, labels, voxel_size=None, *, block=None) -> dict:
-    """VOI (bits), adapted Rand error and the CREMI score of ``pred`` against ``labels``
-    (label 0 is unknown and ignored). With ``block``, the arrays are read one block at a time
-    (the contingency table summed over blocks) and the CREMI score, whose boundary mask needs
-    whole sections, is left out."""
-    from .metrics import adapted_rand, cremi_score, voi
+    """VOI (bits), adapted Rand error, the CREMI score and the boundary F1 of the sections
+    (2 px tolerance, :func:`.metrics.segmentation_boundary_f1`) of ``pred`` against ``labels``
+    (label 0 is unknown and ignored, except as a boundary). With ``block``, the arrays are read
+    one block at a time (the contingency table summed over blocks) and the CREMI score and the
+    boundary F1, which need whole sections, are left out."""
+    from .metrics import adapted_rand, cremi_score, segmentation_boundary_f1, voi
 
     if block is not None:
         t = contingency_blockwise(pred, labels, block)
@@ -176,6 +211,7 @@ def segmentation_metrics(pred, labels, voxel_size=None, *, block=None) -> dict:
     out = {**voi(pred, labels), **adapted_rand(pred, labels)}
     if voxel_size is not None:
         out["cremi_score"] = cremi_score(pred, labels, voxel_size=voxel_size)["cremi"]
+    out |= segmentation_boundary_f1(pred, labels, tolerance=2.0)
     known = labels > 0
     out["segments"] = int(len(np.unique(pred[known & (pred > 0)])))  # on labelled voxels
     out["true_segments"] = int(len(np.unique(labels[labels > 0])))
@@ -197,7 +233,8 @@ def score_volume(
     affinities=None,
     inference_seconds: float | None = None,
 ) -> dict:
-    """``{"affinities", "segmentation", "metrics"}`` of one volume through one engine:
+    """``{"affinities", "fragments", "segmentation", "metrics"}`` of one volume through one
+    engine:
     voxels/s of inference, the task's voxel metrics against ``target`` and the segmentation's
     quality against ``labels`` (either may be None).
 
@@ -239,7 +276,14 @@ def score_volume(
         affs = predict_volume(engine, raw, block=block, halo=halo, out=affs)
         infer_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    seg = segment_volume(affs, block=block, segmentation=segmentation, fragments=fragments, out=seg)
+    fragments, seg = segment_volume(
+        affs,
+        block=block,
+        segmentation=segmentation,
+        voxel_size=voxel_size,
+        fragments=fragments,
+        out=seg,
+    )
     segment_s = time.perf_counter() - t1
     voxels = int(np.prod(raw.shape))
     metrics: dict = {
@@ -259,7 +303,7 @@ def score_volume(
             metrics.update(segmentation_metrics(seg, labels, block=block))
         else:
             metrics.update(segmentation_metrics(seg, np.asarray(labels), voxel_size))
-    return {"affinities": affs, "segmentation": seg, "metrics": metrics}
+    return {"affinities": affs, "fragments": fragments, "segmentation": seg, "metrics": metrics}
 
 
 __all__ = [
@@ -271,4 +315,5 @@ __all__ = [
     "score_volume",
     "segment_volume",
     "segmentation_metrics",
+    "segmentation_options",
 ]

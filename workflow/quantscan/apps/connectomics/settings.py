@@ -38,7 +38,18 @@ DEFAULTS = {
         "block": [16, 128, 128],
         "models": [],  # empty: fp32 and every compression method
         "engines": {"fp32": ["torch_fp32", "onnx_fp32"], "packed": ["packed_torch"]},
-        "segmentation": {"method": "watershed", "threshold": 0.5},
+        # waterz (default): fragments agglomerated by waterz while their boundary affinity
+        # (scoring: mean or quantile10..95) is >= threshold; watershed: the numpy / scikit-image
+        # fallback (split fragments, mean agglomeration); components: thresholded affinities.
+        # fragments (waterz): distance (seeded watershed on the boundary distance, scaled by the
+        # voxel size) or waterz (its own affinity watershed). The threshold was chosen on the
+        # training volume (docs/connectomics.md)
+        "segmentation": {
+            "method": "waterz",
+            "threshold": 0.45,
+            "scoring": "mean",
+            "fragments": "distance",
+        },
         "slabs": 2,  # jobs sharing one volume's blockwise inference
         "threads": 1,
     },
@@ -107,10 +118,26 @@ def resolve(settings: Mapping) -> dict:
             )
     sc, skey = s["scan"], "apps.connectomics.scan"
     _triple(sc["block"], f"{skey}.block", integer=True)
-    if sc["segmentation"].get("method", "watershed") not in ("watershed", "components"):
-        raise ConfigError(f"config key {skey}.segmentation.method: watershed or components")
-    thr = sc["segmentation"].get("threshold", 0.5)
-    if not 0 < thr < 1:
+    seg = sc["segmentation"]
+    if seg.get("method", "waterz") not in ("waterz", "watershed", "components"):
+        raise ConfigError(
+            f"config key {skey}.segmentation.method: {seg.get('method')!r} is not waterz, "
+            "watershed or components"
+        )
+    from .segment import WATERZ_SCORING
+
+    if seg.get("scoring", "mean") not in WATERZ_SCORING:
+        raise ConfigError(
+            f"config key {skey}.segmentation.scoring: {seg.get('scoring')!r} is not mean or "
+            "quantile10 ... quantile95 (steps of 5)"
+        )
+    if seg.get("fragments", "distance") not in ("distance", "waterz"):
+        raise ConfigError(
+            f"config key {skey}.segmentation.fragments: {seg.get('fragments')!r} is not "
+            "distance or waterz"
+        )
+    thr = seg.get("threshold", 0.5)
+    if isinstance(thr, bool) or not isinstance(thr, int | float) or not 0 < thr < 1:
         raise ConfigError(f"config key {skey}.segmentation.threshold: {thr!r} is not in (0, 1)")
     known = {"torch_fp32", "onnx_fp32"}
     for kind, allowed in (("fp32", known), ("packed", {"packed_torch", "torch_fp32"})):
