@@ -1,5 +1,5 @@
-"""Segment one EM volume with one model through one engine, block by block: affinities and the
-segmentation as OME-Zarr, their quality against the volume's labels (when it has them), voxel
+"""Segment one EM volume with one model through one engine, block by block: affinities, fragments
+and the segmentation as OME-Zarr, their quality against the volume's labels (when it has them), voxel
 throughput, and a figure of one section."""
 
 import sys
@@ -77,6 +77,7 @@ def main(smk, log):
         "engine_info": {"kind": w.engine, "threads": smk.threads},
     }
     write_ome_zarr(smk.output.affinities, out["affinities"][0], voxel, name="z_affinity")
+    write_ome_zarr(smk.output.fragments, out["fragments"], voxel, name="fragments", labels=True)
     write_ome_zarr(
         smk.output.segmentation, out["segmentation"], voxel, name="segmentation", labels=True
     )

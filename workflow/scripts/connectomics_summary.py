@@ -28,6 +28,7 @@ COLUMNS = [
     "voi",
     "arand",
     "cremi_score",
+    "boundary_f1",
     "segments",
     "true_segments",
     "inference_seconds",

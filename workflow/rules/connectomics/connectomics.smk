@@ -92,6 +92,9 @@ rule connectomics_scan:
         affinities=directory(
             "results/connectomics/scan/{volume}/{model}/{engine}/affinities.ome.zarr"
         ),
+        fragments=directory(
+            "results/connectomics/scan/{volume}/{model}/{engine}/fragments.ome.zarr"
+        ),
         segmentation=directory(
             "results/connectomics/scan/{volume}/{model}/{engine}/segmentation.ome.zarr"
         ),
