@@ -47,9 +47,10 @@ from quantscan.runtime import TorchEngine  # noqa: E402
 
 #: method name -> segment.fragments_and_segmentation options
 METHODS = {
+    "waterz_mean": {"method": "waterz", "scoring": "mean"},
     "waterz_quantile50": {"method": "waterz", "scoring": "quantile50"},
     "waterz_quantile75": {"method": "waterz", "scoring": "quantile75"},
-    "waterz_mean": {"method": "waterz", "scoring": "mean"},
+    "waterz_mean_own_fragments": {"method": "waterz", "scoring": "mean", "fragments": "waterz"},
     "skimage_watershed": {"method": "watershed"},
     "components": {"method": "components"},
 }
@@ -64,11 +65,18 @@ def scores(seg, labels) -> dict:
 
 
 def sweep(affs, labels, options) -> dict[float, dict]:
-    """Scores at every threshold (waterz: one incremental run)."""
+    """Scores at every threshold (waterz: one incremental run over the same fragments)."""
     options = dict(options)
     method = options.pop("method")
     if method == "waterz":
-        return {t: scores(seg, labels) for t, seg in S.waterz_sweep(affs, THRESHOLDS, **options)}
+        frags = S.block_fragments(
+            affs,
+            method="waterz",
+            fragments=options.get("fragments", "distance"),
+            sampling=options.get("sampling"),
+        )
+        run = S.waterz_sweep(affs, THRESHOLDS, scoring=options["scoring"], fragments=frags)
+        return {t: scores(seg, labels) for t, seg in run}
     out = {}
     if method == "watershed":
         frags = S.watershed_fragments(affs)
@@ -109,8 +117,11 @@ def main(argv=None) -> dict:
         affs[name] = scoring.predict_volume(engine, raw, block=block, halo=halo)
         print(f"{name}: {raw.shape} affinities predicted", flush=True)
     results = {}
+    sampling = scoring.segmentation_options({}, s["data"]["voxel_size"])["sampling"]
     for method in args.methods:
-        options = METHODS[method]
+        options = dict(METHODS[method])
+        if options["method"] == "waterz":
+            options["sampling"] = sampling  # as the workflow's scan
         per = {"options": options, "sweep": {}}
         for name in ("train", "test", "scan"):
             per["sweep"][name] = {
@@ -120,7 +131,7 @@ def main(argv=None) -> dict:
         chosen = float(min(train, key=lambda t: train[t]["arand"]))
         per["threshold"] = chosen
         per["volumes"] = {}
-        opts = {k: v for k, v in options.items()}
+        opts = dict(options)
         for name in ("train", "test", "scan", "large"):
             t0 = time.perf_counter()
             _, seg = S.fragments_and_segmentation(affs[name], threshold=chosen, **opts)
