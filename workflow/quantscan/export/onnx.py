@@ -16,7 +16,11 @@ such a CPU (AVX2 only) a random tiny Conv3d model and a trained tiny 2-D CNN had
 mean logit error they have with 7-bit weights, and int8 activations gave the same error. ``reduce_range=None`` therefore picks 7-bit weights
 when the machine running the quantization lacks VNNI; pass it explicitly when the int8 model will run
 on another CPU. The choices made are written into the model's ``metadata_props``. Ops without an
-integer kernel (e.g. ReduceMean) run as DQ -> fp32 -> Q.
+integer kernel run as DQ -> fp32 -> Q. :func:`export_onnx` writes a mean over all spatial axes
+(``x.mean(dim=(2, 3))``, a ``ReduceMean``) as ``GlobalAveragePool``, which ORT runs in int8
+(``QLinearGlobalAveragePool``): SweepNet's two means as ``ReduceMean`` left a dequantization of
+its whole last feature map in front of each, and int8 was no faster than fp32 (a 2-core Xeon with
+VNNI, onnxruntime 1.32: 1.0-1.15x fp32 before, 1.2-1.5x after; docs/speed.md).
 
 Contents: :func:`export_onnx` (fp32), :func:`quantize_onnx` and :func:`build_int8` (static int8),
 :func:`export_int8` (the int8 export with a seeded calibration sample, used by the ``int8``
@@ -28,6 +32,7 @@ compression method and by any caller that needs an int8 model); loading and sess
 from __future__ import annotations
 
 import collections
+import functools
 import platform
 import statistics
 import tempfile
@@ -108,10 +113,54 @@ def export_onnx(
                 opset_version=opset,
                 dynamo=False,
             )
-            onnx.save(shorten_names(onnx.load(str(tmp)), node_names=True), str(tmp))
+            m = onnx.load(str(tmp))
+            global_pool_means(m)
+            onnx.save(shorten_names(m, node_names=True), str(tmp))
     finally:
         model.train(was_training)
     return Path(path)
+
+
+def global_pool_means(m: onnx.ModelProto) -> int:
+    """Rewrite ``ReduceMean`` over every spatial axis (all after batch and channels) as
+    ``GlobalAveragePool`` (then ``Flatten`` where the mean drops the axes); returns how many.
+
+    The same values (up to float summation order); ORT quantizes ``GlobalAveragePool`` into
+    ``QLinearGlobalAveragePool`` but has no integer ``ReduceMean`` (module doc). In place; only
+    ``ReduceMean`` with an ``axes`` attribute (opsets < 18) on an input of known rank."""
+    inferred = onnx.shape_inference.infer_shapes(m)
+    g = inferred.graph
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in (*g.value_info, *g.input, *g.output)
+        if v.type.tensor_type.HasField("shape")
+    }
+    nodes, changed = [], 0
+    gap = functools.partial(onnx.helper.make_node, "GlobalAveragePool")
+    flatten = functools.partial(onnx.helper.make_node, "Flatten")
+    for n in m.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        rank = ranks.get(n.input[0] if n.input else "", 0)
+        if (
+            n.op_type != "ReduceMean"
+            or n.domain not in ("", "ai.onnx")
+            or len(n.input) != 1
+            or rank < 3
+            or sorted(a % rank for a in attrs.get("axes", [])) != list(range(2, rank))
+        ):
+            nodes.append(n)
+            continue
+        if attrs.get("keepdims", 1):
+            nodes.append(gap([n.input[0]], [n.output[0]], name=n.name))
+        else:
+            pooled = f"{n.output[0]}_pooled"
+            nodes.append(gap([n.input[0]], [pooled], name=n.name))
+            nodes.append(flatten([pooled], [n.output[0]], name=f"{n.name}_flatten", axis=1))
+        changed += 1
+    if changed:
+        del m.graph.node[:]
+        m.graph.node.extend(nodes)
+    return changed
 
 
 def shorten_names(m: onnx.ModelProto, *, node_names: bool = False) -> onnx.ModelProto:

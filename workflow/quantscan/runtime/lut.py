@@ -49,8 +49,13 @@ Two implementations of steps 2-3 and the max-pools (``kernels``):
 * ``numpy``: sorts of ``code << k | index`` keys and ``index_select`` gathers (no compiler needed;
   chunks of 8 images were fastest).
 
-What is left with numba is mostly the two matrix products (conv 3, ~1/3 of the time; the dense
-layer, ~1/5), then the 7x7 hash tables (~1/6). Measured numbers: ``benchmarks/README.md``.
+With numba, the steps after the products are fused single passes too: conv 3 as gather, sum, bias
+and ReLU of the per-offset products (``gather_sum4``), and the dense layer as a bias-free product
+whose bias, ReLU and count-weighted mean are applied while summing each image's pairs
+(``pair_sums``); the channel loops index 2-D arrays directly so that LLVM vectorizes them (row
+views in a helper were ~5x slower). At 128 x 128 what is left is ~1/4 the 7x7 hash tables, ~1/6
+the 6x6 and 5x5 ones, ~1/4 the conv-3 product and ~1/7 the dense product (profile in
+``docs/speed.md``). Measured numbers: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -452,12 +457,20 @@ class BinaryConvLutEngine(Engine):
         is the sum of four per-offset products; row 4 p + k of ``per_offset`` is 5x5 patch p
         times kernel offset k (one matrix product per 5x5 patch instead of four per 6x6).
         """
+        act = self.trunk.blocks[2].activation
+        if self.kernels == "numba":  # gather, sum, bias and a ReLU in one pass
+            from . import lutkernels as lk
+
+            per_offset = (a2 @ self.w3).view(a2.shape[0], 4, self.channels)
+            relu = type(act) is nn.ReLU
+            z3 = torch.from_numpy(lk.gather_sum4(per_offset.numpy(), inv5, self.b3.numpy(), relu))
+            return z3 if relu else act(z3)
         per_offset = (a2 @ self.w3).view(4 * a2.shape[0], self.channels)
         inv5 = inv5 * 4
         inv5 += np.arange(4)
         z3 = F.embedding_bag(torch.from_numpy(inv5), per_offset, mode="sum")
         z3 += self.b3
-        return self._act(self.trunk.blocks[2].activation, z3)
+        return self._act(act, z3)
 
     def _head(self, shape, a3, pair_img, pair_patch, counts, stats, tick) -> np.ndarray:
         """Gate, dense layers and the global mean, from the distinct patches' pool-3 outputs.
@@ -481,7 +494,21 @@ class BinaryConvLutEngine(Engine):
         bag_off = torch.from_numpy(offsets)
 
         def per_image(values: torch.Tensor, index: torch.Tensor = bag_patch) -> torch.Tensor:
+            if numba_pairs and index is bag_patch:
+                return pair_sums(values, zero_bias, relu=False)
             return F.embedding_bag(index, values, bag_off, mode="sum", per_sample_weights=bag_w)
+
+        numba_pairs = self.kernels == "numba"
+        zero_bias = torch.zeros(a3.shape[1])
+
+        def pair_sums(values: torch.Tensor, bias: torch.Tensor, relu: bool) -> torch.Tensor:
+            """``lutkernels.pair_sums``: per-image sums of f(values + bias) over the pairs."""
+            from . import lutkernels as lk
+
+            v, bias = values.numpy(), bias.numpy()
+            return torch.from_numpy(
+                lk.pair_sums(v, pair_img_sorted, pair_patch, counts, b, bias, relu)
+            )
 
         mean = per_image(a3) / n_pos
         s = t.gate_squeeze_activation(t.gate_squeeze(mean[:, :, None, None]))
@@ -496,13 +523,18 @@ class BinaryConvLutEngine(Engine):
         act_d = t.dense_activation
         if path == "per_patch":  # few distinct gate scales (1-bit gate): once per patch
             out = torch.empty(b, self.wl.shape[1])
+            fused = numba_pairs and type(act_d) is nn.ReLU  # bias and ReLU in the pair sums
             for g in range(n_groups):
-                y = self._act(act_d, torch.addmm(self.bd, a3, scales[g][:, None] * self.wd))
+                w_g = scales[g][:, None] * self.wd
+                if fused:
+                    sums = pair_sums(torch.mm(a3, w_g), self.bd, relu=True)
+                else:
+                    sums = per_image(self._act(act_d, torch.addmm(self.bd, a3, w_g)))
                 if n_groups == 1:
-                    out = per_image(y) @ self.wl
+                    out = sums @ self.wl
                 else:
                     rows = torch.nonzero(group == g)[:, 0]
-                    out[rows] = per_image(y)[rows] @ self.wl
+                    out[rows] = sums[rows] @ self.wl
         else:  # continuous gate scales (fp32 models): once per (image, patch) pair
             img_t = torch.from_numpy(pair_img_sorted.astype(np.int64))
             rows = torch.index_select(a3, 0, bag_patch) * torch.index_select(s, 0, img_t)
