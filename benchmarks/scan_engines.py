@@ -8,6 +8,9 @@ One run, one input: a simulated chromosome (``sweeps.chromosome``; default 50 x 
   ``--threads`` threads; their ratio is the windows/s no fp32 engine can exceed. Every engine's
   entry gives its ratio to that bound and to ONNX Runtime fp32 in the same run.
 * ``engines``: windows/s and seconds for all grid windows, per engine, on the same encoded windows.
+  Every engine is handed ``--batch`` windows a round; the ONNX Runtime engines run them in calls of
+  ``--onnx-batch`` (default 64: a 128 x 128 batch of 256 does not stay in cache, and ORT fp32 and
+  int8 were up to ~2x slower at 256 than at 64 on the 2-core Xeon).
   Engines run in interleaved rounds (one batch each per round) until each has used ``--budget``
   seconds or seen every window, so load from other processes hits them alike. An engine that
   did not see every window has ``extrapolated: true`` and ``seconds`` = windows / (windows/s).
@@ -161,14 +164,18 @@ def engine_list() -> list[tuple[str, str, str]]:
     return ENGINES + ([NUMPY_PACKED] if numba_available() else [])
 
 
-def build_engine(name, kind, path, batch, threads):
+def build_engine(name, kind, path, batch, threads, onnx_batch=None):
     kernels = "numpy" if name == NUMPY_PACKED[0] else "auto"
+    if kind.startswith("onnx") and onnx_batch:
+        batch = onnx_batch
     return make_engine(kind, path, batch_size=batch, threads=threads, kernels=kernels, name=name)
 
 
-def compare_engines(x, paths, threads, batch, budget, per_window_batch=8) -> tuple[dict, dict]:
+def compare_engines(
+    x, paths, threads, batch, budget, per_window_batch=8, onnx_batch=None
+) -> tuple[dict, dict]:
     engines = {
-        name: build_engine(name, kind, paths[key], batch, threads)
+        name: build_engine(name, kind, paths[key], batch, threads, onnx_batch)
         for name, kind, key in engine_list()
     }
     for e in engines.values():  # warm up (ORT session, lookup tables, torch kernels)
@@ -181,7 +188,7 @@ def compare_engines(x, paths, threads, batch, budget, per_window_batch=8) -> tup
             break
         for name in active:
             s = state[name]
-            step = per_window_batch if engines[name].batch_size == 1 else batch
+            step = per_window_batch if engines[name].batch_size == 1 else batch  # ONNX: split
             xb = x[s["done"] : s["done"] + step]
             p, wall, cpu = timed(engines[name].predict_proba, xb)
             s["wall"] += wall
@@ -345,6 +352,12 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument(
+        "--onnx-batch",
+        type=int,
+        default=64,
+        help="inputs per ONNX Runtime call (0 = --batch); ORT is fastest at 16-128 here",
+    )
     ap.add_argument("--budget", type=float, default=30.0, help="seconds of measurement per engine")
     ap.add_argument("--e2e-engine", default="packed")
     ap.add_argument("--e2e-only", action="store_true", help="skip the engine comparison")
@@ -386,7 +399,9 @@ def main(argv=None) -> int:
         engines, agreement, reference = {}, {}, {}
         if not args.e2e_only:
             log("comparing engines")
-            engines, agreement = compare_engines(x, paths, args.threads, args.batch, args.budget)
+            engines, agreement = compare_engines(
+                x, paths, args.threads, args.batch, args.budget, onnx_batch=args.onnx_batch
+            )
             for k, v in engines.items():
                 v["ratio_to_fp32_flop_bound"] = v["windows_per_s"] / bound["windows_per_s"]
                 v["ratio_to_onnx_fp32"] = v["windows_per_s"] / engines["onnx_fp32"]["windows_per_s"]

@@ -268,18 +268,28 @@ def pair_sums(values, pair_image, pair_patch, pair_count, n_images, bias, relu):
     """Per-image count-weighted sums of rows: ``out[img] = sum count * f(values[patch] + bias)``
     over the (image, patch, count) pairs, ``f`` a ReLU if ``relu`` else the identity: the global
     means' numerators, and the dense layer's bias and ReLU fused into the final mean (``values``
-    is then the bias-free product, read once)."""
+    is then the bias-free product, read once). Each run of pairs of one image is summed in a
+    local row (pairs come grouped by image; any order is correct)."""
     c = values.shape[1]
     out = np.zeros((n_images, c), values.dtype)
+    acc = np.zeros(c, values.dtype)
+    cur = pair_image[0] if pair_image.size else 0
     for q in range(pair_patch.size):
         img = pair_image[q]
+        if img != cur:
+            for ch in range(c):
+                out[cur, ch] += acc[ch]
+                acc[ch] = 0
+            cur = img
         p = pair_patch[q]
         w = pair_count[q]
         for ch in range(c):
             v = values[p, ch] + bias[ch]
             if relu and v < 0:
                 v = v - v
-            out[img, ch] += w * v
+            acc[ch] += w * v
+    for ch in range(c):
+        out[cur, ch] += acc[ch]
     return out
 
 
