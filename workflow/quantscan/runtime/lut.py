@@ -488,15 +488,17 @@ class BinaryConvLutEngine(Engine):
             order = np.argsort(pair_img.astype(np.uint8), kind="stable")
             pair_patch, counts = pair_patch[order], counts[order]
             pair_img_sorted = pair_img[order]
-        offsets = np.zeros(b, np.int64)
-        np.cumsum(np.bincount(pair_img_sorted, minlength=b)[:-1], out=offsets[1:])
         bag_patch, bag_w = torch.from_numpy(pair_patch), torch.from_numpy(counts)
-        bag_off = torch.from_numpy(offsets)
+        bag_off: list[torch.Tensor] = []  # embedding_bag offsets, made on first use
 
         def per_image(values: torch.Tensor, index: torch.Tensor = bag_patch) -> torch.Tensor:
             if numba_pairs and index is bag_patch:
                 return pair_sums(values, zero_bias, relu=False)
-            return F.embedding_bag(index, values, bag_off, mode="sum", per_sample_weights=bag_w)
+            if not bag_off:
+                offsets = np.zeros(b, np.int64)
+                np.cumsum(np.bincount(pair_img_sorted, minlength=b)[:-1], out=offsets[1:])
+                bag_off.append(torch.from_numpy(offsets))
+            return F.embedding_bag(index, values, bag_off[0], mode="sum", per_sample_weights=bag_w)
 
         numba_pairs = self.kernels == "numba"
         zero_bias = torch.zeros(a3.shape[1])
