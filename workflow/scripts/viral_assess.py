@@ -39,12 +39,17 @@ def main(smk, log):
         threshold=None,  # thresholds are calibrated here, per score
         min_length=osc["min_length"],
     )
+    # the k-mer Mahalanobis detector (the same for every method: fitted on the training split)
+    detector = evaluation.mahalanobis_detector(
+        dataset.read_split(smk.input.train), len(classes), osc.get("mahalanobis")
+    )
     options = classify.ClassifyOptions(
         stride=smk.params.stride,
         combine=smk.params.combine,
         batch_windows=smk.params.batch_windows,
         rules=ValidationRules(**smk.params.validation),
         openset=rule,
+        detector=detector,
     )
     seed = smk.params.seed
     frags, most = ev["fragments"], ev["fragments_per_record"]

@@ -6,7 +6,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 import json
 
-from quantscan.apps.viral import classify, openset
+from quantscan.apps.viral import classify, dataset, evaluation, openset
 from quantscan.apps.viral.fasta import ValidationRules
 from quantscan.scripting import run
 
@@ -25,12 +25,18 @@ def main(smk, log):
         threshold=threshold,
         min_length=osc["min_length"],
     )
+    detector = None
+    if osc["score"] == "mahalanobis":  # refitted as viral_assess fitted it (closed form)
+        detector = evaluation.mahalanobis_detector(
+            dataset.read_split(smk.input.train), len(smk.params.classes), osc.get("mahalanobis")
+        )
     options = classify.ClassifyOptions(
         stride=smk.params.stride,
         combine=smk.params.combine,
         batch_windows=smk.params.batch_windows,
         rules=ValidationRules(**smk.params.validation),
         openset=rule,
+        detector=detector,
     )
     log.info(
         "%s: %s model, input length %d; open set: %s, %s threshold %s",

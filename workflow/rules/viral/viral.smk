@@ -183,6 +183,8 @@ rule viral_classify:
         fasta=viral_classify_fasta,
         model=viral_model_file,
         evaluation="results/viral/evaluate/{dataset}/{model}/evaluation.json",
+        # the Mahalanobis detector of the open set is refitted on it (score: mahalanobis)
+        train="results/viral/data/{dataset}/train.npz",
     output:
         tsv=report(
             "results/viral/classify/{dataset}/{model}/{name}.tsv",

@@ -57,6 +57,7 @@ from .openset import (
     TOO_MANY_N,
     TOO_SHORT,
     UNCLASSIFIED,
+    MahalanobisDetector,
     OpenSetRule,
     decide,
 )
@@ -252,14 +253,16 @@ class ClassifyOptions:
     """``stride`` between windows of records longer than the model input (None: N/2),
     ``combine`` ("mean" or "max"), ``batch_windows`` windows per engine call, the validation
     thresholds (``rules``; a record whose share of ambiguity codes exceeds
-    ``rules.max_ambiguous_fraction`` is ``unclassified``, ``too_many_n``) and the open-set rule
-    (``openset``; None: closed set, every scored record gets the arg-max of all outputs)."""
+    ``rules.max_ambiguous_fraction`` is ``unclassified``, ``too_many_n``), the open-set rule
+    (``openset``; None: closed set, every scored record gets the arg-max of all outputs) and a
+    fitted ``openset.MahalanobisDetector`` (``detector``; None: no ``mahalanobis`` score)."""
 
     stride: int | None = None
     combine: str = "mean"
     batch_windows: int = 64
     rules: ValidationRules = field(default_factory=ValidationRules)
     openset: OpenSetRule | None = None
+    detector: MahalanobisDetector | None = None
 
     def __post_init__(self):
         if self.combine not in COMBINE:
@@ -330,6 +333,8 @@ def classify_records(
             + (" and a background class" if rule.background else "")
             + f" do not match the {k} outputs {list(class_names)}"
         )
+    if rule.score == "mahalanobis" and rule.threshold is not None and options.detector is None:
+        raise ConfigError("open-set score 'mahalanobis' needs a fitted Mahalanobis detector")
     n = engine.length
     whole = n is None  # a record-level engine (k-mer baselines): one "window" per record
     if not whole:
@@ -364,7 +369,7 @@ def classify_records(
 
     def ready() -> Iterator[dict]:
         while pending and pending[0].finished:
-            yield _row(pending.pop(0), class_names, options.combine, rule)
+            yield _row(pending.pop(0), class_names, options.combine, rule, options.detector)
 
     for index, (rid, desc, raw) in enumerate(records, start=1):
         seq, status, detail = check_sequence(raw, options.rules)
@@ -410,7 +415,13 @@ def _ambiguous_share(seq: str) -> float:
     return float((~_ACGT[raw]).mean()) if raw.size else 0.0
 
 
-def _row(p: _Pending, class_names: Sequence[str], combine: str, rule: OpenSetRule) -> dict:
+def _row(
+    p: _Pending,
+    class_names: Sequence[str],
+    combine: str,
+    rule: OpenSetRule,
+    detector: MahalanobisDetector | None = None,
+) -> dict:
     row = {"id": p.id, "length": p.length, "status": p.status, "predicted": UNCLASSIFIED}
     row["reason"], row["best_class"], row["score"] = p.reason, "NA", float("nan")
     scores = {}
@@ -422,6 +433,8 @@ def _row(p: _Pending, class_names: Sequence[str], combine: str, rule: OpenSetRul
             "energy": p.energy / w,
             "max_logit": p.max_logit / w,
         }
+        if detector is not None:  # of the whole record's k-mer frequencies
+            scores["mahalanobis"] = float(detector.score_sequences([p.sequence])[0])
         best, reason = decide(probs, scores, rule)
         row["best_class"] = class_names[int(np.argmax(probs[: rule.n_classes]))]
         row["score"] = scores[rule.score]

@@ -310,6 +310,12 @@ def check_config(viral: Mapping) -> None:
     # (the schema fills these keys; partial dicts from library callers may lack them)
     scan = viral.get("scan", {})
     min_length = scan.get("openset", {}).get("min_length", 0)
+    osc = scan.get("openset", {})
+    if osc.get("score") == "mahalanobis" and not osc.get("mahalanobis", {"k": 3}):
+        raise ConfigError(
+            "config key apps.viral.scan.openset.score: 'mahalanobis' needs the detector "
+            "apps.viral.scan.openset.mahalanobis (it is null)"
+        )
     short = [f for f in viral.get("evaluate", {}).get("fragments", []) if f < min_length]
     if short:
         raise ConfigError(

@@ -136,6 +136,19 @@ class LengthEngine:
         )
 
 
+def mahalanobis_detector(
+    train: OneHotSplit, n_classes: int, settings: Mapping | None
+) -> openset.MahalanobisDetector | None:
+    """The open-set Mahalanobis detector (``apps.viral.scan.openset.mahalanobis``: ``k``,
+    ``ridge``, the detector's defaults for missing ones; None: none) fitted on the training split's in-class records (labels below
+    ``n_classes``: the background class is left out)."""
+    if not settings:
+        return None
+    det = openset.MahalanobisDetector(**{k: v for k, v in settings.items() if k in ("k", "ridge")})
+    x = baselines.kmer_frequencies(train.codes, train.offsets, det.k)
+    return det.fit(x, train.labels, n_classes)
+
+
 # ----------------------------------------------------------------------------- scoring
 
 
@@ -147,10 +160,12 @@ def score_pieces(
     return list(classify_records(records, engine, class_names, options))
 
 
-def strategies(background: bool) -> list[tuple[str, bool, str | None]]:
+def strategies(
+    background: bool, scores: Sequence[str] = openset.LOGIT_SCORES
+) -> list[tuple[str, bool, str | None]]:
     """``(name, use the background output, score or None)`` of every strategy compared."""
     out = [("background", True, None)] if background else []
-    for score in openset.SCORES:
+    for score in scores:
         out.append((f"threshold:{score}", False, score))
         if background:
             out.append((f"background+{score}", True, score))
@@ -222,8 +237,13 @@ def assess(
     # the threshold is calibrated on the full-length in-class validation records (the test
     # fragments then show what it costs at shorter lengths)
     val_full = np.array([p.group == "full" for p in val_pieces])
+    # the scores every scored row has (mahalanobis only with a detector)
+    scored = [r["_scores"] for r in (*val_rows, *test_rows) if r["windows"]]
+    available = [s for s in openset.SCORES if scored and all(s in x for x in scored)]
+    if score is not None and fpr is not None and score not in available:
+        raise ConfigError(f"open-set score {score!r} was not computed (no detector?)")
     thresholds = {}
-    for s in openset.SCORES:
+    for s in available:
         vals = [
             r["_scores"][s]
             for r, lab, f in zip(val_rows, val_labels, val_full, strict=True)
@@ -253,7 +273,7 @@ def assess(
         out["reject_all"] = _share(ood_answer < 0)
         return out
 
-    compared = [numbers(bg, s) for _, bg, s in strategies(has_bg)]
+    compared = [numbers(bg, s) for _, bg, s in strategies(has_bg, available)]
     headline = numbers(background, score if fpr is not None else None)
     # closed-set per-record metrics; a record that is not scored (too short, too many N) counts
     # as an extra "not scored" prediction, wrong for every class
@@ -320,6 +340,7 @@ __all__ = [
     "LengthEngine",
     "Piece",
     "assess",
+    "mahalanobis_detector",
     "ood_pieces",
     "score_pieces",
     "split_pieces",

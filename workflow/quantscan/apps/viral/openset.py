@@ -13,8 +13,15 @@ reads) is of none. Two standard remedies, used together here and compared in the
 * **A confidence threshold** calibrated on held-out data: a score per record (``msp``, the
   largest in-class probability of the record's combined window probabilities; ``energy``, the
   log-sum-exp of the in-class logits, Liu et al. 2020; ``max_logit``, the largest in-class
-  logit, Hendrycks et al. 2022; both averaged over a record's windows) and the threshold below which at most ``fpr`` of the
-  in-class validation records (and their fragments) fall (:func:`calibrate`).
+  logit, Hendrycks et al. 2022; both averaged over a record's windows; ``mahalanobis``, minus the
+  smallest Mahalanobis distance of the record's k-mer frequencies to the training classes, Lee et
+  al. 2018, :class:`MahalanobisDetector`) and the threshold below which at most ``fpr`` of the
+  in-class validation records fall (:func:`calibrate`).
+* **A class-conditional Gaussian detector** (:class:`MahalanobisDetector`, Lee et al., NeurIPS
+  2018): one Gaussian per target class with a shared covariance (plus a ridge), fitted on the
+  training split's in-class records; here on k-mer frequency vectors of the whole record (the
+  representation of the k-mer baselines), so the same detector serves every engine (fp32,
+  compressed, ONNX). Its score is compared with its own calibrated threshold.
 
 A record is ``unclassified`` when it is unusable (``empty``, ``invalid_char``, ``missing_id``),
 shorter than ``min_length`` (``too_short``), has too many ambiguity codes (``too_many_n``), is
@@ -44,7 +51,9 @@ from .fasta import Record
 BACKGROUND = "background"  # dataset.BACKGROUND_CLASS
 UNCLASSIFIED = "unclassified"
 CATEGORIES = ("shuffled", "random", "other_family", "host_like")
-SCORES = ("msp", "energy", "max_logit")
+#: ``mahalanobis`` needs a fitted :class:`MahalanobisDetector`; the others come from the logits
+SCORES = ("msp", "energy", "max_logit", "mahalanobis")
+LOGIT_SCORES = ("msp", "energy", "max_logit")
 #: reasons of an ``unclassified`` answer (besides the unusable record statuses of ``fasta``)
 TOO_SHORT = "too_short"
 TOO_MANY_N = "too_many_n"
@@ -319,6 +328,74 @@ def decide(proba: np.ndarray, scores: Mapping[str, float], rule: OpenSetRule) ->
     return int(np.argmax(proba[:k])), ""
 
 
+class MahalanobisDetector:
+    """Class-conditional Gaussians with a shared covariance (Lee et al., NeurIPS 2018, "A
+    simple unified framework for detecting out-of-distribution samples and adversarial
+    attacks"), on the k-mer frequencies of whole records (``baselines.kmer_frequencies``).
+
+    :meth:`fit` takes in-class training features and labels (``0..n_classes-1``; other labels,
+    e.g. the background class, are left out): the class means and the pooled within-class
+    covariance, plus ``ridge`` times its mean variance on the diagonal (a shrinkage that keeps
+    it invertible with few records: 4^k features). :meth:`score` is minus the smallest squared
+    Mahalanobis distance to a class mean (higher is more in-class, as for the other scores), so
+    :func:`calibrate` applies unchanged. Deterministic (closed form)."""
+
+    def __init__(self, k: int = 3, ridge: float = 0.1):
+        if not 1 <= int(k) <= 8:
+            raise ConfigError(f"mahalanobis k must be in 1..8, got {k}")
+        if not ridge > 0:
+            raise ConfigError(f"mahalanobis ridge must be > 0, got {ridge}")
+        self.k, self.ridge = int(k), float(ridge)
+        self.means: np.ndarray | None = None
+        self.precision: np.ndarray | None = None
+
+    def fit(self, x: np.ndarray, labels: np.ndarray, n_classes: int) -> MahalanobisDetector:
+        x = np.asarray(x, np.float64)
+        labels = np.asarray(labels, np.int64)
+        keep = (labels >= 0) & (labels < n_classes)
+        x, labels = x[keep], labels[keep]
+        present = np.unique(labels)
+        if present.size == 0:
+            raise ConfigError("the Mahalanobis detector needs in-class training records")
+        self.means = np.stack([x[labels == c].mean(axis=0) for c in present])
+        centred = x - self.means[np.searchsorted(present, labels)]
+        cov = centred.T @ centred / max(len(x), 1)
+        scale = float(np.trace(cov)) / cov.shape[0]
+        cov += self.ridge * (scale if scale > 0 else 1.0) * np.eye(cov.shape[0])
+        self.precision = np.linalg.inv(cov)
+        return self
+
+    def fit_sequences(
+        self, seqs: Sequence[str], labels: np.ndarray, n_classes: int
+    ) -> MahalanobisDetector:
+        return self.fit(self.features(seqs), labels, n_classes)
+
+    def features(self, seqs: Sequence[str]) -> np.ndarray:
+        """k-mer frequencies ``(records, 4^k)`` of sequences (A, C, G, T; any other code breaks
+        a k-mer)."""
+        from .baselines import kmer_frequencies
+        from .onehot import lookup_table
+
+        raw = [s.upper().encode("ascii", errors="replace") for s in seqs]
+        codes = lookup_table()[np.frombuffer(b"".join(raw), dtype=np.uint8)]
+        offsets = np.concatenate(([0], np.cumsum([len(r) for r in raw]))).astype(np.int64)
+        return kmer_frequencies(codes, offsets, self.k)
+
+    def distances(self, x: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distances ``(records, classes)``."""
+        if self.means is None or self.precision is None:
+            raise ConfigError("the Mahalanobis detector is not fitted")
+        d = np.asarray(x, np.float64)[:, None, :] - self.means[None, :, :]
+        return np.einsum("rcf,fg,rcg->rc", d, self.precision, d)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Minus the smallest squared distance per record (higher: more in-class)."""
+        return -self.distances(x).min(axis=1)
+
+    def score_sequences(self, seqs: Sequence[str]) -> np.ndarray:
+        return self.score(self.features(seqs))
+
+
 def calibrate(scores: Sequence[float], fpr: float) -> float:
     """The threshold below which at most ``fpr`` of ``scores`` (in-class held-out records) fall:
     the ``floor(fpr * n)``-th smallest score (the smallest when ``fpr * n < 1``)."""
@@ -335,11 +412,13 @@ __all__ = [
     "BACKGROUND",
     "BELOW_THRESHOLD",
     "CATEGORIES",
+    "LOGIT_SCORES",
     "REASON_BACKGROUND",
     "SCORES",
     "TOO_MANY_N",
     "TOO_SHORT",
     "UNCLASSIFIED",
+    "MahalanobisDetector",
     "OpenSetRule",
     "background_records",
     "calibrate",
