@@ -18,9 +18,10 @@ when the machine running the quantization lacks VNNI; pass it explicitly when th
 on another CPU. The choices made are written into the model's ``metadata_props``. Ops without an
 integer kernel run as DQ -> fp32 -> Q. :func:`export_onnx` writes a mean over all spatial axes
 (``x.mean(dim=(2, 3))``, a ``ReduceMean``) as ``GlobalAveragePool``, which ORT runs in int8
-(``QLinearGlobalAveragePool``): SweepNet's two means as ``ReduceMean`` left a dequantization of
-its whole last feature map in front of each, and int8 was no faster than fp32 (a 2-core Xeon with
-VNNI, onnxruntime 1.32: 1.0-1.15x fp32 before, 1.2-1.5x after; docs/speed.md).
+(``QLinearGlobalAveragePool``): a model with two such means (a squeeze-and-excitation gate and a
+global pool) exported as ``ReduceMean`` left a dequantization of its whole last feature map in front of
+each, and int8 was no faster than fp32 (a 2-core Xeon with VNNI, onnxruntime 1.32: 1.0-1.15x fp32
+before, 1.2-1.5x after; docs/speed.md).
 
 Contents: :func:`export_onnx` (fp32), :func:`quantize_onnx` and :func:`build_int8` (static int8),
 :func:`export_int8` (the int8 export with a seeded calibration sample, used by the ``int8``
