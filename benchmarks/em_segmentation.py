@@ -53,8 +53,8 @@ METHODS = {
     "waterz_quantile50": {"method": "waterz", "scoring": "quantile50"},
     "waterz_quantile75": {"method": "waterz", "scoring": "quantile75"},
     "waterz_mean_own_fragments": {"method": "waterz", "scoring": "mean", "fragments": "waterz"},
-    # the default with the fragment stage's reference implementation (scikit-image's watershed,
-    # scipy's csgraph) instead of the compiled kernels: same fragments, old speed
+    # the default with the fragment stage's reference implementation (scipy's distance transform
+    # and csgraph, scikit-image's watershed) instead of the compiled kernels: same fragments
     "waterz_mean_reference": {"method": "waterz", "scoring": "mean", "backend": "reference"},
     "skimage_watershed": {"method": "watershed"},
     "components": {"method": "components"},

@@ -284,3 +284,21 @@ def test_relabel_consecutive_paths_agree():
         expected = (np.arange(len(ids)) + (0 if ids[0] == 0 else 1))[inv.reshape(labels.shape)]
         out = S.relabel_consecutive(labels)
         assert out.dtype == np.uint64 and np.array_equal(out, expected)
+
+
+@pytest.mark.parametrize("sampling", [None, (10, 1, 1), (3, 2, 1)])
+def test_distance3_equals_scipy_bit_for_bit(sampling):
+    pytest.importorskip("numba")
+    from scipy import ndimage
+
+    from quantscan.apps.connectomics.kernels import distance3
+
+    rng = np.random.default_rng(5)
+    for shape in [(7, 13, 9), (1, 20, 3), (12, 1, 1)]:
+        inside = rng.random(shape) > 0.2
+        inside.flat[0] = False
+        ref = ndimage.distance_transform_edt(inside, sampling=sampling)
+        assert np.array_equal(distance3(inside, sampling), ref)
+    # not exact there: None, the caller uses scipy's
+    assert distance3(np.ones((2, 3, 4), bool)) is None
+    assert distance3(inside, (2.5, 1, 1)) is None

@@ -244,16 +244,23 @@ def watershed_fragments(
     that its affinities ``>= split_at`` connect (:func:`affinity_components` with ``within``);
     agglomeration merges the pieces back where their boundary affinity is high.
 
-    ``backend`` (:data:`BACKENDS`): ``"numba"`` (default) floods and splits 3-D volumes with
-    :mod:`.kernels` (the same fragments as ``"reference"``, scikit-image's watershed and scipy's
-    csgraph, up to the order of seeds of equal height; unit tests), about 2x faster.
+    ``backend`` (:data:`BACKENDS`): ``"numba"`` (default) computes the distances (integer
+    sampling), floods and splits 3-D volumes with :mod:`.kernels` (the same fragments as
+    ``"reference"``, scipy's distance transform, scikit-image's watershed and scipy's csgraph, up
+    to the order of seeds of equal height; unit tests), about 2x faster.
     """
     affs = _check_affs(affs)
     numba = _use_numba(backend, affs.shape[0])
     boundary = boundary_map(affs)
     if seeds == "distance":
         inside = _incident(affs, "min") > threshold
-        dist = ndimage.distance_transform_edt(inside, sampling=sampling)
+        dist = None
+        if numba:
+            from .kernels import distance3
+
+            dist = distance3(inside, sampling)  # None: not exact here, scipy's
+        if dist is None:
+            dist = ndimage.distance_transform_edt(inside, sampling=sampling)
         size = 2 * int(min_seed_distance) + 1
         peaks = (dist == ndimage.maximum_filter(dist, size=size)) & inside
         markers, _ = ndimage.label(peaks, structure=ndimage.generate_binary_structure(dist.ndim, 1))
