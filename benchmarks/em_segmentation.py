@@ -9,8 +9,6 @@ threshold is chosen: the lowest ARAND of the sweep), the test volume, the scan v
 volume of ``--large`` voxels (same generator, same seed salt). Per method and volume: ARAND, VOI
 split / merge (bits), boundary F1 of the sections (2 px tolerance), seconds of segmentation at the
 chosen threshold (one run, fragments included) and voxels/s; the sweep's scores at every threshold.
-``waterz_mean_reference`` is the default with the fragment stage's reference implementation
-(``backend="reference"``), for the speed of the compiled kernels on the same fragments.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/em_segmentation.py \\
         --model results/connectomics/models/synthetic/fp32/model.pt
@@ -53,9 +51,6 @@ METHODS = {
     "waterz_quantile50": {"method": "waterz", "scoring": "quantile50"},
     "waterz_quantile75": {"method": "waterz", "scoring": "quantile75"},
     "waterz_mean_own_fragments": {"method": "waterz", "scoring": "mean", "fragments": "waterz"},
-    # the default with the fragment stage's reference implementation (scipy's distance transform
-    # and csgraph, scikit-image's watershed) instead of the compiled kernels: same fragments
-    "waterz_mean_reference": {"method": "waterz", "scoring": "mean", "backend": "reference"},
     "skimage_watershed": {"method": "watershed"},
     "components": {"method": "components"},
 }
@@ -79,13 +74,12 @@ def sweep(affs, labels, options) -> dict[float, dict]:
             method="waterz",
             fragments=options.get("fragments", "distance"),
             sampling=options.get("sampling"),
-            backend=options.get("backend", "numba"),
         )
         run = S.waterz_sweep(affs, THRESHOLDS, scoring=options["scoring"], fragments=frags)
         return {t: scores(seg, labels) for t, seg in run}
     out = {}
     if method == "watershed":
-        frags = S.watershed_fragments(affs, backend=options.get("backend", "numba"))
+        frags = S.watershed_fragments(affs)
         for t in THRESHOLDS:
             out[t] = scores(S.agglomerate(frags, affs, t), labels)
         return out

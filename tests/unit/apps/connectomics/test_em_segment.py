@@ -200,79 +200,8 @@ def test_agglomerate_graph_and_scoring_names():
         S.segment(np.zeros((3, 2, 2, 2), np.float32), method="mws")
 
 
-def noisy_voronoi(seed=1, noise=0.3):
-    """Voronoi labels and their affinities squeezed into [0.15, 0.85] plus uniform noise: no two
-    heights tie (clipped affinities would: the numba watershed takes tied seeds in C order)."""
-    gt = voronoi(seed=seed)
-    rng = np.random.default_rng(seed + 10)
-    affs = 0.15 + 0.7 * S.affinities_from_labels(gt, dtype=np.float64)
-    return gt, (affs + rng.uniform(-noise / 2, noise / 2, affs.shape)).astype(np.float32)
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        {},
-        {"split_at": 0.1, "sampling": (4, 1, 1)},
-        {"seeds": "components", "split_at": None},
-        {"background_threshold": 0.4, "min_seed_distance": 2},
-    ],
-)
-def test_numba_fragments_equal_the_reference(options):
-    pytest.importorskip("numba")
-    _, affs = noisy_voronoi()
-    ref = S.watershed_fragments(affs, backend="reference", **options)
-    new = S.watershed_fragments(affs, **options)
-    assert new.dtype == np.uint64
-    assert np.array_equal(ref, new)
-    # deterministic: a second run gives the same ids
-    assert np.array_equal(new, S.watershed_fragments(affs, **options))
-
-
-def test_numba_components_equal_the_reference():
-    pytest.importorskip("numba")
-    gt, affs = noisy_voronoi(seed=2)
-    for threshold, min_size, within in [(0.5, 2, None), (0.1, 1, gt), (0.7, 3, gt)]:
-        ref = S.affinity_components(
-            affs, threshold, min_size=min_size, within=within, backend="reference"
-        )
-        new = S.affinity_components(affs, threshold, min_size=min_size, within=within)
-        assert np.array_equal(ref, new)
-    # float64 affinities and a threshold that float32 rounds: compared in the affinities' dtype
-    affs64 = affs.astype(np.float64)
-    assert np.array_equal(
-        S.affinity_components(affs64, 0.3, backend="reference"),
-        S.affinity_components(affs64, 0.3),
-    )
-    with pytest.raises(ValueError, match="backend"):
-        S.affinity_components(affs, 0.5, backend="cuda")
-
-
-def test_numba_segmentation_equals_the_reference():
-    pytest.importorskip("numba")
-    _, affs = noisy_voronoi(seed=3, noise=0.25)
-    ref = S.fragments_and_segmentation(affs, threshold=0.45, backend="reference")
-    new = S.fragments_and_segmentation(affs, threshold=0.45)
-    assert np.array_equal(ref[0], new[0]) and np.array_equal(ref[1], new[1])
-
-
-def test_watershed3_floods_like_scikit_image():
-    pytest.importorskip("numba")
-    from skimage.segmentation import watershed
-
-    from quantscan.apps.connectomics.kernels import watershed3
-
-    rng = np.random.default_rng(0)
-    image = rng.random((5, 9, 11)) - 0.5  # negative heights too
-    image[2, 3:6, :] = 0.0  # a plateau: ties broken by the order voxels were reached
-    markers = np.zeros(image.shape, np.int64)
-    markers[0, 0, 0], markers[4, 8, 10], markers[2, 4, 5] = 1, 2, 3
-    mask = rng.random(image.shape) > 0.1
-    for m in (None, mask):
-        assert np.array_equal(watershed3(image, markers, m), watershed(image, markers, mask=m))
-
-
-def test_relabel_consecutive_paths_agree():
+def test_relabel_consecutive_lookup_table_equals_sorted_unique():
+    """The lookup-table path (ids bounded by the voxel count) and np.unique's give the same ids."""
     rng = np.random.default_rng(0)
     for labels in [
         rng.integers(0, 50, (4, 5, 6)).astype(np.uint64),  # lookup table
@@ -284,21 +213,3 @@ def test_relabel_consecutive_paths_agree():
         expected = (np.arange(len(ids)) + (0 if ids[0] == 0 else 1))[inv.reshape(labels.shape)]
         out = S.relabel_consecutive(labels)
         assert out.dtype == np.uint64 and np.array_equal(out, expected)
-
-
-@pytest.mark.parametrize("sampling", [None, (10, 1, 1), (3, 2, 1)])
-def test_distance3_equals_scipy_bit_for_bit(sampling):
-    pytest.importorskip("numba")
-    from scipy import ndimage
-
-    from quantscan.apps.connectomics.kernels import distance3
-
-    rng = np.random.default_rng(5)
-    for shape in [(7, 13, 9), (1, 20, 3), (12, 1, 1)]:
-        inside = rng.random(shape) > 0.2
-        inside.flat[0] = False
-        ref = ndimage.distance_transform_edt(inside, sampling=sampling)
-        assert np.array_equal(distance3(inside, sampling), ref)
-    # not exact there: None, the caller uses scipy's
-    assert distance3(np.ones((2, 3, 4), bool)) is None
-    assert distance3(inside, (2.5, 1, 1)) is None
