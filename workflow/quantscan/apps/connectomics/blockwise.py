@@ -35,6 +35,9 @@ __all__ = [
     "MemoryMarkers",
     "MarkerDir",
     "predict_blockwise",
+    "FRAGMENT_CONTEXT",
+    "context_region",
+    "LINK",
     "fragments_blockwise",
     "merge_block_labels",
     "agglomerate_blockwise",
@@ -309,6 +312,79 @@ def predict_blockwise(
     return ran
 
 
+#: Default context of :func:`fragments_blockwise`, voxels per axis (z, y, x) read around each
+#: block's core: seeds, distance transforms and basins see past the faces (measured on the
+#: default scan volume's predicted affinities, docs/connectomics.md "Larger than memory").
+FRAGMENT_CONTEXT = (8, 32, 32)
+
+#: Bit 63 of a per-block fragment id marks a link: ``LINK | owner << 32 | local`` is the
+#: fragment ``local`` of block ``owner`` (an earlier block), continued across a face.
+LINK = np.uint64(1 << 63)
+_LOCAL_BITS = 32
+_LOCAL_MASK = np.uint64((1 << _LOCAL_BITS) - 1)
+
+
+def context_region(
+    block: Block, shape: Sequence[int], context: int | Sequence[int]
+) -> tuple[slice, ...]:
+    """The region read for ``block``'s fragments: its core grown by ``context`` voxels per axis
+    (an int or one per axis), or its read region (the plan's halo) where that is larger;
+    clipped at the volume's faces (no padding)."""
+    ndim = len(block.core)
+    context = _per_axis(context, ndim, "context")
+    if any(c < 0 for c in context):
+        raise ConfigError(f"context {context} must be non-negative")
+    return tuple(
+        slice(min(r.start, max(c.start - m, 0)), max(r.stop, min(c.stop + m, int(s))))
+        for c, r, m, s in zip(block.core, block.read, context, shape, strict=True)
+    )
+
+
+def _link_keys(values: np.ndarray, block_id: int) -> np.ndarray:
+    """Ids written in ``block_id``'s core as links (``LINK | owner << 32 | local``; 0 kept)."""
+    v = np.asarray(values).astype(np.uint64)
+    own = (v > 0) & (v < LINK)
+    return np.where(own, LINK | (np.uint64(block_id) << np.uint64(_LOCAL_BITS)) | v, v)
+
+
+def _intersect(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...] | None:
+    out = tuple(
+        slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(a, b, strict=True)
+    )
+    return out if all(s.start < s.stop for s in out) else None
+
+
+def _face_links(labels, read, earlier, out, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(b, key)``: the block's labels ``b`` (of its read region) that continue a fragment of
+    an earlier block (``key``, a link): within the parts of the read region that lie in the
+    cores of ``earlier`` blocks (already written into ``out``), the two overlap with an
+    intersection over union above ``min_iou`` (> 0.5: at most one partner each)."""
+    mine, theirs = [], []
+    for other in earlier:
+        region = _intersect(other.core, read)
+        if region is None:
+            continue
+        local = tuple(
+            slice(r.start - q.start, r.stop - q.start) for r, q in zip(region, read, strict=True)
+        )
+        mine.append(np.asarray(labels[local]).ravel())
+        theirs.append(_link_keys(np.asarray(out[region]).ravel(), other.id))
+    empty = np.zeros(0, np.uint64)
+    if not mine:
+        return empty, empty
+    b, k = np.concatenate(mine).astype(np.uint64), np.concatenate(theirs)
+    b_ids, b_n = np.unique(b[b > 0], return_counts=True)
+    k_ids, k_n = np.unique(k[k > 0], return_counts=True)
+    both = (b > 0) & (k > 0)
+    pairs, n = np.unique(np.stack([b[both], k[both]], 1), axis=0, return_counts=True)
+    if not len(pairs):
+        return empty, empty
+    nb = b_n[np.searchsorted(b_ids, pairs[:, 0])]
+    nk = k_n[np.searchsorted(k_ids, pairs[:, 1])]
+    keep = n / (nb + nk - n) > min_iou
+    return pairs[keep, 0], pairs[keep, 1]
+
+
 def fragments_blockwise(
     fragment_fn: Callable[[np.ndarray], np.ndarray],
     affs,
@@ -316,26 +392,81 @@ def fragments_blockwise(
     blocks: Iterable[Block],
     *,
     done: DoneMarkers | None = None,
+    context: int | Sequence[int] = FRAGMENT_CONTEXT,
+    link: bool = True,
+    min_iou: float = 0.5,
 ) -> list[int]:
-    """Per-block fragments: ``fragment_fn`` (e.g. :func:`..segment.block_fragments`) gets a
-    block's affinities with their halo (no padding outside the volume) and returns labels; the
-    core is renumbered 1..k (0 kept) and written into ``out``. Ids are local to each block:
-    :func:`agglomerate_blockwise` (or :func:`merge_block_labels`) makes them global. Returns the
-    ids of the blocks run."""
-    from .segment import relabel_consecutive
+    """Per-block fragments computed with context and linked across faces.
 
+    As daisy/LSD's ``extract_fragments``, ``fragment_fn`` (e.g.
+    :func:`..segment.block_fragments`) gets a block's affinities read with ``context`` voxels
+    around the core (:func:`context_region`: at least the plan's halo; no padding outside the
+    volume) and labels the whole read region; only the core's labels are kept. Seeds, distance
+    transforms and basins thus see past the faces: a sliver of an object at a face gets its seed
+    from the context instead of flooding across a contact without a membrane.
+
+    With ``link``, a fragment that the face cuts keeps one id: where the read region overlaps the
+    cores of blocks written before (earlier in ``blocks``, run in this call or done already),
+    a label whose voxels there match one of their fragments (intersection over union
+    ``> min_iou``) is written as a link to it, ``LINK | owner << 32 | local`` (owner: the
+    earlier block's id; chains of links point to the first block). The other labels of the
+    core are renumbered 1..k (0 kept). :func:`agglomerate_blockwise` (or
+    :func:`merge_block_labels`) makes the ids global, a link taking its owner's id, so the
+    fragments are the in-memory ones (as far as the context sees them) rather than their
+    pieces at the faces, whose separate agglomeration changes the merges.
+
+    Memory: one read region per block. Returns the ids of the blocks run."""
+    blocks = list(blocks)
+    shape = tuple(np.shape(affs))[1:]
+    if len(blocks) >= 1 << 31:
+        raise ConfigError(f"{len(blocks):,} blocks: at most 2**31 can be linked")
+    ctx = _per_axis(context, len(shape), "context")
+    # the grid's block shape (plan_blocks: cores at multiples of it): which cores a read reaches
+    size = [max(c.stop - c.start, 1) for c in blocks[0].core] if blocks else []
+    written: dict[tuple[int, ...], Block] = {}
     ran = []
     for block in blocks:
         if done is not None and done.is_done(block):
+            written[block.index] = block
             continue
-        a = np.asarray(affs[(slice(None),) + block.read])
+        read = context_region(block, shape, ctx)
+        a = np.asarray(affs[(slice(None),) + read])
         labels = np.asarray(fragment_fn(a))
+        del a
         inner = tuple(
             slice(c.start - r.start, c.stop - r.start)
-            for c, r in zip(block.core, block.read, strict=True)
+            for c, r in zip(block.core, read, strict=True)
         )
-        out[block.core] = relabel_consecutive(labels[inner])
+        core = labels[inner].astype(np.uint64)
+        lut = np.zeros(int(core.max(initial=0)) + 1, dtype=np.uint64)
+        present = np.zeros(len(lut), dtype=bool)
+        present[core.ravel()] = True
+        present[0] = False
+        if link and written:
+            grid = (
+                range(r.start // n, (r.stop - 1) // n + 1) for r, n in zip(read, size, strict=True)
+            )
+            earlier = [
+                written[i]
+                for i in itertools.product(*grid)
+                if i in written and written[i].id < block.id
+            ]
+            b, key = _face_links(labels, read, earlier, out, min_iou)
+            b = b.astype(np.int64)
+            inside = b < len(lut)
+            b, key = b[inside], key[inside]
+            b, key = b[present[b]], key[present[b]]
+            lut[b] = key
+            present[b] = False
+        del labels
+        n = int(present.sum())
+        if n >= 1 << _LOCAL_BITS:
+            raise ConfigError(f"block {block.name}: {n:,} fragments, at most 2**32")
+        lut[present] = np.arange(1, n + 1, dtype=np.uint64)
+        out[block.core] = lut[core]
+        del core
         _flush(out)
+        written[block.index] = block
         if done is not None:
             done.mark_done(block)
         ran.append(block.id)
@@ -343,11 +474,26 @@ def fragments_blockwise(
 
 
 def _block_offsets(labels, blocks: Sequence[Block]) -> np.ndarray:
-    """Cumulative id offsets that make the blocks' local ids (1..k per core) unique."""
+    """Cumulative id offsets that make the blocks' local ids (1..k per core, links aside)
+    unique."""
     offsets = np.zeros(len(blocks) + 1, dtype=np.uint64)
     for b in blocks:
-        offsets[b.id + 1] = np.asarray(labels[b.core]).max(initial=0)
+        x = np.asarray(labels[b.core])
+        offsets[b.id + 1] = x[x < LINK].max(initial=0)
     return np.cumsum(offsets, dtype=np.uint64)
+
+
+def _global_ids(local, block_id: int, offsets: np.ndarray) -> np.ndarray:
+    """Global ids of ``local`` ids written in block ``block_id``'s core: own ids shifted by
+    the block's offset, links (:data:`LINK`) their owner's global id, 0 kept."""
+    v = np.asarray(local).astype(np.uint64)
+    g = np.where(v > 0, v + offsets[block_id], np.uint64(0))
+    linked = v >= LINK
+    if linked.any():
+        w = v[linked]
+        owner = ((w & ~LINK) >> np.uint64(_LOCAL_BITS)).astype(np.int64)
+        g[linked] = offsets[owner] + (w & _LOCAL_MASK)
+    return g
 
 
 def merge_block_labels(
@@ -384,8 +530,7 @@ def merge_block_labels(
     total = int(offsets[-1])
 
     def global_ids(block: Block, region: tuple[slice, ...]) -> np.ndarray:
-        local = np.asarray(labels[region]).astype(np.uint64)
-        return np.where(local > 0, local + offsets[block.id], np.uint64(0))
+        return _global_ids(labels[region], block.id, offsets)
 
     keys, sums = [], []
     for b in blocks:
@@ -462,8 +607,7 @@ def agglomerate_blockwise(
     offsets = _block_offsets(fragments, blocks)
     total = int(offsets[-1])
     for b in blocks:  # global ids, in place
-        local = np.asarray(fragments[b.core]).astype(np.uint64)
-        fragments[b.core] = np.where(local > 0, local + offsets[b.id], np.uint64(0))
+        fragments[b.core] = _global_ids(fragments[b.core], b.id, offsets)
     _flush(fragments)
     us, vs, sums, counts = [], [], [], []
     for b in blocks:
