@@ -1,5 +1,7 @@
 """Read one chromosome of a scan input (VCF, ms, tree sequence) into a compact npz; check that it
-can be scanned (SNPs, calls) and keep the warnings for the scan's outputs."""
+can be scanned (SNPs, calls) and keep the warnings for the scan's outputs. A tree sequence is
+decoded straight into packed haplotypes, in the job's threads as processes
+(``scan_inputs.read_chromosome(packed=True)``)."""
 
 import sys
 
@@ -12,7 +14,9 @@ def main(smk, log):
     inp = dict(smk.params.inp)
     if inp["path"] is None:  # the simulated chromosome: its .trees file
         inp["path"] = smk.input.source
-    hd = scan_inputs.read_chromosome(inp, smk.wildcards.chrom)
+    hd = scan_inputs.read_chromosome(
+        inp, smk.wildcards.chrom, packed=True, processes=max(int(smk.threads), 1)
+    )
     warnings = io.check_usable(hd, window=smk.params.window, source=str(inp["path"]))
     for line in [*hd.notes, *warnings]:
         log.warning("%s", line)

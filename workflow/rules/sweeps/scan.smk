@@ -47,7 +47,8 @@ rule scan_prepare:
         chrom=SCAN_CHROMS,
     conda:
         "../../../envs/simulate.yaml"
-    threads: 1
+    # a tree sequence is decoded in one process per thread (io.trees.read_trees_packed)
+    threads: lambda wildcards: 2 if SCAN.inputs[wildcards.scan_input].format == "trees" else 1
     resources:
         mem_mb=scan_mem(1000, 20),
         runtime=120,

@@ -1,8 +1,8 @@
 """Whether a chromosome that was read can be scanned; these read no file, they check the
-``HaplotypeData`` of any reader. ``_check_snps`` raises ``InputFormatError`` on no usable SNP or
-an all-missing genotype matrix, naming the range, the drop counts and the likely causes;
-``check_usable`` adds warnings: fewer SNPs than one window, haplotypes without any call, more
-than 10 % missing calls.
+``HaplotypeData`` of any reader (or a ``scan_inputs.PackedChromosome`` with its missing calls per
+haplotype). ``_check_snps`` raises ``InputFormatError`` on no usable SNP or an all-missing
+genotype matrix, naming the range, the drop counts and the likely causes; ``check_usable`` adds
+warnings: fewer SNPs than one window, haplotypes without any call, more than 10 % missing calls.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ from .haplotypes import MISSING, _where
 
 
 def _missing_per_haplotype(hd, rows: int = 1 << 16) -> np.ndarray:
-    """Missing calls per haplotype column, in row blocks (a whole-matrix mask can be GBs)."""
+    """Missing calls per haplotype column, in row blocks (a whole-matrix mask can be GBs); a
+    reader's own count when it has one (``missing_per_haplotype``: a ``PackedChromosome`` of
+    ``io.trees.read_trees_packed``, whose packed matrix stores missing calls as 0)."""
+    known = getattr(hd, "missing_per_haplotype", None)
+    if known is not None:
+        return known
     out = np.zeros(hd.n_haplotypes, dtype=np.int64)
     for i in range(0, hd.n_sites, rows):
         out += (hd.haplotypes[i : i + rows] == MISSING).sum(axis=0)
