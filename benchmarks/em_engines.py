@@ -1,14 +1,15 @@
-"""Blockwise 3-D U-Net inference and segmentation on an EM volume: PyTorch fp32, ONNX Runtime fp32 and
-ONNX Runtime static int8, side by side in one run.
+"""Blockwise 3-D U-Net inference and segmentation on an EM volume: PyTorch fp32, ONNX Runtime fp32,
+ONNX Runtime static int8 and PyTorch static int8 (fbgemm), side by side in one run.
 
 A synthetic volume (``quantscan.apps.connectomics.synthetic``) is segmented block by block
 (``quantscan.apps.connectomics.scoring``: halos of the U-Net's reach, one read shape for every block,
 watershed + agglomeration, merged across faces) by the same U-Net through each engine. The U-Net is
 briefly trained on patches of a second synthetic volume (``--train-steps`` Adam steps; 0: random
 weights), so the segmentations and the int8 calibration see realistic activations. Reported per
-engine: inference voxels/s, end-to-end voxels/s (inference + segmentation), VOI and ARAND against the
-labels, the model file size, and the int8 engine's ratios to fp32 ONNX Runtime and to PyTorch; the
-CPU's VNNI support is recorded (ONNX Runtime's int8 convolutions are fast only with it).
+engine: inference voxels/s, end-to-end voxels/s (inference + segmentation with the workflow's
+default segmentation), VOI and ARAND against the labels, the model file size, and the int8 engines'
+ratios to fp32 ONNX Runtime and to PyTorch; the CPU's VNNI support is recorded (ONNX Runtime's int8
+convolutions are fast only with it). Both int8 engines are calibrated on the same patches.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/em_engines.py --shape 32 256 256 --threads 2
 """
@@ -33,8 +34,10 @@ import torch  # noqa: E402
 
 from quantscan.apps.connectomics import dataset as cdata  # noqa: E402
 from quantscan.apps.connectomics import scoring  # noqa: E402
+from quantscan.apps.connectomics.settings import DEFAULTS  # noqa: E402
 from quantscan.apps.connectomics.synthetic import make_volume  # noqa: E402
 from quantscan.atomic import write_text  # noqa: E402
+from quantscan.export import torch_int8  # noqa: E402
 from quantscan.export.onnx import build_int8  # noqa: E402
 from quantscan.models import build_model  # noqa: E402
 from quantscan.runtime import OnnxEngine, TorchEngine  # noqa: E402
@@ -82,7 +85,7 @@ def main(argv=None) -> dict:
     raw, labels = make_volume(shape=tuple(args.shape), seed=args.seed)
     block, halo = scoring.geometry(model, args.block)
     read = scoring.read_shape(block, halo)
-    segmentation = {"method": "watershed", "threshold": 0.5}
+    segmentation = dict(DEFAULTS["scan"]["segmentation"])
     results = {}
     with tempfile.TemporaryDirectory(prefix="em-engines-") as tmp:
         calib = cdata.patches(raw_t, lab_t, args.patch, 32, args.seed, z_range=(0, 32), options={})[
@@ -93,6 +96,9 @@ def main(argv=None) -> dict:
         )
         torch_path = Path(tmp) / "m.pt"
         torch.save(model.state_dict(), torch_path)
+        qtorch = torch_int8.quantize(model, calib)
+        tq_path = Path(tmp) / "m.int8.pt"
+        torch_int8.save(tq_path, arch, qtorch)
         engines = {
             "torch_fp32": TorchEngine(
                 model, batch_size=1, threads=args.threads, input_dtypes=("float32",)
@@ -103,18 +109,33 @@ def main(argv=None) -> dict:
             "onnx_int8": OnnxEngine(
                 paths["int8"], batch_size=1, threads=args.threads, input_dtypes=("float32",)
             ),
+            "torch_int8": TorchEngine(
+                qtorch,
+                batch_size=1,
+                threads=args.threads,
+                input_dtypes=("float32",),
+                reference=model,
+            ),
         }
         sizes = {
             "torch_fp32": torch_path.stat().st_size,
             "onnx_fp32": paths["fp32"].stat().st_size,
             "onnx_int8": paths["int8"].stat().st_size,
+            "torch_int8": tq_path.stat().st_size,
         }
         warm = np.zeros((1, 1, *read), np.float32)
         for name, engine in engines.items():
             engine.logits(warm)  # first-call setup out of the timing
             t = time.perf_counter()
             out = scoring.score_volume(
-                engine, raw, None, labels, model=model, block=block, segmentation=segmentation
+                engine,
+                raw,
+                None,
+                labels,
+                model=model,
+                block=block,
+                segmentation=segmentation,
+                voxel_size=tuple(DEFAULTS["data"]["voxel_size"]),
             )
             total = time.perf_counter() - t
             m = out["metrics"]
@@ -136,7 +157,13 @@ def main(argv=None) -> dict:
                 flush=True,
             )
     i8, f32, pt = results["onnx_int8"], results["onnx_fp32"], results["torch_fp32"]
+    t8 = results["torch_int8"]
     ratios = {
+        "torch_int8_over_onnx_fp32": t8["inference_voxels_per_s"] / f32["inference_voxels_per_s"],
+        "torch_int8_over_torch_fp32": t8["inference_voxels_per_s"] / pt["inference_voxels_per_s"],
+        "torch_fp32_file_over_torch_int8": pt["file_bytes"] / t8["file_bytes"],
+        "torch_int8_minus_fp32_arand": t8["arand"] - pt["arand"],
+        "torch_int8_minus_fp32_voi": t8["voi"] - pt["voi"],
         "int8_over_onnx_fp32": i8["inference_voxels_per_s"] / f32["inference_voxels_per_s"],
         "int8_over_torch_fp32": i8["inference_voxels_per_s"] / pt["inference_voxels_per_s"],
         "onnx_fp32_file_over_int8": f32["file_bytes"] / i8["file_bytes"],
@@ -147,6 +174,7 @@ def main(argv=None) -> dict:
     out = {
         "machine": info | {"load_average_end": list(os.getloadavg())},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "segmentation": segmentation,
         "block": list(block),
         "halo": list(halo),
         "train_seconds": train_s,

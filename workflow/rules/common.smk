@@ -97,11 +97,15 @@ def engine_method(wildcards):
     return APPS[wildcards.app].compress_settings()["methods"][wildcards.method]
 
 
-def engine_model_file(app, dataset, model):
-    """The fp32 model, or a compression method's packed (or int8 ONNX) model."""
+def engine_model_file(app, dataset, model, engine=None):
+    """The fp32 model, or a compression method's packed (or int8 ONNX) model; engine torch_int8:
+    the int8 method's PyTorch int8 model."""
     if model == "fp32":
         return f"results/{app}/models/{dataset}/fp32/model.pt"
-    name = "model.onnx" if model in ENGINE_INT8 else "model.qsp"
+    if model in ENGINE_INT8:
+        name = "model.int8.pt" if engine == "torch_int8" else "model.onnx"
+    else:
+        name = "model.qsp"
     return f"results/{app}/compress/{dataset}/{model}/{name}"
 
 

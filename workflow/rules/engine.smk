@@ -145,6 +145,7 @@ rule compress_int8:
         extra_tests=engine_extra_tests,
     output:
         model="results/{app}/compress/{dataset}/{method}/model.onnx",
+        torch_model="results/{app}/compress/{dataset}/{method}/model.int8.pt",
         metrics="results/{app}/compress/{dataset}/{method}/metrics.json",
         rows="results/{app}/compress/{dataset}/{method}/rows.tsv",
         details="results/{app}/compress/{dataset}/{method}/details.tsv",

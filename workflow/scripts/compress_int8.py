@@ -1,6 +1,6 @@
 """Post-training static int8 of an fp32 model through ONNX Runtime (a compress method of type int8,
-any application): int8 model.onnx, metrics from the int8 engine, rows, details (latency and ops),
-notes and a figure."""
+any application): int8 model.onnx, the same model quantized in PyTorch (model.int8.pt, or why it
+cannot be), metrics from the int8 engine, rows, details (latency and ops), notes and a figure."""
 
 import sys
 
@@ -46,6 +46,8 @@ def main(smk, log):
         scenario=scenario,
         log=log,
         task=task,
+        torch_int8_path=smk.output.torch_model,
+        arch=arch,
     )
     metrics = {**result.metrics, "arch": arch}
     write_text(smk.output.metrics, metrics_json(metrics))

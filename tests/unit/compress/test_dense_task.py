@@ -24,6 +24,7 @@ from quantscan.compress.metrics import mac_counts
 from quantscan.compress.prune import weight_layers
 from quantscan.compress.quantizers import parse_quantizer
 from quantscan.compress.ternary import TernaryConvTranspose3d, ternary_layers
+from quantscan.export import torch_int8
 from quantscan.export.onnx import OrtEngine
 from quantscan.export.packed import load_packed, read_packed_header, save_packed
 from quantscan.models import build_model
@@ -276,8 +277,19 @@ def test_int8_onnx_runtime(unet, tmp_path):
         int8_path=path,
         extra_sets={"first": (test[0][:2], test[1][:2])},
         task=TASK,
+        torch_int8_path=tmp_path / "model.int8.pt",
+        arch=ARCH,
     )
     m = res.metrics
+    # the same network quantized in PyTorch (fbgemm), from the same calibration patches
+    assert m["int8"]["torch_int8"] == "written"
+    assert abs(m["torch_int8_accuracy"] - m["fp32_accuracy"]) <= 0.05
+    assert m["torch_int8_file_bytes"] == (tmp_path / "model.int8.pt").stat().st_size
+    assert m["latency_torch_int8_s"] > 0 and "torch_int8" in res.details.columns
+    qmodel, _, _ = torch_int8.load(tmp_path / "model.int8.pt")
+    with torch.inference_mode():
+        q = qmodel(torch.from_numpy(test[0])).numpy()
+    assert np.abs(q - logits(model, test[0])).mean() < 0.1 * logits(model, test[0]).std()
     assert m["int8"]["calibration_samples"] == 8
     assert m["int8"]["runtime_ops"]["QLinearConv"] == 7
     engine = OrtEngine(path, activation=TASK.activation)

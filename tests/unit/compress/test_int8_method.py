@@ -12,6 +12,7 @@ from quantscan.compress.cost import model_bits
 from quantscan.compress.methods import int8 as int8_method
 from quantscan.compress.methods.int8 import run_int8_method, stored_layers
 from quantscan.errors import ConfigError
+from quantscan.export import torch_int8
 from quantscan.models import SweepNet
 from quantscan.summary import COLUMNS, metrics_json, rows_table
 from quantscan.train import TrainConfig
@@ -58,8 +59,18 @@ def result(trained, tmp_path_factory):
         int8_path=path,
         extra_sets={"island": neutral},
         scenario="easy",
+        torch_int8_path=path.with_name("model.int8.pt"),
+        arch={"name": "sweepnet", "filters": 32},
     )
     return res, path, model
+
+
+def test_a_model_fx_cannot_trace_gets_a_torch_int8_file_that_says_why(result):
+    res, path, _ = result
+    assert "cannot be quantized by PyTorch FX" in res.metrics["int8"]["torch_int8"]
+    assert "torch_int8_accuracy" not in res.metrics and "torch_int8" not in res.details.columns
+    with pytest.raises(ConfigError, match="no PyTorch int8 version"):
+        torch_int8.load(path.with_name("model.int8.pt"))
 
 
 def test_metrics_from_the_int8_engine_close_to_fp32(result):

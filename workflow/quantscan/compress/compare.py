@@ -317,9 +317,11 @@ def engine_bars(
 ) -> None:
     """The int8 method's figure: latency per input, size and test accuracy of fp32 PyTorch, fp32
     ONNX Runtime and int8 ONNX Runtime (``export.onnx.compare_latency`` output, bytes, accuracies)."""
-    engines = ["torch_fp32", "ort_fp32", "ort_int8"]
-    labels = ["PyTorch\nfp32", "ORT\nfp32", "ORT\nint8"]
-    colors = ["C0", "C1", "C2"]
+    engines = ["torch_fp32", "ort_fp32", "ort_int8", "torch_int8"]
+    labels = ["PyTorch\nfp32", "ORT\nfp32", "ORT\nint8", "PyTorch\nint8"]
+    colors = ["C0", "C1", "C2", "C3"]
+    keep = [i for i, e in enumerate(engines) if f"{e}_s" in latency and e in sizes]
+    engines, labels, colors = ([v[i] for i in keep] for v in (engines, labels, colors))
     batch = latency["batch"]
     us = [1e6 * latency[f"{e}_s"] / batch for e in engines]
     kb = [sizes[e] / 1024 for e in engines]
@@ -334,14 +336,14 @@ def engine_bars(
         title=f"latency, batch {batch}, {latency['threads']} thread(s)\n(speedup vs PyTorch fp32)",
     )
     a2.bar(labels, kb, color=colors)
-    for i in range(3):
+    for i in range(len(engines)):
         a2.text(i, kb[i], f"{kb[i]:.1f}", ha="center", va="bottom", fontsize=8)
     a2.set(
         ylabel="KiB",
         title=f"size (fp32 weights; ONNX files)\nint8 file {kb[1] / kb[2]:.2f}x smaller than fp32",
     )
     a3.bar(labels, acc, color=colors)
-    for i in range(3):
+    for i in range(len(engines)):
         a3.text(i, acc[i], f"{acc[i]:.3f}", ha="center", va="bottom", fontsize=8)
     a3.set(ylabel="test accuracy", ylim=(0, 1.08), title="accuracy")
     fig.subplots_adjust(top=0.78, wspace=0.35)

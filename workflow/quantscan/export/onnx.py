@@ -501,8 +501,11 @@ def compare_latency(
     warmup: int = 3,
     repeats: int = 10,
     torch_channels_last: bool = True,
+    torch_int8: nn.Module | None = None,
 ) -> dict:
-    """Time one forward pass over the batch ``x`` with fp32 torch, fp32 ORT and int8 ORT.
+    """Time one forward pass over the batch ``x`` with fp32 torch, fp32 ORT and int8 ORT (and the
+    PyTorch int8 model ``torch_int8`` of ``export.torch_int8`` when given: ``torch_int8_s`` and
+    ``torch_int8_speedup_vs_torch_fp32``).
 
     The torch run converts the NumPy batch to a tensor, channels-last for 4-D inputs when
     ``torch_channels_last`` (as the workflow's torch paths do: ~1.8x faster for 2-D conv nets on
@@ -536,6 +539,13 @@ def compare_latency(
         "ort_fp32": lambda: engines["ort_fp32"].run(x),
         "ort_int8": lambda: engines["ort_int8"].run(x),
     }
+    if torch_int8 is not None:
+
+        def torch_int8_run():
+            with torch.inference_mode():
+                torch_int8(torch.from_numpy(x))
+
+        runners["torch_int8"] = torch_int8_run
     times = {k: [] for k in runners}
     try:
         for run in runners.values():
@@ -550,6 +560,13 @@ def compare_latency(
         torch.set_num_threads(old_threads)
         model.train(was_training)
     med = {k: statistics.median(v) for k, v in times.items()}
+    extra = {}
+    if "torch_int8" in med:
+        extra = {
+            "torch_int8_s": med["torch_int8"],
+            "torch_int8_speedup_vs_torch_fp32": med["torch_fp32"] / med["torch_int8"],
+            "torch_int8_speedup_vs_ort_fp32": med["ort_fp32"] / med["torch_int8"],
+        }
     return {
         "batch": int(len(x)),
         "threads": int(threads),
@@ -564,4 +581,5 @@ def compare_latency(
         "int8_bytes": Path(int8_path).stat().st_size,
         "torch_version": torch.__version__,
         "onnxruntime_version": ort.__version__,
+        **extra,
     }

@@ -18,6 +18,8 @@ torch_fp32_per_window     PyTorch fp32, one input per call (the per-window basel
 torch_fp32                PyTorch fp32, batched, channels-last
 onnx_fp32                 ONNX Runtime fp32 (``.onnx``; a torch file is exported on the fly)
 onnx_int8                 ONNX Runtime static int8 (an ``.onnx`` from ``export.onnx.build_int8``)
+torch_int8                PyTorch static int8, fbgemm kernels (``export.torch_int8``; the
+                          ``model.int8.pt`` beside an int8 method's ``model.onnx``)
 packed                    a packed low-bit model (``export.packed``) through the lookup engine
 packed_torch              the same packed model, dequantized weights in PyTorch (dense reference)
 lut_fp32                  an fp32 model through the lookup engine (shows what binary inputs buy)
@@ -57,6 +59,7 @@ ENGINES: dict[str, type[Engine]] = {
     "torch_fp32": TorchEngine,
     "onnx_fp32": OnnxEngine,
     "onnx_int8": OnnxEngine,
+    "torch_int8": TorchEngine,
     "packed": BinaryConvLutEngine,
     "packed_torch": TorchEngine,
     "lut_fp32": BinaryConvLutEngine,
@@ -118,7 +121,8 @@ def make_engine(
 ) -> Engine:
     """Build an engine of ``kind`` (see :data:`ENGINES`) from a model file.
 
-    ``torch_*`` and ``lut_fp32`` take an fp32 file (a packed file also works for ``torch_*``);
+    ``torch_int8`` takes a torch int8 file (``export.torch_int8``) or the int8 ``.onnx`` it was
+    written beside; ``torch_fp32*`` and ``lut_fp32`` take an fp32 file (a packed file also works for ``torch_*``);
     ``packed``/``packed_torch`` a packed file; ``onnx_int8`` an int8 ``.onnx``; ``onnx_fp32`` an
     ``.onnx`` or an fp32 file, exported to a temporary ONNX file with an input of ``input_shape``.
     ``input_shape`` (one input without the batch axis, e.g. ``(1, H, W)`` or ``(C, L)``) is also
@@ -156,6 +160,24 @@ def make_engine(
             export_onnx(load_model(model_path), x, tmp)
             engine = OnnxEngine(tmp, **opts)
         engine.kind = kind
+        return engine
+    if kind == "torch_int8":
+        from ..export import torch_int8
+
+        path = torch_int8.sibling_path(model_path) if fmt == "onnx" else Path(model_path)
+        qmodel, reference, _ = torch_int8.load(path)
+        engine = TorchEngine(
+            qmodel,
+            batch_size=batch_size,
+            threads=threads,
+            name=name,
+            channels_last=False,
+            input_dtypes=input_dtypes,
+            reference=reference,
+        )
+        engine.kind = kind
+        if input_shape is not None:
+            engine.input_shape = input_shape
         return engine
     if fmt == "onnx":
         raise ConfigError(f"{model_path}: engine {kind} needs a torch or packed model, not ONNX")

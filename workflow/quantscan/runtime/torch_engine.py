@@ -46,15 +46,19 @@ class TorchEngine(Engine):
         channels_last: bool = True,
         input_shape: Sequence[int | None] | None = None,
         input_dtypes: Sequence[str] = ("uint8",),
+        reference: nn.Module | None = None,
     ):
         model = model.eval()
+        # a quantized graph has no nn.Conv/Linear to read: its fp32 architecture (``reference``)
+        # tells the input shape and the outputs
+        shaped = model if reference is None else reference
         if input_shape is None:
-            input_shape = infer_input_shape(model)
+            input_shape = infer_input_shape(shaped)
         super().__init__(
             name or self.kind,
             batch_size,
             threads,
-            n_classes_of(model),
+            n_classes_of(shaped),
             input_shape,
             input_dtypes,
         )

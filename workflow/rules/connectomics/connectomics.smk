@@ -32,7 +32,7 @@ rule connectomics_data:
 rule connectomics_store:
     input:
         model=lambda wildcards: engine_model_file(
-            "connectomics", EM_DATASET, wildcards.model
+            "connectomics", EM_DATASET, wildcards.model, wildcards.engine
         ),
         volume=em_volume_file,
     output:
@@ -55,7 +55,7 @@ rule connectomics_predict:
     input:
         store="results/connectomics/scan/{volume}/{model}/{engine}/blocks/store.json",
         model=lambda wildcards: engine_model_file(
-            "connectomics", EM_DATASET, wildcards.model
+            "connectomics", EM_DATASET, wildcards.model, wildcards.engine
         ),
         volume=em_volume_file,
     output:

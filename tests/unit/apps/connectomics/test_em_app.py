@@ -74,7 +74,12 @@ def test_app_plan():
     assert a.task == "affinities" and a.class_names() == ["z", "y", "x"]
     assert a.arch()["name"] == "unet3d" and a.arch()["out_channels"] == 3
     assert a.scan_models() == ["fp32", "mixed", "int8"]
-    assert a.scan_engines("int8") == ["onnx_int8"] and a.scan_engines("mixed") == ["packed_torch"]
+    assert a.scan_engines("int8") == ["onnx_int8", "torch_int8"]
+    assert a.scan_engines("mixed") == ["packed_torch"]
+    only = app(SECTION | {"scan": {"engines": {"int8": ["torch_int8"]}}})
+    assert only.scan_engines("int8") == ["torch_int8"]
+    with pytest.raises(ConfigError, match="engines.int8"):
+        csettings.resolve(SECTION | {"scan": {"engines": {"int8": ["packed"]}}})
     targets = a.targets()
     assert "results/connectomics/summary.tsv" in targets
     assert "results/connectomics/scan/synthetic/int8/onnx_int8/metrics.json" in targets

@@ -66,13 +66,11 @@ class ConnectomicsApp(App):
         return [m for m in names if not wanted or m in wanted]
 
     def scan_engines(self, model: str) -> list[str]:
-        """Engines that run ``model`` in the blockwise scan (int8 methods: ONNX Runtime)."""
+        """Engines that run ``model`` in the blockwise scan (``scan.engines``: fp32, packed, int8)."""
         if model == "fp32":
             return list(self.resolved["scan"]["engines"]["fp32"])
         kind = self.compress_settings()["methods"][model]["type"]
-        if kind == "int8":
-            return ["onnx_int8"]
-        return list(self.resolved["scan"]["engines"]["packed"])
+        return list(self.resolved["scan"]["engines"]["int8" if kind == "int8" else "packed"])
 
     def targets(self) -> list[str]:
         out = super().targets()

@@ -43,6 +43,8 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...export import onnx as qonnx
+from ...export import torch_int8
+from ...runtime.base import torch_threads
 from ...tasks import CLASSIFICATION, Task, error_rate
 from ...train import predict_proba, to_tensor
 from ..cost import model_bits as torch_model_bits
@@ -54,7 +56,7 @@ TYPE = "int8"
 EVAL_BATCH = 64
 #: ops whose input 1 is a weight and input 2 (if any) a bias
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-ENGINES = ("torch_fp32", "ort_fp32", "ort_int8")
+ENGINES = ("torch_fp32", "ort_fp32", "ort_int8", "torch_int8")
 
 Data = tuple[np.ndarray, np.ndarray]
 
@@ -250,8 +252,15 @@ def run_int8_method(
     scenario: str = "",
     log: logging.Logger | None = None,
     task: Task = CLASSIFICATION,
+    torch_int8_path: str | Path | None = None,
+    arch: Mapping | None = None,
 ) -> Int8Result:
     """Quantize ``model`` to static int8 with ONNX Runtime, write ``int8_path``, measure it.
+
+    With ``torch_int8_path`` (and the model's ``arch``), the same calibration inputs also quantize
+    it in PyTorch (``export.torch_int8``: fbgemm kernels, much faster than ONNX Runtime for 3-D
+    convolutions); that file is written, scored and timed beside the ONNX models (engine
+    ``torch_int8``), or records why the model cannot be (FX cannot trace it).
 
     ``config`` is the method's config entry (``type: int8``; defaults filled from the schema).
     ``extra_sets`` maps names to extra test sets whose inputs all have one true class: their
@@ -289,6 +298,16 @@ def run_int8_method(
             dynamic_spatial=task.dense,
         )
         n_cal = built["calibration_samples"]
+        qtorch, torch_int8_note = None, ""
+        if torch_int8_path is not None:
+            try:
+                qtorch = torch_int8.quantize(
+                    model, qonnx.calibration_sample(x_train, cfg["calibration_samples"], seed)
+                )
+            except ConfigError as err:
+                torch_int8_note = str(err)
+                log.warning("%s: no PyTorch int8 model: %s", method, err)
+            torch_int8.save(torch_int8_path, dict(arch or {}), qtorch, torch_int8_note)
         stored_int8 = qonnx.describe_onnx(int8_path)
         stored_fp32 = qonnx.describe_onnx(fp32_path)
         runtime_ops = {
@@ -302,6 +321,9 @@ def run_int8_method(
         proba = {"torch_fp32": predict_proba(model, x_test, EVAL_BATCH, task)}
         for k, eng in engines.items():
             proba[k] = eng.predict_proba(x_test, EVAL_BATCH)
+        if qtorch is not None:
+            with torch_threads(threads):
+                proba["torch_int8"] = predict_proba(qtorch, x_test, EVAL_BATCH, task)
         fpr = {
             f"fpr_{n}": error_rate(task, y, engines["ort_int8"].predict_proba(x, EVAL_BATCH))
             for n, (x, y) in (extra_sets or {}).items()
@@ -314,6 +336,7 @@ def run_int8_method(
             _latency_inputs(x_test, cfg["latency_batch"]),
             threads=threads,
             repeats=cfg["latency_repeats"],
+            torch_int8=qtorch,
         )
         fp32_onnx_bytes = fp32_path.stat().st_size
 
@@ -362,6 +385,17 @@ def run_int8_method(
         "latency_ort_int8_s": latency["ort_int8_s"],
         "latency_batch": latency["batch"],
         "latency_threads": latency["threads"],
+        **(
+            {
+                "torch_int8_accuracy": evals["torch_int8"]["accuracy"],
+                "latency_torch_int8_s": latency["torch_int8_s"],
+                "torch_int8_speedup_vs_torch_fp32": latency["torch_int8_speedup_vs_torch_fp32"],
+                "torch_int8_speedup_vs_ort_fp32": latency["torch_int8_speedup_vs_ort_fp32"],
+                "torch_int8_file_bytes": int(Path(torch_int8_path).stat().st_size),
+            }
+            if qtorch is not None
+            else {}
+        ),
         **fpr,
         **summary_scalars(report),
         "int8": {
@@ -373,6 +407,7 @@ def run_int8_method(
             "cpu_has_vnni": qonnx.cpu_has_vnni(),
             "machine": platform.machine(),
             "unmatched_layers": [n for n in weight_layers(model) if n not in matched],
+            "torch_int8": "written" if qtorch is not None else (torch_int8_note or "not asked"),
             "seconds": round(time.perf_counter() - start, 2),
         },
         "engines": {k: {kk: e[kk] for kk in scores} for k, e in evals.items()},
@@ -407,6 +442,8 @@ def run_int8_method(
         "ort_fp32": float(fp32_onnx_bytes),
         "ort_int8": float(file_bytes),
     }
+    if qtorch is not None:
+        sizes["torch_int8"] = float(metrics["torch_int8_file_bytes"])
     accs = {k: e["accuracy"] for k, e in evals.items()}
 
     def plot(path, title):
@@ -424,12 +461,13 @@ def details_table(
     """One row per quantity, one column per engine: latency, size, the ``scores`` (test metrics),
     then op counts."""
     batch = latency["batch"]
+    engines = [e for e in ENGINES if f"{e}_s" in latency]
     rows = []
 
     def add(section, item, values):
-        rows.append({"section": section, "item": item, **{e: values.get(e) for e in ENGINES}})
+        rows.append({"section": section, "item": item, **{e: values.get(e) for e in engines}})
 
-    secs = {e: latency[f"{e}_s"] for e in ENGINES}
+    secs = {e: latency[f"{e}_s"] for e in engines}
     add("latency", f"median_s_batch{batch}", secs)
     add("latency", "us_per_input", {e: 1e6 * s / batch for e, s in secs.items()})
     add("latency", "inputs_per_s", {e: batch / s for e, s in secs.items()})
@@ -441,6 +479,7 @@ def details_table(
             "torch_fp32": metrics["fp32_model_bits"] // 8,
             "ort_fp32": metrics["fp32_onnx_bytes"],
             "ort_int8": metrics["file_bytes"],
+            "torch_int8": metrics.get("torch_int8_file_bytes"),
         },
     )
     add(
@@ -453,7 +492,7 @@ def details_table(
         },
     )
     for key in scores:
-        add("accuracy", key, {e: evals[e][key] for e in ENGINES})
+        add("accuracy", key, {e: evals[e][key] for e in engines})
     for e in ("ort_fp32", "ort_int8"):
         for op, n in sorted(stored[e]["op_counts"].items()):
             add("stored_ops", op, {e: n})
@@ -501,12 +540,20 @@ def notes_text(name, cfg, metrics, latency, n_cal) -> str:
         f"## latency (batch {latency['batch']}, {latency['threads']} thread(s), median of "
         f"{latency['repeats']} interleaved repeats)",
     ]
-    for e in ENGINES:
+    for e in [e for e in ENGINES if f"{e}_s" in latency]:
         s = latency[f"{e}_s"]
         lines.append(f"{e}: {1e3 * s:.3f} ms ({1e6 * s / latency['batch']:.2f} us per input)")
     lines += [
         f"speedup_vs_torch_fp32: {latency['speedup_vs_torch_fp32']:.3f}",
         f"speedup_vs_ort_fp32: {latency['speedup_vs_ort_fp32']:.3f}",
+        (
+            f"PyTorch int8 (fbgemm, {metrics['torch_int8_file_bytes']} bytes): accuracy "
+            f"{metrics['torch_int8_accuracy']:.4f}, "
+            f"{latency['torch_int8_speedup_vs_torch_fp32']:.3f}x torch fp32, "
+            f"{latency['torch_int8_speedup_vs_ort_fp32']:.3f}x ORT fp32"
+            if "torch_int8_s" in latency
+            else f"PyTorch int8: {metrics['int8']['torch_int8']}"
+        ),
         f"torch {latency['torch_version']}, onnxruntime {latency['onnxruntime_version']}, "
         f"{metrics['int8']['machine']}",
         "",
