@@ -93,3 +93,50 @@ def test_engine_from_the_onnx_sibling_and_stitching_is_bit_identical(quantized, 
     whole = (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float32)
     core = (slice(None), *(slice(h, h + s) for h, s in zip(halo, raw.shape, strict=True)))
     np.testing.assert_array_equal(affs, whole[core])
+
+
+@pytest.mark.parametrize("kernel", [(1, 2, 2), (2, 2, 2)])
+def test_shuffle_up_equals_the_transposed_convolution(kernel):
+    torch.manual_seed(1)
+    up = torch.nn.ConvTranspose3d(6, 4, kernel, stride=kernel)
+    shuffle = torch_int8.ShuffleUp(up)
+    x = torch.randn(2, 6, 3, 5, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(shuffle(x), up(x), atol=1e-5, rtol=1e-5)
+    # other transposed convolutions are left alone
+    net = torch.nn.Sequential(up, torch.nn.ConvTranspose3d(4, 2, 3, stride=1))
+    torch_int8.shuffle_upsampling(net)
+    assert isinstance(net[0], torch_int8.ShuffleUp)
+    assert isinstance(net[1], torch.nn.ConvTranspose3d)
+
+
+@pytest.mark.parametrize("same_qparams", [True, False])
+def test_upsample_concat_equals_shuffle_then_cat(same_qparams):
+    """The fused int8 copy equals dequantize -> shuffle -> cat, with channels-last inputs as
+    fbgemm returns them (and falls back to the plain computation when scales differ)."""
+    rng = torch.Generator().manual_seed(3)
+    kernel, oc = (1, 2, 2), 3
+    skip = torch.rand(1, 5, 2, 6, 8, generator=rng)
+    y = torch.rand(1, oc * 4, 2, 3, 4, generator=rng)
+    qs = torch.quantize_per_tensor(skip, 0.01, 7, torch.quint8)
+    qy = torch.quantize_per_tensor(y, 0.01 if same_qparams else 0.02, 7, torch.quint8)
+    qs, qy = (t.contiguous(memory_format=torch.channels_last_3d) for t in (qs, qy))
+    out = torch_int8.upsample_concat(qs, qy, kernel, oc)
+    up = torch.nn.ConvTranspose3d(oc * 4, oc, kernel, stride=kernel, bias=False)
+    shuffle = torch_int8.ShuffleUp(up)
+    shuffle.conv = torch.nn.Identity()  # the shuffle alone
+    expected = torch.cat([qs.dequantize(), shuffle(qy.dequantize())], 1)
+    assert out.is_quantized
+    if same_qparams:  # int8 copies: exact
+        torch.testing.assert_close(out.dequantize(), expected, atol=0.0, rtol=0.0)
+    else:  # requantized to the skip's scale: within half a step
+        torch.testing.assert_close(out.dequantize(), expected, atol=0.005 + 1e-6, rtol=0.0)
+
+
+def test_quantized_unet_joins_skips_in_int8(quantized):
+    """The converted U-Net joins each skip and upsampled map with upsample_concat (one scale for
+    both), with no dequantize before the head's output."""
+    _, q = quantized
+    targets = [n.target for n in q.graph.nodes if n.op in ("call_function", "call_method")]
+    assert targets.count(torch_int8.upsample_concat) == 1  # levels=2: one skip connection
+    assert targets.count("dequantize") == 1 and torch.cat not in targets
