@@ -15,6 +15,7 @@ import tskit
 from quantscan.apps.sweeps import scan_inputs
 from quantscan.apps.sweeps.io import MISSING, check_usable, read_trees
 from quantscan.apps.sweeps.io.trees import read_trees_packed
+from quantscan.errors import InputFormatError
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -221,3 +222,13 @@ def test_prepare_script_on_a_tree_sequence(messy, tmp_path):
     assert info["stats"] == stats and info["chrom"] == "chrM" and info["base"] == 0
     assert any("have no genotype call" in w for w in info["warnings"])
     assert "have no genotype call" in log.read_text()
+
+
+def test_packed_read_without_snps_is_a_clean_error(tmp_path):
+    ts = msprime.sim_ancestry(4, sequence_length=5_000, population_size=10_000, random_seed=1)
+    ts.dump(tmp_path / "chrE.trees")
+    inp = {"format": "trees", "path": str(tmp_path / "chrE.trees"), "options": {}}
+    with pytest.raises(InputFormatError, match="chrE: no usable SNPs"):
+        scan_inputs.read_chromosome(inp, "chrE", packed=True, processes=2)
+    hd = read_trees_packed(tmp_path / "chrE.trees", processes=2)
+    assert hd.n_sites == 0 and hd.haplotypes.packed.shape == (0, 1) and hd.stats["kept"] == 0
