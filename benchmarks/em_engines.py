@@ -6,8 +6,8 @@ A synthetic volume (``quantscan.apps.connectomics.synthetic``) is segmented bloc
 watershed + agglomeration, merged across faces) by the same U-Net through each engine. The U-Net is
 briefly trained on patches of a second synthetic volume (``--train-steps`` Adam steps; 0: random
 weights), so the segmentations and the int8 calibration see realistic activations. Reported per
-engine: inference voxels/s, end-to-end voxels/s (inference + segmentation with the workflow's
-default segmentation), VOI and ARAND against the labels, the model file size, and the int8 engines'
+engine: inference voxels/s, end-to-end voxels/s (blocks to segmentation: inference + the workflow's
+default segmentation; also with the scoring against the labels), VOI and ARAND against the labels, the model file size, and the int8 engines'
 ratios to fp32 ONNX Runtime and to PyTorch; the CPU's VNNI support is recorded (ONNX Runtime's int8
 convolutions are fast only with it). Both int8 engines are calibrated on the same patches.
 
@@ -139,9 +139,12 @@ def main(argv=None) -> dict:
             )
             total = time.perf_counter() - t
             m = out["metrics"]
+            # blocks to segmentation (what a user without labels waits for); scoring apart
+            e2e = m["voxels"] / (m["inference_seconds"] + m["segmentation_seconds"])
             results[name] = {
                 "inference_voxels_per_s": m["voxels_per_s"],
-                "end_to_end_voxels_per_s": m["voxels"] / total,
+                "end_to_end_voxels_per_s": e2e,
+                "with_scoring_voxels_per_s": m["voxels"] / total,
                 "inference_seconds": m["inference_seconds"],
                 "segmentation_seconds": m["segmentation_seconds"],
                 "voi_split": m["voi_split"],
@@ -152,7 +155,8 @@ def main(argv=None) -> dict:
             }
             print(
                 f"{name:10s} inference {m['voxels_per_s']:9.0f} vox/s, end to end "
-                f"{m['voxels'] / total:9.0f} vox/s, VOI {m['voi']:.3f} bits, ARAND "
+                f"{e2e:9.0f} vox/s ({m['voxels'] / total:9.0f} with scoring), VOI "
+                f"{m['voi']:.3f} bits, ARAND "
                 f"{m['arand']:.3f}, {sizes[name]:,} bytes",
                 flush=True,
             )
