@@ -213,3 +213,17 @@ def test_relabel_consecutive_lookup_table_equals_sorted_unique():
         expected = (np.arange(len(ids)) + (0 if ids[0] == 0 else 1))[inv.reshape(labels.shape)]
         out = S.relabel_consecutive(labels)
         assert out.dtype == np.uint64 and np.array_equal(out, expected)
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 7, 8), (2, 9, 11), (3, 5, 12, 10)])
+def test_cc3d_components_equal_the_sparse_graph_route(shape):
+    """cc3d's voxel connectivity graph gives the same components, numbered the same (by first
+    voxel in C order), as scipy's csgraph on the same kept edges, with and without ``within``."""
+    rng = np.random.default_rng(len(shape))
+    affs = rng.random(shape).astype(np.float32)
+    within = rng.integers(0, 3, shape[1:]).astype(np.uint64)
+    for w in (None, within):
+        a = S._components_cc3d(affs, 0.6, w)
+        b = S._components_csgraph(affs, 0.6, w)
+        np.testing.assert_array_equal(a, b)
+        assert len(np.unique(a)) > 1
