@@ -46,6 +46,7 @@ def test_registry_names_every_kind():
         "torch_fp32",
         "onnx_fp32",
         "onnx_int8",
+        "torch_int8",
         "packed",
         "packed_torch",
         "lut_fp32",

@@ -145,7 +145,10 @@ def test_int8_script_on_a_viral_model(viral_job):
         wildcards=SimpleNamespace(app="viral", dataset="simulated", method="int8"),
         config={"apps": {"viral": {}}},
         input=SimpleNamespace(**{k: str(paths[k]) for k in ("model", "train", "test")}),
-        output=SimpleNamespace(**{n.split(".")[0]: str(out / n) for n in names}),
+        output=SimpleNamespace(
+            **{n.split(".")[0]: str(out / n) for n in names},
+            torch_model=str(out / "model.int8.pt"),
+        ),
         params=SimpleNamespace(method=cfg, class_names=CLASSES, seed=3),
         log=[str(tmp / "int8.log")],
         threads=1,
@@ -160,6 +163,9 @@ def test_int8_script_on_a_viral_model(viral_job):
     assert metrics["file_bytes"] == Path(smk.output.model).stat().st_size
     assert metrics["file_bytes"] < metrics["fp32_onnx_bytes"] / 3
     assert metrics["speedup_vs_torch_fp32"] > 0 and metrics["arch"]["name"] == "viralcnn"
+    # the viral CNN has no PyTorch int8 version: the file says why
+    assert "cannot be quantized by PyTorch FX" in metrics["int8"]["torch_int8"]
+    assert Path(smk.output.torch_model).is_file()
     rows = pd.read_csv(smk.output.rows, sep="\t")
     assert rows.method.tolist() == ["int8"] and rows.scenario.tolist() == ["simulated"]
     assert "simulated/int8: " in Path(smk.log[0]).read_text()
