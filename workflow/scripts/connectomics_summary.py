@@ -42,13 +42,18 @@ def main(smk, log):
         m = json.loads(open(path).read())
         # the method's directory (a method's metrics name its primary variant, e.g. a gamma)
         sizes[Path(path).parent.name] = {
-            k: m.get(k) for k in ("model_bits", "file_bytes", "size_pct", "density")
+            k: m.get(k)
+            for k in ("model_bits", "file_bytes", "size_pct", "density", "torch_int8_file_bytes")
         }
     rows = []
     for path in smk.input.scans:
         m = json.loads(open(path).read())
         row = {"volume": m["volume"], "method": m["model"], "engine": m["engine"]}
-        row |= sizes.get(m["model"], {})
+        size = dict(sizes.get(m["model"], {}))
+        torch_bytes = size.pop("torch_int8_file_bytes", None)
+        if m["engine"] == "torch_int8" and torch_bytes is not None:  # its own file
+            size["file_bytes"] = torch_bytes
+        row |= size
         row |= {k: m.get(k) for k in COLUMNS if k not in row}
         rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS)
