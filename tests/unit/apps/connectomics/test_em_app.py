@@ -282,11 +282,14 @@ def test_out_of_core_segmentation_against_in_memory():
     assert o["voi_split"] < 0.1 and m["voi_split"] < 0.1
 
 
-def test_int8_blockwise_equals_one_whole_volume_pass(tmp_path):
-    """The static int8 U-Net (ONNX Runtime QDQ, free spatial axes): stitched blocks equal one pass
-    over the reflect-padded volume."""
+@pytest.mark.parametrize("kind", ["onnx_int8", "torch_int8"])
+def test_int8_blockwise_equals_one_whole_volume_pass(tmp_path, kind):
+    """The static int8 U-Net (ONNX Runtime QDQ with free spatial axes, or PyTorch's fbgemm int8
+    read through make_engine from beside the ONNX file): stitched blocks equal one pass over the
+    reflect-padded volume, bit for bit."""
+    from quantscan.export import torch_int8
     from quantscan.export.onnx import build_int8
-    from quantscan.runtime import OnnxEngine
+    from quantscan.runtime import make_engine
 
     model = tiny_unet(2)
     rng = np.random.default_rng(2)
@@ -295,7 +298,10 @@ def test_int8_blockwise_equals_one_whole_volume_pass(tmp_path):
     paths = build_int8(
         model, calib, tmp_path / "u.onnx", tmp_path / "u.int8.onnx", dynamic_spatial=True
     )
-    engine = OnnxEngine(paths["int8"], batch_size=1, input_dtypes=("float32",))
+    arch = {"name": "unet3d", "filters": 4, "levels": 2}
+    torch_int8.save(torch_int8.sibling_path(paths["int8"]), arch, torch_int8.quantize(model, calib))
+    engine = make_engine(kind, paths["int8"], batch_size=1, input_dtypes=("float32",))
+    assert engine.kind == kind
     block, halo = scoring.geometry(model, (8, 16, 16))
     affs = scoring.predict_volume(engine, raw, block=block, halo=halo)
     padded = np.pad(raw, [(h, h) for h in halo], mode="reflect")
