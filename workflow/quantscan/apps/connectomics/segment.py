@@ -177,26 +177,25 @@ def _strong_edges(affs, threshold, within, c):
 
 
 def _components_cc3d(affs, threshold, within) -> np.ndarray:
-    """Component ids (flat, 0..k-1) by ``cc3d.color_connectivity_graph``: the
-    kept edges as a voxel connectivity graph (cc3d's bits: +x, -x, +y, -y, +z, -z, axis 0 being
-    its x), 4- or 6-connected."""
+    """Component ids (flat, 0..k-1) by ``cc3d.color_connectivity_graph``: the kept edges as a
+    voxel connectivity graph (cc3d's bits: +x, -x, +y, -y, +z, -z), 4- or 6-connected. cc3d
+    reads its x as the fastest axis, so it gets the transposed (Fortran-order) view of the graph:
+    its scan is then the C-order scan of the volume, and its labels number the components by
+    their first voxel in C order, as csgraph does (the same fragment ids, no renumbering)."""
     import cc3d
 
     ndim = affs.shape[0]
     vcg = np.zeros(affs.shape[1:], np.uint8)
     for c in range(ndim):
         plus, minus, strong = _strong_edges(affs, threshold, within, c)
-        up, down = np.uint8(1 << (2 * c)), np.uint8(1 << (2 * c + 1))
+        a = ndim - 1 - c  # the volume's last axis is cc3d's x
+        up, down = np.uint8(1 << (2 * a)), np.uint8(1 << (2 * a + 1))
         vcg[plus] |= strong * down  # p reaches p - e_c
         vcg[minus] |= strong * up  # p - e_c reaches p
         del strong
-    labels = cc3d.color_connectivity_graph(vcg, connectivity=4 if ndim == 2 else 6)
+    labels = cc3d.color_connectivity_graph(vcg.T, connectivity=4 if ndim == 2 else 6)
     del vcg
-    # numbered by first voxel in C order, as csgraph numbers them (the same fragment ids)
-    _, first, comp = np.unique(labels.ravel(), return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    return rank[comp]
+    return labels.T.ravel().astype(np.int64) - 1
 
 
 def _components_csgraph(affs, threshold, within) -> np.ndarray:
