@@ -246,6 +246,14 @@ def scan_mem(base_mb, per_input_mb):
     return mem
 
 
+def prepare_mem(wildcards, input, attempt):
+    """scan_prepare's memory: a tree sequence is read packed, chunk by chunk (about 3x its file:
+    the loaded tree sequence, 2.3 GB for a 1 GB file, plus the packed haplotypes); a VCF or ms
+    input is parsed whole (20x its file)."""
+    trees = SCAN.inputs[wildcards.scan_input].format == "trees"
+    return scan_mem(1000, 3 if trees else 20)(wildcards, input, attempt)
+
+
 SCAN_EVALUATE = [
     dict(scenario=s, model=m, engine=e, haps=SCAN.model_haplotypes[s])
     for s, m, e in SCAN.evaluate

@@ -50,7 +50,7 @@ rule scan_prepare:
     # a tree sequence is decoded in one process per thread (io.trees.read_trees_packed)
     threads: lambda wildcards: 2 if SCAN.inputs[wildcards.scan_input].format == "trees" else 1
     resources:
-        mem_mb=scan_mem(1000, 20),
+        mem_mb=prepare_mem,
         runtime=120,
     params:
         inp=lambda wildcards: dataclasses.asdict(SCAN.inputs[wildcards.scan_input]),
