@@ -301,8 +301,15 @@ def test_connectomics_trains_compresses_and_segments_blockwise(workdir):
         ("q_then_p", "packed_torch"),
         ("ttq", "packed_torch"),
         ("int8", "onnx_int8"),
+        ("int8", "torch_int8"),
     }
     assert table["voxels_per_s"].gt(0).all() and table["accuracy"].between(0, 1).all()
+    # the int8 method's two engines: each row gives its own file's bytes
+    int8 = table[table["method"] == "int8"].set_index("engine")
+    compress = json.loads((res / "compress/synthetic/int8/metrics.json").read_text())
+    assert int8.loc["onnx_int8", "file_bytes"] == compress["file_bytes"]
+    assert int8.loc["torch_int8", "file_bytes"] == compress["torch_int8_file_bytes"]
+    assert abs(int8.loc["torch_int8", "accuracy"] - int8.loc["onnx_int8", "accuracy"]) < 0.05
     assert table["voi"].ge(0).all() and table["arand"].between(0, 1).all()
     fp32 = table[table["method"] == "fp32"]
     # the same model through PyTorch and ONNX Runtime: the same segmentation
