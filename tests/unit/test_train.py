@@ -266,3 +266,27 @@ def test_an_early_stopped_checkpoint_trains_no_further(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "_evaluate", lambda *a: 1 / 0)  # an epoch would raise
     again = fit(dropout_net(), x, y, xv, noise, cfg, 1, checkpoint=ckpt)
     assert without_seconds(again) == without_seconds(first)
+
+
+@pytest.mark.parametrize("monitor, best", [("loss", 1), ("accuracy", 2)])
+def test_the_task_says_which_epoch_is_best(monkeypatch, monitor, best):
+    """Early stopping keeps the epoch with the lowest validation loss, or, for a task that
+    monitors accuracy (affinities), the highest validation accuracy, even as the loss rises."""
+    import quantscan.train as train_mod
+    from quantscan.tasks import CLASSIFICATION
+
+    scripted = iter([(0.5, 0.30), (0.7, 0.60), (0.8, 0.50)])  # (val loss, val accuracy) per epoch
+    monkeypatch.setattr(train_mod, "_evaluate", lambda *a, **k: next(scripted))
+    task = dataclasses.replace(CLASSIFICATION, monitor=monitor)
+    model = torch.nn.Linear(2, 2)
+
+    def step(model, optimizer, loss_fn, xb, yb, epoch, epochs):
+        with torch.no_grad():  # the weights record the epoch that wrote them
+            model.weight.fill_(epoch + 1)
+        return 0.0
+
+    x, y = np.zeros((4, 2), np.float32), np.zeros(4, np.int64)
+    cfg = TrainConfig(epochs=3, batch_size=4, patience=5)
+    history = fit(model, x, y, x, y, cfg, 0, step=step, task=task)
+    assert len(history) == 3
+    assert float(model.weight[0, 0]) == best

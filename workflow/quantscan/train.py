@@ -180,7 +180,9 @@ def fit(
     task: Task = CLASSIFICATION,
     device: str | torch.device = "cpu",
 ) -> list[dict]:
-    """Train in place; keep the weights of the epoch with the lowest validation loss.
+    """Train in place; keep the weights of the best epoch: the lowest validation loss, or the
+    highest validation accuracy for a task whose ``monitor`` is "accuracy" (without a validation
+    set, the lowest training loss).
 
     Returns one dict per epoch (``epoch, train_loss, val_loss, val_accuracy, seconds``).
     ``checkpoint``: a file to save the training state to after every epoch and to resume from when
@@ -273,11 +275,13 @@ def fit(
             val_acc,
             row["seconds"],
         )
+        # best_loss: the lowest value of what the task monitors (minus the accuracy)
+        score = -val_acc if has_val and getattr(task, "monitor", "loss") == "accuracy" else val_loss
         done = not math.isfinite(val_loss)
         if done:
             log.warning("validation loss is not finite; stopping")
-        elif val_loss < best_loss - 1e-6:
-            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+        elif score < best_loss - 1e-6:
+            best_loss, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
             if step_state is not None:
                 best_step_state = copy.deepcopy(step_state.state_dict())
         else:

@@ -28,6 +28,9 @@ class Task(Protocol):
     activation: str
     #: one output per input voxel (a fully convolutional model: ONNX exports keep spatial axes free)
     dense: bool
+    #: what ``train.fit`` keeps the best epoch by: "loss" (the lowest validation loss) or "accuracy"
+    #: (the highest validation accuracy)
+    monitor: str
 
     def loss(self, class_weights: list[float] | None = None) -> nn.Module:
         """The training loss (mean over a batch)."""

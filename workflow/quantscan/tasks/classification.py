@@ -20,6 +20,8 @@ class Classification:
     activation: str = "softmax"
     #: one output per input (not per voxel)
     dense: bool = False
+    #: early stopping keeps the epoch with the lowest validation loss
+    monitor: str = "loss"
 
     def loss(self, class_weights: list[float] | None = None) -> nn.Module:
         weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
