@@ -201,7 +201,6 @@ def share_concat_qparams(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return gm
 
 
-@torch.fx.wrap
 def int8_cat(tensors: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
     """``torch.cat`` of quantized tensors with one scale and zero point as a copy of their int8
     values (PyTorch's quantized cat dequantizes and requantizes 5-D tensors); else ``torch.cat``."""

@@ -165,27 +165,17 @@ def make_engine(
         from ..export import torch_int8
 
         path = torch_int8.sibling_path(model_path) if fmt == "onnx" else Path(model_path)
-        qmodel, reference, _ = torch_int8.load(path)
-        engine = TorchEngine(
-            qmodel,
-            batch_size=batch_size,
-            threads=threads,
-            name=name,
-            channels_last=False,
-            input_dtypes=input_dtypes,
-            reference=reference,
-        )
-        engine.kind = kind
-        if input_shape is not None:
-            engine.input_shape = input_shape
-        return engine
-    if fmt == "onnx":
-        raise ConfigError(f"{model_path}: engine {kind} needs a torch or packed model, not ONNX")
-    if kind in ("packed", "packed_torch") and fmt != "packed":
-        raise ConfigError(f"{model_path}: engine {kind} needs a packed model file")
-    if kind == "lut_fp32" and fmt != "fp32":
-        raise ConfigError(f"{model_path}: engine lut_fp32 needs an fp32 model file")
-    model = load_model(model_path)
+        model, reference, _ = torch_int8.load(path)
+    else:
+        if fmt == "onnx":
+            raise ConfigError(
+                f"{model_path}: engine {kind} needs a torch or packed model, not ONNX"
+            )
+        if kind in ("packed", "packed_torch") and fmt != "packed":
+            raise ConfigError(f"{model_path}: engine {kind} needs a packed model file")
+        if kind == "lut_fp32" and fmt != "fp32":
+            raise ConfigError(f"{model_path}: engine lut_fp32 needs an fp32 model file")
+        model, reference = load_model(model_path), None
     if kind == "torch_fp32_per_window":
         engine = TorchEngine(
             model,
@@ -197,7 +187,14 @@ def make_engine(
         )
     elif cls is TorchEngine:
         engine = TorchEngine(
-            model, batch_size=batch_size, threads=threads, name=name, input_dtypes=input_dtypes
+            model,
+            batch_size=batch_size,
+            threads=threads,
+            name=name,
+            # quantized kernels take NCHW / NCDHW
+            channels_last=reference is None,
+            input_dtypes=input_dtypes,
+            reference=reference,
         )
     else:
         engine = cls(

@@ -12,7 +12,7 @@ import yaml
 
 from quantscan import config as qconfig
 from quantscan.apps.viral import classify, dataset, evaluation, openset
-from quantscan.apps.viral.fasta import Record
+from quantscan.apps.viral.fasta import Record, write_fasta
 from quantscan.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -155,10 +155,8 @@ def test_classify_and_assess_use_the_detector(tmp_path):
     pieces = {
         "val": evaluation.split_pieces(splits["val"], 2, [150], 2, 0, "val"),
         "test": evaluation.split_pieces(splits["test"], 2, [150], 2, 0, "test"),
-        "ood": [
-            evaluation.Piece(r.id, r.sequence, -1, "ood", dataset.tokens(r.description)["category"])
-            for r in ood
-        ],
+        # as rule viral_split writes them and viral_assess reads them
+        "ood": evaluation.ood_pieces(write_fasta(ood, tmp_path / "ood.fasta")),
     }
     rows = {k: evaluation.score_pieces(engine, p, names, options) for k, p in pieces.items()}
     assert all("mahalanobis" in r["_scores"] for r in rows["test"])

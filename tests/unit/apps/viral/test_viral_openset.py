@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from quantscan.apps.viral import classify, dataset, evaluation, openset
-from quantscan.apps.viral.fasta import Record
+from quantscan.apps.viral.fasta import Record, write_fasta
 from quantscan.errors import ConfigError
 
 CLASSES = ["alpha", "beta"]
@@ -142,7 +142,7 @@ def test_background_class_rejects_shuffled_and_random_sequences(motif_splits):
     assert correct >= 0.9
 
 
-def test_evaluation_compares_strategies_and_calibrates_on_validation(motif_splits):
+def test_evaluation_compares_strategies_and_calibrates_on_validation(motif_splits, tmp_path):
     splits, test = motif_splits
     engine = evaluation.KmerEngine(splits["train"], 5)
     names = list(splits["train"].class_names)
@@ -151,10 +151,10 @@ def test_evaluation_compares_strategies_and_calibrates_on_validation(motif_split
     pieces = {
         "val": evaluation.split_pieces(splits["val"], 2, [100], 2, 0, "val"),
         "test": evaluation.split_pieces(splits["test"], 2, [100], 2, 0, "test"),
-        "ood": [
-            evaluation.Piece(r.id, r.sequence, -1, "ood", dataset.tokens(r.description)["category"])
-            for r in openset.ood_records(test, 10, seed=5)
-        ],
+        # as rule viral_split writes them and viral_assess reads them
+        "ood": evaluation.ood_pieces(
+            write_fasta(openset.ood_records(test, 10, seed=5), tmp_path / "ood.fasta")
+        ),
     }
     rows = {k: evaluation.score_pieces(engine, p, names, options) for k, p in pieces.items()}
     result = evaluation.assess(
