@@ -1,6 +1,9 @@
 """PyTorch static int8 (export.torch_int8) and its engine: file round trip, closeness to fp32,
 named errors, and blockwise stitching equal to one whole-volume pass, bit for bit."""
 
+import warnings
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +136,107 @@ def test_quantized_unet_joins_skips_in_int8(quantized):
     targets = [n.target for n in q.graph.nodes if n.op in ("call_function", "call_method")]
     assert targets.count(torch_int8.upsample_concat) == 1  # levels=2: one skip connection
     assert targets.count("dequantize") == 1 and torch.cat not in targets
+
+
+def test_file_is_compact_int8_and_3_7x_smaller_than_fp32(tmp_path):
+    """Format v2: int8 weights in one pool, per-channel scales as float32 (exact: the observers
+    compute them in float32), no zero points for symmetric weights, a few zip records; the
+    16-filter connectomics U-Net's file is >= 3.7x smaller than its fp32 state dict file (as
+    benchmarks/em_engines.py measures it), and loads bit for bit."""
+    torch.manual_seed(0)
+    arch = {"name": "unet3d", "filters": 16, "levels": 3}
+    model = build_model(arch).eval()
+    calib = np.random.default_rng(0).random((2, 1, 8, 32, 32)).astype(np.float32)
+    q = torch_int8.quantize(model, calib)
+    fp32_path, path = tmp_path / "m.pt", tmp_path / "m.int8.pt"
+    torch.save(model.state_dict(), fp32_path)
+    size = torch_int8.save(path, arch, q)
+    assert size == path.stat().st_size
+    assert fp32_path.stat().st_size / size >= 3.7
+    blob = torch.load(path, weights_only=True)
+    assert blob["format"] == torch_int8.FORMAT and blob["other"] == {}
+    assert {k: v.dtype for k, v in blob["pools"].items()} == {
+        "int8": torch.int8,
+        "float32": torch.float32,
+        "int64": torch.int64,  # the activations' zero points
+    }
+    assert all(e[-1] is None and e[-3] == "float32" for e in blob["tensors"] if e[1] == "c")
+    with zipfile.ZipFile(path) as archive:
+        assert len(archive.infolist()) < 12
+    q2, _, _ = torch_int8.load(path)
+    x = torch.from_numpy(np.random.default_rng(1).random((1, 1, 8, 32, 32)).astype(np.float32))
+    with torch.inference_mode():
+        assert torch.equal(q(x), q2(x))
+
+
+def test_v1_files_are_still_read(quantized, tmp_path):
+    """A v1 file (the state dict as torch.save stores quantized tensors) loads to the same model."""
+    _, q = quantized
+    path = tmp_path / "model.int8.pt"
+    blob = {"format": torch_int8.FORMAT_V1, "arch": ARCH, "backend": "x86", "available": True}
+    torch.save(blob | {"state_dict": q.state_dict()}, path)
+    q2, _, _ = torch_int8.load(path)
+    x = torch.from_numpy(np.random.default_rng(4).random((1, 1, 8, 32, 32)).astype(np.float32))
+    with torch.inference_mode():
+        assert torch.equal(q(x), q2(x))
+
+
+def test_pack_keeps_every_scale_and_zero_point_exactly():
+    """Per-tensor quantized tensors, non-zero per-channel zero points and float64 scales that
+    float32 cannot hold (which the U-Net does not have) come back exactly."""
+    w = torch.randn(4, 3, 2)
+    scales = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)  # not float32 values
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state = {
+            "c": torch.quantize_per_channel(w, scales, torch.tensor([0, 1, -2, 3]), 0, torch.qint8),
+            "c0": torch.quantize_per_channel(
+                w, torch.tensor([0.5, 0.25, 0.125]).double(), torch.zeros(3).long(), 1, torch.qint8
+            ),
+            "q": torch.quantize_per_tensor(w, 0.1, 7, torch.quint8),
+            "t": torch.arange(5.0),
+            "z": torch.tensor(3),
+        }
+        pools, tensors, other = torch_int8._pack(state)
+        blob = {"pools": pools, "tensors": tensors, "other": other}
+        back = torch_int8._unpack("f", blob, state, ARCH)
+    assert other == {} and set(pools) == {"int8", "uint8", "float32", "float64", "int64"}
+    for key, v in state.items():
+        b = back[key]
+        assert b.dtype == v.dtype and b.shape == v.shape
+        if v.is_quantized:
+            assert torch.equal(b.int_repr(), v.int_repr()) and b.qscheme() == v.qscheme()
+            if v.qscheme() == torch.per_tensor_affine:
+                assert (b.q_scale(), b.q_zero_point()) == (v.q_scale(), v.q_zero_point())
+            else:
+                assert torch.equal(b.q_per_channel_scales(), v.q_per_channel_scales())
+                assert torch.equal(b.q_per_channel_zero_points(), v.q_per_channel_zero_points())
+                assert b.q_per_channel_axis() == v.q_per_channel_axis()
+        else:
+            assert torch.equal(b, v)
+
+
+def test_damaged_v2_files_are_named(quantized, tmp_path):
+    _, q = quantized
+    good = tmp_path / "model.int8.pt"
+    torch_int8.save(good, ARCH, q)
+    blob = torch.load(good, weights_only=True)
+
+    def write(name, **change):
+        path = tmp_path / name
+        torch.save(blob | change, path)
+        return path
+
+    entries = [list(e) for e in blob["tensors"]]
+    weight = next(i for i, e in enumerate(entries) if e[1] == "c")
+    entries[weight][3] = 10**9  # offset beyond the int8 pool
+    with pytest.raises(InputFormatError, match=r"field 'tensors' entry .* do not fit pool 'int8'"):
+        torch_int8.load(write("offset.int8.pt", tensors=entries))
+    with pytest.raises(InputFormatError, match="field 'pools'"):
+        torch_int8.load(write("pools.int8.pt", pools={"int8": torch.zeros(3)}))
+    with pytest.raises(InputFormatError, match="does not fit 'arch'"):
+        torch_int8.load(write("missing.int8.pt", tensors=blob["tensors"][1:]))
+    truncated = tmp_path / "truncated.int8.pt"
+    truncated.write_bytes(good.read_bytes()[:-2000])
+    with pytest.raises(InputFormatError, match=str(truncated)):
+        torch_int8.load(truncated)

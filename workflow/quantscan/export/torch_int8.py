@@ -27,11 +27,27 @@ PyTorch 2.13 warns that its quantized tensor types (``quint8``) will be removed 
 release (pytorch/pytorch#184982); this module needs a PyTorch that still has them.
 
 File format (``torch.save``, read back with ``weights_only=True`` so that loading cannot execute
-code): ``{"format": FORMAT, "arch": ..., "backend": "x86", "available": True, "state_dict": ...}``,
-the quantized GraphModule's state dict (int8 weights, scales, zero points). :func:`load` rebuilds
-the fp32 architecture, converts it the same way without calibration and loads the state dict, so
-the file holds no code. A model that FX cannot trace (data-dependent control flow) gets
-``{"available": False, "reason": ...}`` and :func:`load` raises ``ConfigError`` with that reason.
+code; FORMAT v2): ``{"format": FORMAT, "arch": ..., "backend": "x86", "available": True, "pools":
+..., "tensors": ..., "other": ...}``. ``pools`` maps a dtype name to one 1-D tensor holding the
+values of every state dict tensor of that dtype, concatenated (so the zip has a few records, not
+three per layer): the quantized weights' integer values (``int_repr``, int8), their per-channel
+scales as float32 (the observers compute them in float32, so float32 holds PyTorch's float64
+values exactly; float64 is kept for any that it does not), per-channel zero points only when not
+all 0 (symmetric weights: none), biases and the activations' scales and zero points. ``tensors``
+is the index, one list per state dict entry: ``[key, "t", dtype, offset, shape]`` (a plain
+tensor), ``[key, "q", qdtype, offset, shape, scale, zero_point]`` (per-tensor quantized) or
+``[key, "c", qdtype, offset, shape, axis, scale pool, scale offset, zero point offset or None]``
+(per-channel); ``other`` holds any other entry as ``torch.save`` stores it. For the connectomics
+U-Net (16 filters, 3 levels) the file is 329,785 bytes, 3.93x smaller than its fp32 state dict
+file (1,296,493); v1 (the state dict as ``torch.save`` stores quantized tensors: float64 scales,
+int64 zero points, one record per tensor) took 356,803 bytes, 3.63x. :func:`load` rebuilds the
+fp32 architecture, converts it the same way without calibration, checks every index entry
+against the converted state dict (key, kind, dtype, shape, offsets within their pool) before
+building a tensor (``torch._make_per_channel_quantized_tensor`` and
+``torch._make_per_tensor_quantized_tensor``, the same values: outputs are bit-identical) and loads
+the state dict, so the file holds no code; v1 files (``FORMAT_V1``) are still read. A model that
+FX cannot trace (data-dependent control flow) gets ``{"available": False, "reason": ...}`` and
+:func:`load` raises ``ConfigError`` with that reason.
 """
 
 from __future__ import annotations
@@ -40,6 +56,7 @@ import copy
 import math
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +66,9 @@ from torch import nn
 from ..atomic import atomic_path
 from ..errors import ConfigError, InputFormatError
 
-FORMAT = "quantscan-torch-int8-v1"
+FORMAT = "quantscan-torch-int8-v2"
+#: the first format (the state dict as ``torch.save`` stores it), still read
+FORMAT_V1 = "quantscan-torch-int8-v1"
 #: quantized engine and default qconfig mapping (fbgemm + oneDNN on x86 CPUs)
 BACKEND = "x86"
 
@@ -308,6 +327,66 @@ def fast_concat(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return gm
 
 
+#: quantized dtype -> the dtype of its integer values (``int_repr``)
+_INT_REPR = {"qint8": torch.int8, "quint8": torch.uint8, "qint32": torch.int32}
+
+
+def _pack(state: dict) -> tuple[dict, list, dict]:
+    """(pools, tensors, other) of a quantized state dict: every tensor's values appended to the
+    1-D pool of their dtype (quantized tensors: their integer values; per-channel scales as float32
+    where float32 holds them exactly, zero points only when not all 0), ``tensors`` the index,
+    ``other`` the entries that are not tensors of a known quantization scheme, as they are."""
+    parts: dict[str, list[torch.Tensor]] = {}
+    sizes: dict[str, int] = {}
+
+    def put(t: torch.Tensor) -> tuple[str, int]:
+        name = str(t.dtype).removeprefix("torch.")
+        offset = sizes.get(name, 0)
+        flat = t.detach().cpu().reshape(-1)
+        parts.setdefault(name, []).append(flat)
+        sizes[name] = offset + flat.numel()
+        return name, offset
+
+    tensors, other = [], {}
+    for key, v in state.items():
+        kind = _kind(v)
+        if kind is None:
+            other[key] = v.detach().cpu() if isinstance(v, torch.Tensor) else v
+            continue
+        shape = list(v.shape)
+        if kind == "t":
+            tensors.append([key, "t", *put(v), shape])
+            continue
+        qdtype = str(v.dtype).removeprefix("torch.")
+        _, offset = put(v.int_repr())
+        if kind == "q":
+            tensors.append(
+                [key, "q", qdtype, offset, shape, float(v.q_scale()), int(v.q_zero_point())]
+            )
+            continue
+        scales = v.q_per_channel_scales()
+        if torch.equal(scales.float().double(), scales):  # (observers compute them in float32)
+            scales = scales.float()
+        zeros = v.q_per_channel_zero_points()
+        zero_offset = put(zeros.long())[1] if bool(zeros.any()) else None
+        axis = int(v.q_per_channel_axis())
+        tensors.append([key, "c", qdtype, offset, shape, axis, *put(scales), zero_offset])
+    pools = {name: torch.cat(ts) for name, ts in parts.items()}
+    return pools, tensors, other
+
+
+def _kind(v) -> str | None:
+    """How :func:`_pack` stores a state dict value: "t" a plain tensor, "q" a per-tensor and "c"
+    a per-channel quantized one; None: as it is."""
+    if not isinstance(v, torch.Tensor):
+        return None
+    if not v.is_quantized:
+        return "t"
+    if str(v.dtype).removeprefix("torch.") not in _INT_REPR:
+        return None
+    return {torch.per_tensor_affine: "q", torch.per_channel_affine: "c"}.get(v.qscheme())
+
+
 def save(path: str | os.PathLike, arch: dict, qmodel: nn.Module | None, reason: str = "") -> int:
     """Write a torch int8 file (``qmodel`` None: an 'unavailable' file with ``reason``); returns
     its size in bytes."""
@@ -315,21 +394,141 @@ def save(path: str | os.PathLike, arch: dict, qmodel: nn.Module | None, reason: 
     if qmodel is None:
         blob |= {"available": False, "reason": reason or "not quantized"}
     else:
-        state = {
-            k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
-            for k, v in qmodel.state_dict().items()
-        }
-        blob |= {"available": True, "state_dict": state}
+        pools, tensors, other = _pack(qmodel.state_dict())
+        blob |= {"available": True, "pools": pools, "tensors": tensors, "other": other}
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
     return Path(path).stat().st_size
 
 
+def _misfit(path, arch, detail: str) -> InputFormatError:
+    return InputFormatError(
+        f"{path}: field 'state_dict' does not fit 'arch' = {arch!r:.200} ({detail})"
+    )
+
+
+def _unpack(path, blob: dict, expected: dict, arch) -> dict:
+    """The state dict of a v2 file's ``pools``, ``tensors`` and ``other``: every entry checked
+    against ``expected`` (the state dict the arch converts to) before a tensor is built, so that
+    nothing is allocated for a size that the file declares."""
+    pools, entries, other = blob.get("pools"), blob.get("tensors"), blob.get("other")
+    if not isinstance(pools, dict) or not all(
+        isinstance(name, str)
+        and isinstance(t, torch.Tensor)
+        and not t.is_quantized
+        and t.dim() == 1
+        and str(t.dtype) == f"torch.{name}"
+        for name, t in pools.items()
+    ):
+        raise InputFormatError(
+            f"{path}: field 'pools' is not a mapping of dtype names to 1-D tensors"
+        )
+    if not isinstance(other, dict):
+        raise InputFormatError(f"{path}: field 'other' is not a mapping")
+    if not isinstance(entries, list) or not all(
+        isinstance(e, list) and len(e) >= 5 and isinstance(e[0], str) for e in entries
+    ):
+        raise InputFormatError(f"{path}: field 'tensors' is not a list of [key, kind, ...] entries")
+    keys = [e[0] for e in entries] + list(other)
+    if len(set(keys)) != len(keys):
+        raise InputFormatError(f"{path}: field 'tensors' repeats a key")
+    bad = sorted(set(expected) ^ set(keys), key=str) or [
+        e[0]
+        for e in entries
+        if not isinstance(e[4], list)
+        or not isinstance(expected[e[0]], torch.Tensor)
+        or tuple(e[4]) != tuple(expected[e[0]].shape)
+    ]
+    if bad:
+        raise _misfit(path, arch, f"entries {bad[:3]} missing, unexpected or of another shape")
+    state = dict(other)
+    for entry in entries:
+        key = entry[0]
+        try:
+            state[key] = _decode(entry, pools, expected[key])
+        except (ValueError, TypeError, IndexError, RuntimeError) as err:
+            raise InputFormatError(f"{path}: field 'tensors' entry {key!r}: {err}") from err
+    return state
+
+
+def _slice(pools: dict, name, offset, n: int) -> torch.Tensor:
+    if name not in pools:
+        raise ValueError(f"no pool {name!r}")
+    pool = pools[name]
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= len(pool) - n:
+        raise ValueError(
+            f"offset {offset!r} and {n} values do not fit pool {name!r} of {len(pool)}"
+        )
+    return pool[offset : offset + n].clone()
+
+
+def _decode(entry: list, pools: dict, like) -> torch.Tensor:
+    """One tensor of :func:`_unpack`, of the kind, dtype and (already checked) shape of ``like``."""
+    kind, shape = entry[1], tuple(like.shape)
+    if kind != _kind(like):
+        raise ValueError(f"kind {kind!r}, the arch's is {_kind(like)!r}")
+    n = math.prod(shape)
+    if kind == "t":
+        if entry[2] != str(like.dtype).removeprefix("torch.") or len(entry) != 5:
+            raise ValueError(f"dtype {entry[2]!r}, the arch's is {like.dtype}")
+        return _slice(pools, entry[2], entry[3], n).reshape(shape)
+    qdtype = str(like.dtype).removeprefix("torch.")
+    if entry[2] != qdtype:
+        raise ValueError(f"dtype {entry[2]!r}, the arch's is {qdtype!r}")
+    ints = _slice(pools, str(_INT_REPR[qdtype]).removeprefix("torch."), entry[3], n).reshape(shape)
+    if kind == "q":
+        if len(entry) != 7:
+            raise ValueError("not [key, 'q', dtype, offset, shape, scale, zero_point]")
+        scale, zero = entry[5], entry[6]
+        if not isinstance(scale, float) or not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"scale {scale!r} is not a positive number")
+        if not isinstance(zero, int) or isinstance(zero, bool):
+            raise ValueError(f"zero point {zero!r} is not an integer")
+        return torch._make_per_tensor_quantized_tensor(ints, scale, zero)
+    if len(entry) != 9:
+        raise ValueError("not [key, 'c', dtype, offset, shape, axis, scale pool, offset, zeros]")
+    axis, scale_pool, scale_offset, zero_offset = entry[5:]
+    if axis != like.q_per_channel_axis():
+        raise ValueError(f"axis {axis!r}, the arch's is {like.q_per_channel_axis()}")
+    if scale_pool not in ("float32", "float64"):
+        raise ValueError(f"scales in pool {scale_pool!r}, not float32 or float64")
+    channels = shape[axis]
+    scales = _slice(pools, scale_pool, scale_offset, channels).double()
+    if zero_offset is None:
+        zeros = torch.zeros(channels, dtype=torch.int64)
+    else:
+        zeros = _slice(pools, "int64", zero_offset, channels)
+    return torch._make_per_channel_quantized_tensor(ints, scales, zeros, axis)
+
+
+def _check_zip(path) -> None:
+    """``path`` is a zip (``torch.save``) file whose records fit in it: torch allocates a record's
+    declared size before reading it."""
+    try:
+        size = Path(path).stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except FileNotFoundError as err:
+        raise InputFormatError(f"{path}: no torch int8 model file") from err
+    except OSError as err:
+        raise InputFormatError(f"{path}: cannot read torch int8 model file: {err}") from err
+    except zipfile.BadZipFile as err:
+        raise InputFormatError(f"{path}: not a readable torch int8 model file ({err})") from err
+    for info in records:
+        if info.file_size > size or info.compress_size > size:
+            raise InputFormatError(
+                f"{path}: record {info.filename!r} declares {info.file_size:,} bytes but the file "
+                f"has {size:,} (truncated or corrupted)"
+            )
+
+
 def load(path: str | os.PathLike) -> tuple[nn.Module, nn.Module, dict]:
     """(int8 model, the fp32 architecture it came from with untrained weights, arch) of a file
-    written by :func:`save`. An 'unavailable' file raises ``ConfigError`` naming the reason."""
+    written by :func:`save` (this format or ``FORMAT_V1``). An 'unavailable' file raises
+    ``ConfigError`` naming the reason."""
     from ..models import build_model, validate_arch
 
+    _check_zip(path)
     try:
         with warnings.catch_warnings():  # quantized tensors are rebuilt from TypedStorage
             warnings.simplefilter("ignore")
@@ -338,22 +537,31 @@ def load(path: str | os.PathLike) -> tuple[nn.Module, nn.Module, dict]:
         raise InputFormatError(f"{path}: no torch int8 model file") from err
     except Exception as err:
         raise InputFormatError(f"{path}: not a readable torch int8 model file ({err})") from err
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise InputFormatError(f"{path}: field 'format' is not {FORMAT!r}")
+    if not isinstance(blob, dict) or blob.get("format") not in (FORMAT, FORMAT_V1):
+        raise InputFormatError(
+            f"{path}: field 'format' is not {FORMAT!r} (nor {FORMAT_V1!r}); rerun the int8 "
+            "method's rule to write it again"
+        )
     if not blob.get("available"):
         raise ConfigError(
             f"{path}: this model has no PyTorch int8 version ({blob.get('reason')}); use engine "
             "onnx_int8"
         )
-    arch, state = blob.get("arch"), blob.get("state_dict")
+    arch = blob.get("arch")
     validate_arch(arch, path)
-    if not isinstance(state, dict):
-        raise InputFormatError(f"{path}: field 'state_dict' is not a mapping")
     fp32 = build_model(arch).eval()
     example = _example(fp32)
     qmodel = _convert(_prepare(fp32, example))
     # quantized modules replace their packed weights without a shape check: check every entry
     expected = qmodel.state_dict()
+    if blob["format"] == FORMAT:
+        with warnings.catch_warnings():  # (quantized tensor creation is deprecated)
+            warnings.simplefilter("ignore")
+            state = _unpack(path, blob, expected, arch)
+    else:
+        state = blob.get("state_dict")
+        if not isinstance(state, dict):
+            raise InputFormatError(f"{path}: field 'state_dict' is not a mapping")
     bad = sorted(set(expected) ^ set(state)) or [
         k
         for k, v in expected.items()
@@ -361,16 +569,11 @@ def load(path: str | os.PathLike) -> tuple[nn.Module, nn.Module, dict]:
         and (not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape)
     ]
     if bad:
-        raise InputFormatError(
-            f"{path}: field 'state_dict' does not fit 'arch' = {arch!r:.200} (entries {bad[:3]} "
-            "missing, unexpected or of another shape)"
-        )
+        raise _misfit(path, arch, f"entries {bad[:3]} missing, unexpected or of another shape")
     try:
         qmodel.load_state_dict(state)
     except (RuntimeError, KeyError) as err:
-        raise InputFormatError(
-            f"{path}: field 'state_dict' does not fit 'arch' = {arch!r:.200} ({err})"
-        ) from err
+        raise _misfit(path, arch, str(err)) from err
     return fast_concat(qmodel).eval(), fp32, dict(arch)
 
 
@@ -385,6 +588,7 @@ def _example(model: nn.Module) -> torch.Tensor:
 __all__ = [
     "BACKEND",
     "FORMAT",
+    "FORMAT_V1",
     "ShuffleUp",
     "load",
     "quantize",
