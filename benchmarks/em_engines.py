@@ -69,7 +69,14 @@ def main(argv=None) -> dict:
     p.add_argument("--levels", type=int, default=3)
     p.add_argument("--train-steps", type=int, default=60)
     p.add_argument("--patch", type=int, nargs=3, default=[8, 64, 64])
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="threads of inference and segmentation")
+    p.add_argument(
+        "--fragment-block",
+        type=int,
+        nargs=3,
+        default=None,
+        help="scan.segmentation.fragment_block (default: the workflow's)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/em_engines.json")
     args = p.parse_args(argv)
@@ -86,6 +93,8 @@ def main(argv=None) -> dict:
     block, halo = scoring.geometry(model, args.block)
     read = scoring.read_shape(block, halo)
     segmentation = dict(DEFAULTS["scan"]["segmentation"])
+    if args.fragment_block:
+        segmentation["fragment_block"] = list(args.fragment_block)
     results = {}
     with tempfile.TemporaryDirectory(prefix="em-engines-") as tmp:
         calib = cdata.patches(raw_t, lab_t, args.patch, 32, args.seed, z_range=(0, 32), options={})[
@@ -136,6 +145,7 @@ def main(argv=None) -> dict:
                 block=block,
                 segmentation=segmentation,
                 voxel_size=tuple(DEFAULTS["data"]["voxel_size"]),
+                threads=args.threads,
             )
             total = time.perf_counter() - t
             m = out["metrics"]

@@ -323,6 +323,13 @@ def test_connectomics_trains_compresses_and_segments_blockwise(workdir):
     scan = res / "scan" / "synthetic" / "int8" / "onnx_int8"
     with open_volume({"path": scan / "segmentation.ome.zarr", "format": "ome-zarr"}) as vol:
         assert vol.shape == (8, 64, 64) and vol.voxel_size == (40.0, 4.0, 4.0)
+    import zarr
+
+    affs = zarr.open_group(scan / "affinities.ome.zarr", mode="r")
+    axes = affs.attrs["ome"]["multiscales"][0]["axes"]
+    assert [a["name"] for a in axes] == ["c", "z", "y", "x"]
+    assert affs["0"].shape == (3, 8, 64, 64) and affs["0"].attrs["channels"][0] == "affinity_z"
+    assert 0 <= float(affs["0"][:].min()) and float(affs["0"][:].max()) <= 1
     assert (scan / "section.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -19,6 +19,7 @@ import zarr
 from quantscan import apps
 from quantscan.apps.connectomics import dataset as cdata
 from quantscan.apps.connectomics import scoring
+from quantscan.apps.connectomics.app import CHANNELS
 from quantscan.apps.connectomics.volumes import open_volume, write_ome_zarr
 from quantscan.atomic import atomic_path, write_text
 from quantscan.models import build_model
@@ -58,6 +59,7 @@ def main(smk, log):
             max_in_memory=smk.params.max_in_memory,
             affinities=affs,
             inference_seconds=infer_s,
+            threads=smk.threads,
         )
         z = shape[0] // 2
         section = {
@@ -76,7 +78,13 @@ def main(smk, log):
         "labels": labels is not None,
         "engine_info": {"kind": w.engine, "threads": smk.threads},
     }
-    write_ome_zarr(smk.output.affinities, out["affinities"][0], voxel, name="z_affinity")
+    write_ome_zarr(
+        smk.output.affinities,
+        out["affinities"],
+        voxel,
+        name="affinities",
+        channels=[f"affinity_{axis}" for axis in CHANNELS],
+    )
     write_ome_zarr(smk.output.fragments, out["fragments"], voxel, name="fragments", labels=True)
     write_ome_zarr(
         smk.output.segmentation, out["segmentation"], voxel, name="segmentation", labels=True

@@ -110,7 +110,7 @@ rule connectomics_scan:
         "results/benchmarks/rules/connectomics/scan/{volume}/{model}/{engine}.tsv"
     conda:
         "../../../envs/torch.yaml"
-    threads: 1
+    threads: EM.threads("scan")
     resources:
         mem_mb=mem_by_attempt(4000),
         runtime=120,

@@ -37,6 +37,7 @@ def test_settings_defaults_and_named_errors():
         "threshold": 0.45,
         "scoring": "mean",
         "fragments": "distance",
+        "fragment_block": [64, 256, 256],
     }
     bad = [
         ({"data": {"source": "tiff"}}, r"data\.source"),
@@ -58,6 +59,7 @@ def test_settings_defaults_and_named_errors():
             r"volumes\.train\.labels",
         ),
         ({"scan": {"segmentation": {"threshold": 1.5}}}, r"segmentation\.threshold"),
+        ({"scan": {"segmentation": {"fragment_block": [32, 0, 256]}}}, r"fragment_block"),
         ({"scan": {"segmentation": {"method": "mws"}}}, r"segmentation\.method"),
         ({"scan": {"segmentation": {"scoring": "quantile42"}}}, r"segmentation\.scoring"),
         ({"scan": {"segmentation": {"fragments": "slic"}}}, r"segmentation\.fragments"),

@@ -352,3 +352,51 @@ def test_links_resolve_to_their_owner_and_resume():
     np.testing.assert_array_equal(again, local)
     with pytest.raises(ConfigError, match="context"):
         B.fragments_blockwise(S.block_fragments, affs, again, blocks, context=(1, 2))
+
+
+def test_in_memory_fragment_blocks_equal_one_watershed_for_any_thread_count():
+    """An in-memory volume larger than the fragment block gets its fragments block by block
+    (context, links), computed in threads, and one agglomeration: the same partition as one
+    whole-volume watershed on the touching cells, and bit-identical results for 1 and 2
+    threads; a volume within one fragment block is the whole-volume result itself."""
+    from quantscan.apps.connectomics import scoring
+
+    lab, affs = touching_cells()
+    seg_opts = {"method": "waterz", "threshold": 0.5}
+    whole = scoring.segment_volume(
+        affs, block=(8, 32, 32), segmentation=seg_opts | {"fragment_block": [8, 32, 160]}
+    )
+    frags_mem, seg_mem = S.fragments_and_segmentation(affs, threshold=0.5)
+    np.testing.assert_array_equal(whole[1], seg_mem)
+    small = seg_opts | {"fragment_block": [8, 16, 32]}
+    one = scoring.segment_volume(affs, block=(8, 32, 32), segmentation=small, threads=1)
+    two = scoring.segment_volume(affs, block=(8, 32, 32), segmentation=small, threads=2)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
+    assert same_partition(one[0], frags_mem)
+    assert same_partition(one[1], seg_mem)
+    assert adapted_rand(one[1], lab)["arand"] < 0.01
+
+
+def test_prefetch_keeps_order_and_runs_at_most_workers_at_once():
+    import threading
+
+    alive, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_square(x):
+        with lock:
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+        try:
+            return x * x
+        finally:
+            with lock:
+                alive[0] -= 1
+
+    got = []
+    for y in B._prefetch(slow_square, list(range(20)), 3):
+        got.append(y)
+    assert got == [x * x for x in range(20)]
+    assert most[0] <= 3
+    assert list(B._prefetch(slow_square, [4], 2)) == [16]

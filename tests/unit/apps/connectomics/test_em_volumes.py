@@ -377,3 +377,29 @@ def test_read_block_padding():
     np.testing.assert_array_equal(got[1:, :2], a[0:2, 10:12])
     got = read_block(a, (slice(-2, 6), slice(0, 12), slice(0, 10)), pad="reflect")
     np.testing.assert_array_equal(got, np.pad(a, ((2, 2), (0, 0), (0, 0)), mode="reflect"))
+
+
+def test_write_ome_zarr_with_a_channel_axis(tmp_path):
+    """Affinities (c, z, y, x): a leading channel axis in the multiscales metadata (scale 1), one
+    chunk holds every channel, the names in the array's attributes, a pyramid per channel; the
+    ome-zarr reader sees four axes."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    affs = np.random.default_rng(0).random((3, 4, 16, 12)).astype(np.float32)
+    path = tmp_path / "affs.ome.zarr"
+    write_ome_zarr(path, affs, (40, 4, 4), chunks=(2, 8, 8), levels=2, channels=["az", "ay", "ax"])
+    root = zarr.open_group(path, mode="r")
+    assert root["0"].shape == (3, 4, 16, 12) and root["0"].chunks == (3, 2, 8, 8)
+    np.testing.assert_array_equal(root["0"][:], affs)
+    assert root["0"].attrs["channels"] == ["az", "ay", "ax"]
+    assert root["1"].shape == (3, 4, 8, 6)
+    np.testing.assert_allclose(root["1"][1, 0, 0, 0], affs[1, 0, :2, :2].mean(), rtol=1e-6)
+    ms = root.attrs["ome"]["multiscales"][0]
+    assert [a["name"] for a in ms["axes"]] == ["c", "z", "y", "x"]
+    assert ms["axes"][0]["type"] == "channel"
+    assert ms["datasets"][1]["coordinateTransformations"][0]["scale"] == [1.0, 40.0, 8.0, 8.0]
+    node = next(iter(Reader(parse_url(str(path)))()))
+    assert node.data[0].shape == (3, 4, 16, 12)
+    with pytest.raises(ValueError, match="3 channels"):
+        write_ome_zarr(path, affs[:2], (40, 4, 4), channels=["az", "ay", "ax"])

@@ -39,6 +39,7 @@ __all__ = [
     "context_region",
     "LINK",
     "fragments_blockwise",
+    "global_fragment_ids",
     "merge_block_labels",
     "agglomerate_blockwise",
 ]
@@ -372,17 +373,40 @@ def _face_links(labels, read, earlier, out, min_iou: float) -> tuple[np.ndarray,
     empty = np.zeros(0, np.uint64)
     if not mine:
         return empty, empty
-    b, k = np.concatenate(mine).astype(np.uint64), np.concatenate(theirs)
-    b_ids, b_n = np.unique(b[b > 0], return_counts=True)
-    k_ids, k_n = np.unique(k[k > 0], return_counts=True)
+    b, k = np.concatenate(mine).astype(np.int64), np.concatenate(theirs)
+    # one 1-D sort instead of np.unique(axis=0) over (b, key) rows (4.2 of 5 s on 8 blocks of
+    # 64 x 512 x 512): keys by index, pairs as b * n_keys + key index
+    b_n = np.bincount(b)
+    k_ids, k_idx, k_n = np.unique(k, return_inverse=True, return_counts=True)
     both = (b > 0) & (k > 0)
-    pairs, n = np.unique(np.stack([b[both], k[both]], 1), axis=0, return_counts=True)
-    if not len(pairs):
+    if not both.any():
         return empty, empty
-    nb = b_n[np.searchsorted(b_ids, pairs[:, 0])]
-    nk = k_n[np.searchsorted(k_ids, pairs[:, 1])]
-    keep = n / (nb + nk - n) > min_iou
-    return pairs[keep, 0], pairs[keep, 1]
+    if int(b.max()) * len(k_ids) >= 1 << 62:
+        raise ConfigError(f"{int(b.max()):,} fragments x {len(k_ids):,} links: too many to pair")
+    pair, n = np.unique(b[both] * len(k_ids) + k_idx.ravel()[both], return_counts=True)
+    pb, pk = pair // len(k_ids), pair % len(k_ids)
+    keep = n / (b_n[pb] + k_n[pk] - n) > min_iou
+    return pb[keep].astype(np.uint64), k_ids[pk[keep]]
+
+
+def _prefetch(fn: Callable, items: Sequence, workers: int) -> Iterable:
+    """``fn(item)`` for each item in order, computed up to ``workers`` items ahead by a thread
+    pool (the numpy, scipy, scikit-image and cc3d steps of a block's fragments release the GIL);
+    at most ``workers`` results wait in memory."""
+    if workers <= 1 or len(items) <= 1:
+        yield from (fn(x) for x in items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque(pool.submit(fn, x) for x in items[:workers])
+        for x in items[workers:]:
+            result = pending.popleft().result()
+            pending.append(pool.submit(fn, x))
+            yield result
+        while pending:
+            yield pending.popleft().result()
 
 
 def fragments_blockwise(
@@ -395,6 +419,7 @@ def fragments_blockwise(
     context: int | Sequence[int] = FRAGMENT_CONTEXT,
     link: bool = True,
     min_iou: float = 0.5,
+    workers: int = 1,
 ) -> list[int]:
     """Per-block fragments computed with context and linked across faces.
 
@@ -415,7 +440,10 @@ def fragments_blockwise(
     fragments are the in-memory ones (as far as the context sees them) rather than their
     pieces at the faces, whose separate agglomeration changes the merges.
 
-    Memory: one read region per block. Returns the ids of the blocks run."""
+    ``workers`` > 1 computes the blocks' fragments in that many threads, ``workers`` blocks
+    ahead (the linking and writing stay in order: the result does not depend on ``workers``).
+
+    Memory: one read region per block and worker. Returns the ids of the blocks run."""
     blocks = list(blocks)
     shape = tuple(np.shape(affs))[1:]
     if len(blocks) >= 1 << 31:
@@ -425,14 +453,19 @@ def fragments_blockwise(
     size = [max(c.stop - c.start, 1) for c in blocks[0].core] if blocks else []
     written: dict[tuple[int, ...], Block] = {}
     ran = []
+    finished = {b.id for b in blocks if done is not None and done.is_done(b)}
+
+    def block_labels(block: Block) -> np.ndarray:
+        read = context_region(block, shape, ctx)
+        return np.asarray(fragment_fn(np.asarray(affs[(slice(None),) + read])))
+
+    computed = iter(_prefetch(block_labels, [b for b in blocks if b.id not in finished], workers))
     for block in blocks:
-        if done is not None and done.is_done(block):
+        if block.id in finished:
             written[block.index] = block
             continue
         read = context_region(block, shape, ctx)
-        a = np.asarray(affs[(slice(None),) + read])
-        labels = np.asarray(fragment_fn(a))
-        del a
+        labels = next(computed)
         inner = tuple(
             slice(c.start - r.start, c.stop - r.start)
             for c, r in zip(block.core, read, strict=True)
@@ -494,6 +527,17 @@ def _global_ids(local, block_id: int, offsets: np.ndarray) -> np.ndarray:
         owner = ((w & ~LINK) >> np.uint64(_LOCAL_BITS)).astype(np.int64)
         g[linked] = offsets[owner] + (w & _LOCAL_MASK)
     return g
+
+
+def global_fragment_ids(fragments, blocks: Sequence[Block]) -> int:
+    """Make :func:`fragments_blockwise`'s per-block ids global, in place: each block's own ids
+    shifted by the ids of the blocks before it, links replaced by their owner's global id
+    (0 kept). Returns the number of ids (the largest)."""
+    offsets = _block_offsets(fragments, blocks)
+    for b in blocks:
+        fragments[b.core] = _global_ids(fragments[b.core], b.id, offsets)
+    _flush(fragments)
+    return int(offsets[-1])
 
 
 def merge_block_labels(
@@ -604,11 +648,7 @@ def agglomerate_blockwise(
 
     shape = tuple(np.shape(fragments))
     ndim = len(shape)
-    offsets = _block_offsets(fragments, blocks)
-    total = int(offsets[-1])
-    for b in blocks:  # global ids, in place
-        fragments[b.core] = _global_ids(fragments[b.core], b.id, offsets)
-    _flush(fragments)
+    total = global_fragment_ids(fragments, blocks)
     us, vs, sums, counts = [], [], [], []
     for b in blocks:
         # the core plus one plane before it along every axis that has one: the edges from the

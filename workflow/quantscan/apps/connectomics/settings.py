@@ -12,6 +12,7 @@ import copy
 from collections.abc import Mapping
 
 from ...errors import ConfigError
+from .scoring import FRAGMENT_BLOCK
 
 #: defaults of ``apps.connectomics`` (merged under the user's section)
 DEFAULTS = {
@@ -55,6 +56,9 @@ DEFAULTS = {
             "threshold": 0.45,
             "scoring": "mean",
             "fragments": "distance",
+            # in memory, a volume larger than this (z, y, x) gets its fragments block by block
+            # (context, links across faces, the job's threads), then one agglomeration
+            "fragment_block": list(FRAGMENT_BLOCK),
         },
         "slabs": 2,  # jobs sharing one volume's blockwise inference
         "threads": 1,
@@ -142,6 +146,8 @@ def resolve(settings: Mapping) -> dict:
             f"config key {skey}.segmentation.fragments: {seg.get('fragments')!r} is not "
             "distance or waterz"
         )
+    if "fragment_block" in seg:
+        _triple(seg["fragment_block"], f"{skey}.segmentation.fragment_block", integer=True)
     thr = seg.get("threshold", 0.5)
     if isinstance(thr, bool) or not isinstance(thr, int | float) or not 0 < thr < 1:
         raise ConfigError(f"config key {skey}.segmentation.threshold: {thr!r} is not in (0, 1)")

@@ -722,9 +722,13 @@ def write_ome_zarr(
     downscale: Sequence[int] = (1, 2, 2),
     labels: bool = False,
     zarr_format: int = 3,
+    channels: Sequence[str] | None = None,
 ) -> None:
     """Write a z-y-x ``array`` (numpy or any sliceable array-like) as an OME-Zarr image at
     ``path`` (replacing it): OME-NGFF 0.5 on zarr v3 (``zarr_format=3``) or 0.4 on zarr v2.
+    With ``channels`` (one name per channel), ``array`` is c-z-y-x: a leading ``channel`` axis
+    (scale 1, one chunk holds every channel) whose names are the level arrays' ``channels``
+    attribute.
 
     The arrays are written slab by slab in ``chunks``; ``levels`` > 1 adds a pyramid downsampled
     by ``downscale`` per level (mean for images, every n-th voxel for ``labels``). The multiscales
@@ -741,8 +745,10 @@ def write_ome_zarr(
 
     if zarr_format not in (2, 3):
         raise ValueError(f"write_ome_zarr: zarr_format {zarr_format} (2 or 3)")
-    if len(array.shape) != 3:
-        raise ValueError(f"write_ome_zarr: a 3-D z-y-x array, got shape {tuple(array.shape)}")
+    lead = 0 if channels is None else 1
+    if len(array.shape) != 3 + lead or (lead and array.shape[0] != len(channels)):
+        want = "a 3-D z-y-x array" if not lead else f"a c-z-y-x array of {len(channels)} channels"
+        raise ValueError(f"write_ome_zarr: {want}, got shape {tuple(array.shape)}")
     voxel = np.asarray(
         _triple(
             voxel_size, positive=True, where="write_ome_zarr", what="voxel_size", err=ValueError
@@ -763,33 +769,39 @@ def write_ome_zarr(
         scale = voxel * step
         # images: a downsampled voxel's centre is the mean of its box's centres
         translation = origin if labels else origin + (step - 1) * voxel / 2
-        if level == 0:
-            shape = tuple(int(n) for n in array.shape)
-        else:
-            shape = tuple(-(-n // int(f)) for n, f in zip(source.shape, factors, strict=True))
-        level_chunks = tuple(max(1, min(int(c), n)) for c, n in zip(chunks, shape, strict=True))
+        spatial = tuple(int(n) for n in source.shape[lead:])
+        if level:
+            spatial = tuple(-(-n // int(f)) for n, f in zip(spatial, factors, strict=True))
+        level_chunks = tuple(max(1, min(int(c), n)) for c, n in zip(chunks, spatial, strict=True))
+        head = (len(channels),) if lead else ()
         dst = root.create_array(
             str(level),
-            shape=shape,
+            shape=head + spatial,
             dtype=np.dtype(array.dtype),
-            chunks=level_chunks,
+            chunks=head + level_chunks,
             fill_value=0,
-            **({"dimension_names": ("z", "y", "x")} if zarr_format == 3 else {}),
+            **({"dimension_names": ("c",) * lead + ("z", "y", "x")} if zarr_format == 3 else {}),
         )
         fz = 1 if level == 0 else int(factors[0])
         slab = level_chunks[0] * fz
-        for z0 in range(0, int(source.shape[0]), slab):
-            block = np.asarray(source[z0 : z0 + slab])
+        for z0 in range(0, int(source.shape[lead]), slab):
+            block = np.asarray(source[(slice(None),) * lead + (slice(z0, z0 + slab),)])
             if level:
-                block = _downsample(block, factors, labels)
-            dst[z0 // fz : z0 // fz + block.shape[0]] = block
+                block = (
+                    np.stack([_downsample(b, factors, labels) for b in block])
+                    if lead
+                    else _downsample(block, factors, labels)
+                )
+            dst[(slice(None),) * lead + (slice(z0 // fz, z0 // fz + block.shape[lead]),)] = block
         dst.attrs.update({"resolution": scale.tolist(), "offset": translation.tolist()})
+        if lead:
+            dst.attrs["channels"] = list(channels)
         datasets.append(
             {
                 "path": str(level),
                 "coordinateTransformations": [
-                    {"type": "scale", "scale": scale.tolist()},
-                    {"type": "translation", "translation": translation.tolist()},
+                    {"type": "scale", "scale": [1.0] * lead + scale.tolist()},
+                    {"type": "translation", "translation": [0.0] * lead + translation.tolist()},
                 ],
             }
         )
@@ -798,6 +810,7 @@ def write_ome_zarr(
         root,
         datasets=datasets,
         fmt=fmt,
-        axes=[{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
+        axes=[{"name": "c", "type": "channel"}] * lead
+        + [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
         name=name,
     )
