@@ -39,6 +39,7 @@ def test_settings_defaults_and_named_errors():
         "fragments": "distance",
         "fragment_block": [64, 256, 256],
     }
+    assert s["data"]["augment"]["missing"] == 0.05
     bad = [
         ({"data": {"source": "tiff"}}, r"data\.source"),
         ({"data": {"voxel_size": [40, 4]}}, r"data\.voxel_size"),
@@ -59,6 +60,7 @@ def test_settings_defaults_and_named_errors():
             r"volumes\.train\.labels",
         ),
         ({"scan": {"segmentation": {"threshold": 1.5}}}, r"segmentation\.threshold"),
+        ({"data": {"augment": {"missing": 1.0}}}, r"augment\.missing"),
         ({"scan": {"segmentation": {"fragment_block": [32, 0, 256]}}}, r"fragment_block"),
         ({"scan": {"segmentation": {"method": "mws"}}}, r"segmentation\.method"),
         ({"scan": {"segmentation": {"scoring": "quantile42"}}}, r"segmentation\.scoring"),
@@ -137,6 +139,27 @@ def test_transpose_swaps_y_and_x_channels():
     )
     want = affinities(np.ascontiguousarray(np.swapaxes(lab, 1, 2)), background=0)
     np.testing.assert_array_equal(ya, want)
+
+
+def test_missing_sections_blank_the_input_and_keep_the_targets():
+    """Defect augmentation: each section blanked with probability ``missing`` (about that share
+    over many patches), the other sections and every target untouched; 0 blanks nothing."""
+    lab = labels_volume()
+    y = affinities(lab, background=0)
+    x = (1 + lab[None] % 7).astype(np.float32) / 8  # no section is 0 on its own
+    rng = np.random.default_rng(3)
+    opts = {"flip": False, "transpose": False, "intensity": 0, "missing": 0.3}
+    blanked = []
+    for _ in range(200):
+        xa, ya = cdata.augment(x, y, rng, opts)
+        np.testing.assert_array_equal(ya, y)
+        gone = (xa[0] == 0).all(axis=(1, 2))
+        np.testing.assert_array_equal(xa[0][~gone], x[0][~gone])
+        blanked.append(gone)
+    share = np.mean(blanked)
+    assert 0.25 < share < 0.35
+    xa, _ = cdata.augment(x, y, rng, opts | {"missing": 0.0})
+    np.testing.assert_array_equal(xa, x)
 
 
 def test_patches_and_split_ranges():

@@ -4,7 +4,8 @@ volume, and the volumes the blockwise scan segments.
 * ``train`` / ``val``: ``patches.train`` / ``patches.val`` patches of ``patch`` voxels cut at seeded
   random corners of the training volume (the validation patches from its last quarter of
   sections, the training patches from the rest, so they never overlap), each with a random flip of
-  every axis, a random y-x transpose and a random intensity scale and shift (``augment``), as in
+  every axis, a random y-x transpose, a random intensity scale and shift and randomly blanked
+  (missing) sections (``augment``), as in
   the affinity-learning recipes of Lee et al. (2017) and Funke et al. (2019). Inputs are float32
   in [0, 1], targets the three nearest-neighbour affinities (int8, -1 where unknown: the
   neighbour outside the volume, or CREMI's unlabelled voxels).
@@ -79,11 +80,16 @@ def target_affinities(labels: np.ndarray) -> np.ndarray:
 def augment(
     x: np.ndarray, y: np.ndarray, rng: np.random.Generator, options: Mapping
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One patch ``x (1, z, y, x)``, ``y (3, z, y, x)``, flipped, transposed and rescaled at random.
+    """One patch ``x (1, z, y, x)``, ``y (3, z, y, x)``, flipped, transposed, rescaled and with
+    sections blanked at random.
 
     A flip of axis a reverses the patch along a, so the affinity to the *previous* voxel along a
     becomes the affinity to the next one: channel a is shifted by one voxel (its first plane
-    becomes unknown). A y-x transpose swaps the y and x channels.
+    becomes unknown). A y-x transpose swaps the y and x channels. With ``missing`` = p, each
+    section is blanked (raw 0, as a missing section) with probability p while the targets keep the
+    objects going through it: the missing-section case of the defect augmentation of Funke et al.
+    (TPAMI 2018; gunpowder's ``DefectAugment``, ``prob_missing``), without which a U-Net predicts
+    no affinity into or across a missing section and splits every object there.
     """
     if options.get("flip", True):
         for axis in range(3):
@@ -105,6 +111,12 @@ def augment(
         scale = 1.0 + rng.uniform(-amount, amount)
         shift = rng.uniform(-amount, amount)
         x = np.clip(x * scale + shift, 0.0, 1.0).astype(np.float32)
+    p_missing = float(options.get("missing", 0.0))
+    if p_missing > 0:
+        blank = rng.random(x.shape[1]) < p_missing
+        if blank.any():
+            x = x.copy()
+            x[:, blank] = 0.0
     return x, np.ascontiguousarray(y, np.int8)
 
 

@@ -33,7 +33,9 @@ DEFAULTS = {
         "volumes": {},
         "patch": [8, 64, 64],
         "patches": {"train": 160, "val": 32},
-        "augment": {"flip": True, "transpose": True, "intensity": 0.1},
+        # missing: probability that a patch's section is blanked (a missing section, targets
+        # kept): without it, a U-Net cuts every object at a missing section
+        "augment": {"flip": True, "transpose": True, "intensity": 0.1, "missing": 0.05},
     },
     "scan": {
         "block": [16, 128, 128],
@@ -107,6 +109,10 @@ def resolve(settings: Mapping) -> dict:
         n = d["patches"].get(split)
         if not isinstance(n, int) or n < 1:
             raise ConfigError(f"config key {key}.patches.{split}: {n!r} is not a positive integer")
+    for name in ("intensity", "missing"):
+        v = d["augment"].get(name, 0.0)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1:
+            raise ConfigError(f"config key {key}.augment.{name}: {v!r} is not in [0, 1)")
     if d["source"] == "volumes":
         vols = d["volumes"]
         for split in ("train", "test"):
