@@ -34,7 +34,7 @@ def load_fp32(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     file, the ``arch`` must pass ``models.validate_arch`` and its weights (stored raw) must fit in
     the file's bytes and have the shapes of the stored ``state_dict``.
     """
-    size = _check_zip(path)
+    size = check_zip(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -67,17 +67,19 @@ def load_fp32(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     return model.eval(), arch
 
 
-def _check_zip(path) -> int:
+def check_zip(path, what: str = "quantscan model file") -> int:
     """The size of ``path``, a zip (``torch.save``) file whose records fit in it: torch allocates a
-    record's declared size before reading it."""
+    record's declared size before reading it. Errors name ``path`` and ``what`` it should be."""
     try:
         size = Path(path).stat().st_size
         with zipfile.ZipFile(path) as archive:
             records = archive.infolist()
+    except FileNotFoundError as err:
+        raise InputFormatError(f"{path}: no {what}") from err
     except OSError as err:
-        raise InputFormatError(f"{path}: cannot read model file: {err.strerror or err}") from err
+        raise InputFormatError(f"{path}: cannot read {what}: {err.strerror or err}") from err
     except zipfile.BadZipFile as err:
-        raise InputFormatError(f"{path}: not a quantscan model file (not a zip: {err})") from err
+        raise InputFormatError(f"{path}: not a {what} (not a zip: {err})") from err
     for info in records:
         if info.file_size > size or info.compress_size > size:
             raise InputFormatError(

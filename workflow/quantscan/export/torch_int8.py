@@ -56,7 +56,6 @@ import copy
 import math
 import os
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +64,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, InputFormatError
+from ..modelio import check_zip
 
 FORMAT = "quantscan-torch-int8-v2"
 #: the first format (the state dict as ``torch.save`` stores it), still read
@@ -501,34 +501,13 @@ def _decode(entry: list, pools: dict, like) -> torch.Tensor:
     return torch._make_per_channel_quantized_tensor(ints, scales, zeros, axis)
 
 
-def _check_zip(path) -> None:
-    """``path`` is a zip (``torch.save``) file whose records fit in it: torch allocates a record's
-    declared size before reading it."""
-    try:
-        size = Path(path).stat().st_size
-        with zipfile.ZipFile(path) as archive:
-            records = archive.infolist()
-    except FileNotFoundError as err:
-        raise InputFormatError(f"{path}: no torch int8 model file") from err
-    except OSError as err:
-        raise InputFormatError(f"{path}: cannot read torch int8 model file: {err}") from err
-    except zipfile.BadZipFile as err:
-        raise InputFormatError(f"{path}: not a readable torch int8 model file ({err})") from err
-    for info in records:
-        if info.file_size > size or info.compress_size > size:
-            raise InputFormatError(
-                f"{path}: record {info.filename!r} declares {info.file_size:,} bytes but the file "
-                f"has {size:,} (truncated or corrupted)"
-            )
-
-
 def load(path: str | os.PathLike) -> tuple[nn.Module, nn.Module, dict]:
     """(int8 model, the fp32 architecture it came from with untrained weights, arch) of a file
     written by :func:`save` (this format or ``FORMAT_V1``). An 'unavailable' file raises
     ``ConfigError`` naming the reason."""
     from ..models import build_model, validate_arch
 
-    _check_zip(path)
+    check_zip(path, "torch int8 model file")
     try:
         with warnings.catch_warnings():  # quantized tensors are rebuilt from TypedStorage
             warnings.simplefilter("ignore")

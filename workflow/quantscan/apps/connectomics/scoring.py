@@ -183,10 +183,11 @@ def segment_volume(
     options = segmentation_options(segmentation, voxel_size)
     fragment_options = {k: v for k, v in options.items() if k != "scoring"}
     shape = tuple(affs.shape[1:])
-    if fragments is None and out is None:
-        # in memory: one agglomeration over the whole volume. Merging per-block segments across
-        # faces by their mean face affinity chains the blocks' own merge errors (measured on the
-        # default scan volume: ARAND 0.64 blockwise against 0.14 whole)
+    in_memory = fragments is None and out is None
+    if in_memory:
+        # one agglomeration over the whole volume. Merging per-block segments across faces by
+        # their mean face affinity chains the blocks' own merge errors (measured on the default
+        # scan volume: ARAND 0.64 blockwise against 0.14 whole)
         affs = np.asarray(affs)
         fblock = tuple(int(v) for v in segmentation.get("fragment_block", FRAGMENT_BLOCK))
         if options["method"] == "components" or all(
@@ -194,23 +195,8 @@ def segment_volume(
         ):
             return fragments_and_segmentation(affs, **options)
         blocks = plan_blocks(shape, fblock, 0)
-        frags = np.zeros(shape, np.uint64)
-        fragments_blockwise(
-            lambda a: block_fragments(a, **fragment_options),
-            affs,
-            frags,
-            blocks,
-            workers=threads,
-        )
-        global_fragment_ids(frags, blocks)
-        return agglomerate_fragments(
-            affs,
-            frags,
-            method=options["method"],
-            threshold=options["threshold"],
-            scoring=options.get("scoring", "mean"),
-        )
-    blocks = plan_blocks(shape, block, 0)
+    else:
+        blocks = plan_blocks(shape, block, 0)
     if fragments is None:
         fragments = np.zeros(shape, np.uint64)
     fragments_blockwise(
@@ -220,6 +206,15 @@ def segment_volume(
         blocks,
         workers=threads,
     )
+    if in_memory:
+        global_fragment_ids(fragments, blocks)
+        return agglomerate_fragments(
+            affs,
+            fragments,
+            method=options["method"],
+            threshold=options["threshold"],
+            scoring=options.get("scoring", "mean"),
+        )
     if options["method"] == "components":
         labels, _ = merge_block_labels(
             fragments, blocks, affs, options["threshold"], out=out, reduce="max"
