@@ -37,6 +37,8 @@ __all__ = [
     "affinities_from_labels",
     "boundary_map",
     "affinity_components",
+    "HEIGHT_LEVELS",
+    "seeded_watershed",
     "watershed_fragments",
     "region_graph",
     "agglomerate",
@@ -234,6 +236,39 @@ def _distance_to_boundary(inside: np.ndarray, sampling: Sequence[float] | None) 
     return edt.edt(np.ascontiguousarray(inside), anisotropy=anisotropy, black_border=False)
 
 
+HEIGHT_LEVELS = 65535  # heights in [0, 1] flooded as uint16 levels by ITK
+
+
+def seeded_watershed(
+    height: np.ndarray, markers: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Labels (int64) of a marker-seeded watershed flood of ``height`` (float in [0, 1]),
+    face-connected, every voxel labelled (within ``mask``).
+
+    Without a mask: ITK's morphological watershed from markers (SimpleITK,
+    ``MorphologicalWatershedFromMarkers``, Beare & Lehmann's algorithm) on the heights quantised
+    to :data:`HEIGHT_LEVELS` levels: a queue per level instead of scikit-image's heap, 1.4-1.5x
+    faster on a 64 x 256 x 256 block, and it releases the GIL, so blocks flood in threads. On the
+    default's predicted affinities and on noisy ground-truth ones it gives the same segmentation
+    scores as scikit-image on float heights (0.01 % of the fragment labels move, at ties that the
+    quantisation makes); 8-bit levels would be 2.5x faster but change them
+    (docs/connectomics.md). With a mask: scikit-image's ``watershed`` on float32 heights."""
+    if mask is not None or markers.max() > np.iinfo(np.uint32).max or height.ndim not in (2, 3):
+        from skimage.segmentation import watershed
+
+        return watershed(np.asarray(height, np.float32), markers=markers, mask=mask)
+    import SimpleITK as sitk
+
+    levels = np.rint(np.clip(height, 0.0, 1.0) * HEIGHT_LEVELS).astype(np.uint16)
+    flood = sitk.MorphologicalWatershedFromMarkers(
+        sitk.GetImageFromArray(levels),
+        sitk.GetImageFromArray(markers.astype(np.uint32, copy=False)),
+        markWatershedLine=False,
+        fullyConnected=False,
+    )
+    return sitk.GetArrayFromImage(flood).astype(np.int64, copy=False)
+
+
 def watershed_fragments(
     affs: np.ndarray,
     *,
@@ -286,10 +321,7 @@ def watershed_fragments(
         markers[~mask] = 0
     if not markers.any():  # no seed: one fragment over the whole (masked) volume
         return np.ones(boundary.shape, dtype=np.uint64) if mask is None else mask.astype(np.uint64)
-    from skimage.segmentation import watershed
-
-    # float32 heights: the same basins here, a fifth faster than float64 (skimage's heap)
-    frags = watershed(boundary.astype(np.float32), markers=markers, mask=mask)
+    frags = seeded_watershed(boundary, markers, mask)
     if split_at is not None:
         pieces = affinity_components(affs, split_at, min_size=1, within=frags)
         pieces[frags == 0] = 0
