@@ -40,6 +40,7 @@ def test_settings_defaults_and_named_errors():
         "fragment_block": [64, 256, 256],
     }
     assert s["data"]["augment"]["missing"] == 0.05
+    assert s["data"]["augment"]["misalign"] == 0.05
     bad = [
         ({"data": {"source": "tiff"}}, r"data\.source"),
         ({"data": {"voxel_size": [40, 4]}}, r"data\.voxel_size"),
@@ -61,6 +62,7 @@ def test_settings_defaults_and_named_errors():
         ),
         ({"scan": {"segmentation": {"threshold": 1.5}}}, r"segmentation\.threshold"),
         ({"data": {"augment": {"missing": 1.0}}}, r"augment\.missing"),
+        ({"data": {"augment": {"misalign": -0.1}}}, r"augment\.misalign"),
         ({"scan": {"segmentation": {"fragment_block": [32, 0, 256]}}}, r"fragment_block"),
         ({"scan": {"segmentation": {"method": "mws"}}}, r"segmentation\.method"),
         ({"scan": {"segmentation": {"scoring": "quantile42"}}}, r"segmentation\.scoring"),
@@ -160,6 +162,49 @@ def test_missing_sections_blank_the_input_and_keep_the_targets():
     assert 0.25 < share < 0.35
     xa, _ = cdata.augment(x, y, rng, opts | {"missing": 0.0})
     np.testing.assert_array_equal(xa, x)
+
+
+def test_slipped_sections_move_image_labels_and_targets_together():
+    """Misalignment augmentation: a slipped section's image moves with its labels, and the targets
+    are the affinities of the slipped labels (inside the patch; the first plane of each axis
+    refers to voxels outside it, kept from the whole volume); first sections never slip."""
+    big = labels_volume((10, 40, 40), seed=4)
+    inner = (slice(1, None), slice(4, 36), slice(4, 36))
+    lab = big[inner].copy()
+    y = affinities(big, background=0)[(slice(None), *inner)].copy()
+    x = (1 + lab[None] % 7).astype(np.float32) / 8
+    rng = np.random.default_rng(5)
+    slips = cdata.slip_sections(x, y, lab, rng, 0.5, max_px=3)
+    assert slips and all(
+        k >= 1 and (dy or dx) and max(abs(dy), abs(dx)) <= 3 for k, dy, dx in slips
+    )
+    before = big[inner]
+    for k in range(lab.shape[0]):
+        moved = {s[0]: s[1:] for s in slips}.get(k)
+        want = before[k] if moved is None else cdata._shift2d(before[k], *moved)
+        np.testing.assert_array_equal(lab[k], want)
+        np.testing.assert_array_equal(x[0, k], (1 + want % 7).astype(np.float32) / 8)
+    np.testing.assert_array_equal(y[:, 1:, 1:, 1:], affinities(lab, background=0)[:, 1:, 1:, 1:])
+    assert (y[0] != affinities(before, background=0)[0]).any()  # a slip cuts some z edges
+    x2, y2 = cdata.patches(
+        (big % 200).astype(np.uint8),
+        big,
+        (6, 24, 24),
+        4,
+        0,
+        z_range=(0, 10),
+        options={"misalign": 0.3, "flip": False, "transpose": False},
+    )
+    x0, y0 = cdata.patches(
+        (big % 200).astype(np.uint8),
+        big,
+        (6, 24, 24),
+        4,
+        0,
+        z_range=(0, 10),
+        options={"flip": False, "transpose": False},
+    )
+    assert not np.array_equal(y2, y0) and (x2[:, :, 0] == x0[:, :, 0]).all()
 
 
 def test_patches_and_split_ranges():

@@ -143,3 +143,20 @@ def test_written_as_ome_zarr_reads_back(tmp_path, small):
     assert vol.voxel_size == (40.0, 4.0, 4.0)
     np.testing.assert_array_equal(vol.raw[:], raw)
     np.testing.assert_array_equal(vol.labels[:], labels)
+
+
+def test_cells_ending_along_z_are_capped_by_a_membrane():
+    """Every cell is enclosed: two different cells never touch across z without a membrane
+    voxel between them (``cap_membranes``, default), as they do without caps; the caps render
+    darker than the cells around them but lighter than membranes cut across."""
+    raw, labels = make_volume(SMALL, seed=2)
+    here, below = labels[1:], labels[:-1]
+    assert not np.any((here != below) & (here != 0) & (below != 0))
+    _, open_z = make_volume(SMALL, seed=2, cap_membranes=False)
+    contacts = (open_z[1:] != open_z[:-1]) & (open_z[1:] != 0) & (open_z[:-1] != 0)
+    assert contacts.mean() > 0.005
+    np.testing.assert_array_equal(labels[0], open_z[0])  # section 0 has nothing below it
+    cap = np.zeros(SMALL, bool)
+    cap[1:] = contacts
+    in_plane = open_z == 0
+    assert raw[in_plane].mean() + 5 < raw[cap].mean() < raw[~cap & ~in_plane].mean() - 30

@@ -120,6 +120,55 @@ def augment(
     return x, np.ascontiguousarray(y, np.int8)
 
 
+MAX_SLIP_PX = 10  # the largest section slip of the misalignment augmentation, per axis
+
+
+def _shift2d(section: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``section`` translated by (dy, dx) pixels, the uncovered border repeating the edge."""
+    h, w = section.shape
+    pad = np.pad(section, ((abs(dy), abs(dy)), (abs(dx), abs(dx))), mode="edge")
+    y0, x0 = abs(dy) - dy, abs(dx) - dx
+    return pad[y0 : y0 + h, x0 : x0 + w]
+
+
+def slip_sections(
+    x: np.ndarray,
+    y: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    p: float,
+    max_px: int = MAX_SLIP_PX,
+) -> list[tuple[int, int, int]]:
+    """Misalignment augmentation, in place: each section of a patch but the first slips with
+    probability ``p`` by a random y-x translation of up to ``max_px`` pixels per axis, image and
+    labels together, and the targets ``y`` (3, z, y, x) are recomputed from the slipped labels
+    where they change: the z affinities into and out of the section and its in-plane ones (the
+    uncovered rows and columns repeat the edge, as the synthetic volumes' slips do). This is the
+    slip case of the defect augmentation of Funke et al. (TPAMI 2018; gunpowder's
+    ``ElasticAugment``, ``prob_slip``): a U-Net trained without it gives the bands that a slip
+    moves from one cell over another a high z affinity, and the agglomeration merges the two cells
+    through the slipped section. ``x`` (1, z, y, x), ``labels`` (z, y, x). Returns the slips
+    ``(section, dy, dx)``."""
+    from ...tasks.segmentation import affinities
+
+    slips = []
+    nz = labels.shape[0]
+    for k in range(1, nz):
+        if rng.random() >= p:
+            continue
+        dy, dx = (int(v) for v in rng.integers(-max_px, max_px + 1, 2))
+        if not (dy or dx):
+            continue
+        slips.append((k, dy, dx))
+        x[0, k] = _shift2d(x[0, k], dy, dx)
+        labels[k] = _shift2d(labels[k], dy, dx)
+        y[1:, k] = affinities(labels[k][None], background=0)[1:, 0]
+        for z in (k, k + 1):
+            if z < nz:
+                y[0, z] = (labels[z] == labels[z - 1]) & (labels[z] != 0)
+    return slips
+
+
 def patches(
     raw: np.ndarray,
     labels: np.ndarray,
@@ -131,12 +180,20 @@ def patches(
     options: Mapping,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` augmented patches of ``shape`` from sections ``z_range`` of a volume: x float32
-    (n, 1, *shape), y int8 (n, 3, *shape)."""
+    (n, 1, *shape), y int8 (n, 3, *shape); ``options``: :func:`slip_sections` (``misalign``, the
+    probability of a section slip) then :func:`augment`'s."""
     from ...tasks.segmentation import random_patches
 
     z0, z1 = z_range
     aff = target_affinities(labels)[:, z0:z1]
     x, y = random_patches(normalize(raw[z0:z1]), aff, shape, n, seed)
+    p_slip = float(options.get("misalign", 0.0))
+    if p_slip > 0:  # the same corners (same seed and shapes): the patches' labels
+        lab = np.asarray(labels[z0:z1])
+        lab, _ = random_patches(lab, lab[None], shape, n, seed)
+        slip_rng = np.random.default_rng(derive_seed(seed, "misalign"))
+        for xi, yi, li in zip(x, y, lab[:, 0], strict=True):
+            slip_sections(xi, yi, li, slip_rng, p_slip)
     rng = np.random.default_rng(derive_seed(seed, "augment"))
     out = [augment(xi, yi, rng, options) for xi, yi in zip(x, y, strict=True)]
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
@@ -165,12 +222,14 @@ def crop_to_multiple(a: np.ndarray, multiple) -> np.ndarray:
 
 
 __all__ = [
+    "MAX_SLIP_PX",
     "MAX_VOXELS",
     "augment",
     "crop_to_multiple",
     "load_volume",
     "normalize",
     "patches",
+    "slip_sections",
     "split_ranges",
     "target_affinities",
 ]

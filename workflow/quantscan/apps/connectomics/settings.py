@@ -35,7 +35,14 @@ DEFAULTS = {
         "patches": {"train": 160, "val": 32},
         # missing: probability that a patch's section is blanked (a missing section, targets
         # kept): without it, a U-Net cuts every object at a missing section
-        "augment": {"flip": True, "transpose": True, "intensity": 0.1, "missing": 0.05},
+        # misalign: probability that a section slips (image and labels, targets recomputed)
+        "augment": {
+            "flip": True,
+            "transpose": True,
+            "intensity": 0.1,
+            "missing": 0.05,
+            "misalign": 0.05,
+        },
     },
     "scan": {
         "block": [16, 128, 128],
@@ -109,7 +116,7 @@ def resolve(settings: Mapping) -> dict:
         n = d["patches"].get(split)
         if not isinstance(n, int) or n < 1:
             raise ConfigError(f"config key {key}.patches.{split}: {n!r} is not a positive integer")
-    for name in ("intensity", "missing"):
+    for name in ("intensity", "missing", "misalign"):
         v = d["augment"].get(name, 0.0)
         if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1:
             raise ConfigError(f"config key {key}.augment.{name}: {v!r} is not in [0, 1)")

@@ -10,6 +10,12 @@ The recipe (``shared/reference/em.md`` section 5, in the spirit of the CREMI cha
    membranes).
 2. **Membranes**: :func:`skimage.segmentation.find_boundaries` in each section (in-plane
    4-neighbour label changes, ``mode="thick"``), dilated ``membrane_dilation`` times; rendered dark.
+   With ``cap_membranes`` (default) also the membrane where a cell ends along z: the voxels of a
+   section whose cell differs from the one below (z - 1). In serial-section EM such a membrane lies
+   in the section plane (en face) and darkens it less than a membrane cut across, so it is rendered
+   halfway between the cell's grey and the membrane's. Without it, a cell ending in z touches the
+   next one with no membrane between them, which no EM volume shows, and a U-Net has only the
+   change of grey to cut them on.
 3. **Intensity**: a base grey level per cell plus low-frequency texture (Gaussian-filtered noise).
 4. **PSF and noise**: an anisotropic Gaussian blur (:func:`scipy.ndimage.gaussian_filter`, sigma
    in nm) and Gaussian noise.
@@ -95,6 +101,7 @@ def make_volume(
     warp_nm: float | None = None,
     membrane_dilation: int = 1,
     zero_membranes: bool = True,
+    cap_membranes: bool = True,
     cell_intensity: tuple[float, float] = (130.0, 210.0),
     membrane_intensity: float = 45.0,
     texture_std: float = 10.0,
@@ -114,6 +121,7 @@ def make_volume(
     longer along z; ``warp_nm``: amplitude of the in-plane coordinate warp (default
     ``cell_size_nm / 4``); ``membrane_dilation``: extra dilations of the 2-px boundaries;
     ``zero_membranes``: membrane voxels labelled 0 (see the module docstring);
+    ``cap_membranes``: membranes where cells end along z too (module docstring, step 2);
     ``defect_fraction``: share of sections (rounded to a count) made defective, each of a kind
     drawn from ``defect_kinds``; ``max_shift_nm``: largest misalignment per axis.
     48 x 256 x 256 renders in about 2-3 s on one core.
@@ -159,6 +167,10 @@ def make_volume(
         _, idx = tree.query(pts.reshape(-1, 3), k=1, workers=1)
         labels[z] = idx.reshape(ny, nx).astype(np.uint64) + np.uint64(1)
     del warp_y, warp_x
+    # 2a. caps: where a section's cell differs from the one below (slips carry them, below)
+    cap = np.zeros(shape, bool)
+    if cap_membranes:
+        cap[1:] = labels[1:] != labels[:-1]
 
     # 5a. defects: which sections, which kind; misaligned sections slip (labels with them)
     n_defects = int(round(defect_fraction * nz))
@@ -178,8 +190,9 @@ def make_volume(
                     break
             misaligned[int(z)] = (dy, dx)
             labels[z] = _shift2d(labels[z], dy, dx)
+            cap[z] = _shift2d(cap[z], dy, dx)
 
-    # 2. membranes: in-plane label changes, thickened
+    # 2b. membranes: in-plane label changes, thickened
     membrane = np.empty(shape, bool)
     cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
     for z in range(nz):
@@ -198,6 +211,8 @@ def make_volume(
     texture *= texture_std / max(float(texture.std()), 1e-6)
     raw += texture
     del texture
+    cap &= ~membrane
+    raw[cap] = 0.5 * (raw[cap] + np.float32(membrane_intensity))
     raw[membrane] = membrane_intensity
 
     # 4. PSF blur (sigma nm -> voxels) and noise
@@ -212,7 +227,7 @@ def make_volume(
         raw[z] = 0.0
     raw = np.clip(np.rint(raw), 0, 255).astype(np.uint8)
     if zero_membranes:
-        labels[membrane] = 0
+        labels[membrane | cap] = 0
     if return_info:
         info = {"n_cells": n_seeds, "missing": missing, "misaligned": misaligned}
         return raw, labels, info
