@@ -9,6 +9,7 @@ from quantscan.apps.connectomics import dataset as cdata
 from quantscan.apps.connectomics import scoring
 from quantscan.apps.connectomics import settings as csettings
 from quantscan.apps.connectomics.app import ConnectomicsApp
+from quantscan.apps.connectomics.synthetic import shift_section
 from quantscan.errors import ConfigError, InputFormatError
 from quantscan.models import build_model
 from quantscan.runtime import TorchEngine
@@ -181,7 +182,7 @@ def test_slipped_sections_move_image_labels_and_targets_together():
     before = big[inner]
     for k in range(lab.shape[0]):
         moved = {s[0]: s[1:] for s in slips}.get(k)
-        want = before[k] if moved is None else cdata._shift2d(before[k], *moved)
+        want = before[k] if moved is None else shift_section(before[k], *moved)
         np.testing.assert_array_equal(lab[k], want)
         np.testing.assert_array_equal(x[0, k], (1 + want % 7).astype(np.float32) / 8)
     np.testing.assert_array_equal(y[:, 1:, 1:, 1:], affinities(lab, background=0)[:, 1:, 1:, 1:])

@@ -123,14 +123,6 @@ def augment(
 MAX_SLIP_PX = 10  # the largest section slip of the misalignment augmentation, per axis
 
 
-def _shift2d(section: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``section`` translated by (dy, dx) pixels, the uncovered border repeating the edge."""
-    h, w = section.shape
-    pad = np.pad(section, ((abs(dy), abs(dy)), (abs(dx), abs(dx))), mode="edge")
-    y0, x0 = abs(dy) - dy, abs(dx) - dx
-    return pad[y0 : y0 + h, x0 : x0 + w]
-
-
 def slip_sections(
     x: np.ndarray,
     y: np.ndarray,
@@ -150,6 +142,7 @@ def slip_sections(
     through the slipped section. ``x`` (1, z, y, x), ``labels`` (z, y, x). Returns the slips
     ``(section, dy, dx)``."""
     from ...tasks.segmentation import affinities
+    from .synthetic import shift_section
 
     slips = []
     nz = labels.shape[0]
@@ -160,8 +153,8 @@ def slip_sections(
         if not (dy or dx):
             continue
         slips.append((k, dy, dx))
-        x[0, k] = _shift2d(x[0, k], dy, dx)
-        labels[k] = _shift2d(labels[k], dy, dx)
+        x[0, k] = shift_section(x[0, k], dy, dx)
+        labels[k] = shift_section(labels[k], dy, dx)
         y[1:, k] = affinities(labels[k][None], background=0)[1:, 0]
         for z in (k, k + 1):
             if z < nz:

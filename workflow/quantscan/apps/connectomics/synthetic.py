@@ -83,7 +83,7 @@ def _smooth_field(rng: np.random.Generator, shape, step_vox: Sequence[float]) ->
     return resize(field, shape, order=1, mode="edge", anti_aliasing=False).astype(np.float32)
 
 
-def _shift2d(section: np.ndarray, dy: int, dx: int) -> np.ndarray:
+def shift_section(section: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """``section`` translated by (dy, dx) pixels, the uncovered border repeating the edge."""
     h, w = section.shape
     pad = np.pad(section, ((abs(dy), abs(dy)), (abs(dx), abs(dx))), mode="edge")
@@ -189,8 +189,8 @@ def make_volume(
                 if dy or dx:
                     break
             misaligned[int(z)] = (dy, dx)
-            labels[z] = _shift2d(labels[z], dy, dx)
-            cap[z] = _shift2d(cap[z], dy, dx)
+            labels[z] = shift_section(labels[z], dy, dx)
+            cap[z] = shift_section(cap[z], dy, dx)
 
     # 2b. membranes: in-plane label changes, thickened
     membrane = np.empty(shape, bool)
@@ -234,4 +234,4 @@ def make_volume(
     return raw, labels
 
 
-__all__ = ["DEFECT_KINDS", "affinities", "make_volume"]
+__all__ = ["DEFECT_KINDS", "affinities", "make_volume", "shift_section"]
