@@ -86,6 +86,31 @@ def affinities(
     return out
 
 
+def patch_corners(spatial: Sequence[int], shape: Sequence[int], n: int, seed: int) -> np.ndarray:
+    """``n`` seeded random corners ``(n, ndim)`` of patches of ``shape`` inside a volume of
+    ``spatial`` voxels (what :func:`random_patches` cuts at; :func:`cut_patches` cuts more
+    volumes at the same corners)."""
+    shape = tuple(int(s) for s in shape)
+    spatial = tuple(int(v) for v in spatial)
+    if len(shape) != len(spatial) or any(
+        s < 1 or s > v for s, v in zip(shape, spatial, strict=True)
+    ):
+        raise ValueError(f"patch shape {shape} does not fit in the volume {spatial}")
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, v - s + 1, n) for s, v in zip(shape, spatial, strict=True)], 1)
+
+
+def cut_patches(volume: np.ndarray, corners: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Patches ``(n, channels, *shape)`` of ``volume`` ``(channels, *spatial)`` at ``corners``
+    (:func:`patch_corners`), in its dtype."""
+    shape = tuple(int(s) for s in shape)
+    out = np.empty((len(corners), volume.shape[0], *shape), volume.dtype)
+    for i, corner in enumerate(corners):
+        window = tuple(slice(int(c), int(c) + s) for c, s in zip(corner, shape, strict=True))
+        out[i] = volume[(slice(None), *window)]
+    return out
+
+
 def random_patches(
     raw: np.ndarray, target: np.ndarray, shape: Sequence[int], n: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -94,26 +119,13 @@ def random_patches(
     (e.g. :func:`affinities`). Returns ``x (n, channels, *shape)`` and ``y (n, C, *shape)`` in
     the dtypes of the inputs."""
     raw, target = np.asarray(raw), np.asarray(target)
-    shape = tuple(int(s) for s in shape)
     spatial = target.shape[1:]
     if raw.shape == spatial:
         raw = raw[None]
     if raw.shape[1:] != spatial:
         raise ValueError(f"raw {raw.shape} and target {target.shape} cover different volumes")
-    if len(shape) != len(spatial) or any(
-        s < 1 or s > v for s, v in zip(shape, spatial, strict=True)
-    ):
-        raise ValueError(f"patch shape {shape} does not fit in the volume {spatial}")
-    rng = np.random.default_rng(seed)
-    corners = np.stack(
-        [rng.integers(0, v - s + 1, n) for s, v in zip(shape, spatial, strict=True)], 1
-    )
-    x = np.empty((n, raw.shape[0], *shape), raw.dtype)
-    y = np.empty((n, target.shape[0], *shape), target.dtype)
-    for i, corner in enumerate(corners):
-        window = tuple(slice(int(c), int(c) + s) for c, s in zip(corner, shape, strict=True))
-        x[i], y[i] = raw[(slice(None), *window)], target[(slice(None), *window)]
-    return x, y
+    corners = patch_corners(spatial, shape, n, seed)
+    return cut_patches(raw, corners, shape), cut_patches(target, corners, shape)
 
 
 class AffinityLoss(nn.Module):

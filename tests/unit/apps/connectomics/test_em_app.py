@@ -166,9 +166,10 @@ def test_missing_sections_blank_the_input_and_keep_the_targets():
 
 
 def test_slipped_sections_move_image_labels_and_targets_together():
-    """Misalignment augmentation: a slipped section's image moves with its labels, and the targets
-    are the affinities of the slipped labels (inside the patch; the first plane of each axis
-    refers to voxels outside it, kept from the whole volume); first sections never slip."""
+    """Misalignment augmentation: a slipped section's image moves with its labels; its targets are
+    the affinities of the slipped labels, except that the pixels the shift uncovered (made up by
+    repeating the edge) and the in-plane edges next to them are unknown (-1), as are in-plane
+    edges to outside the patch; first sections never slip."""
     big = labels_volume((10, 40, 40), seed=4)
     inner = (slice(1, None), slice(4, 36), slice(4, 36))
     lab = big[inner].copy()
@@ -180,32 +181,59 @@ def test_slipped_sections_move_image_labels_and_targets_together():
         k >= 1 and (dy or dx) and max(abs(dy), abs(dx)) <= 3 for k, dy, dx in slips
     )
     before = big[inner]
+    made = np.zeros(lab.shape, bool)
     for k in range(lab.shape[0]):
         moved = {s[0]: s[1:] for s in slips}.get(k)
         want = before[k] if moved is None else shift_section(before[k], *moved)
         np.testing.assert_array_equal(lab[k], want)
         np.testing.assert_array_equal(x[0, k], (1 + want % 7).astype(np.float32) / 8)
-    np.testing.assert_array_equal(y[:, 1:, 1:, 1:], affinities(lab, background=0)[:, 1:, 1:, 1:])
+        if moved is not None:
+            made[k] = cdata._uncovered(lab.shape[1:], *moved)
+            assert made[k].any() and (y[1:, k][:, made[k]] == -1).all()
+    inside = (slice(None), slice(1, None), slice(1, None), slice(1, None))  # neighbours inside
+    got, want = y[inside], affinities(lab, background=0)[inside]
+    np.testing.assert_array_equal(got[got != -1], want[got != -1])
+    assert (y[0, 1:][~(made[1:] | made[:-1])] != -1).all()  # z targets of real pixels are known
     assert (y[0] != affinities(before, background=0)[0]).any()  # a slip cuts some z edges
+
+
+def test_slip_augmentation_in_patches_cuts_labels_at_the_image_corners():
+    """``patches`` with ``misalign``: every patch equals the plain patch with some sections
+    slipped, and its known targets are the affinities of the labels read back from its own
+    (slipped) image, so labels cut at other corners than the image would fail."""
+    from quantscan.apps.connectomics.dataset import _uncovered
+
+    big = labels_volume((10, 40, 40), seed=4)
+    raw = big.astype(np.uint8)  # labels 1..12: the image is the labels / 255
+    opts = {"flip": False, "transpose": False, "intensity": 0, "missing": 0}
+    x0, y0 = cdata.patches(raw, big, (6, 24, 24), 6, 0, z_range=(0, 10), options=opts)
     x2, y2 = cdata.patches(
-        (big % 200).astype(np.uint8),
-        big,
-        (6, 24, 24),
-        4,
-        0,
-        z_range=(0, 10),
-        options={"misalign": 0.3, "flip": False, "transpose": False},
+        raw, big, (6, 24, 24), 6, 0, z_range=(0, 10), options=opts | {"misalign": 0.4}
     )
-    x0, y0 = cdata.patches(
-        (big % 200).astype(np.uint8),
-        big,
-        (6, 24, 24),
-        4,
-        0,
-        z_range=(0, 10),
-        options={"flip": False, "transpose": False},
+    slipped = 0
+    for i in range(len(x0)):
+        lab = np.rint(x2[i, 0] * 255).astype(np.uint64)
+        for k in range(6):
+            if np.array_equal(x2[i, 0, k], x0[i, 0, k]):
+                continue
+            slipped += 1
+            shifts = [
+                (dy, dx)
+                for dy in range(-6, 7)
+                for dx in range(-6, 7)
+                if np.array_equal(shift_section(x0[i, 0, k], dy, dx), x2[i, 0, k])
+            ]
+            assert k >= 1 and shifts
+            assert any((y2[i, 0, k][_uncovered((24, 24), *d)] == -1).all() for d in shifts)
+        want = affinities(lab, background=0)
+        known = y2[i] != -1
+        known[:, 0] = False  # the patch's first plane: neighbours outside it (whole volume)
+        known[1, :, 0] = known[2, :, :, 0] = False
+        np.testing.assert_array_equal(y2[i][known], want[known])
+    assert slipped >= 3
+    np.testing.assert_array_equal(
+        y0, cdata.patches(raw, big, (6, 24, 24), 6, 0, z_range=(0, 10), options=opts)[1]
     )
-    assert not np.array_equal(y2, y0) and (x2[:, :, 0] == x0[:, :, 0]).all()
 
 
 def test_patches_and_split_ranges():

@@ -233,7 +233,7 @@ def test_cc3d_components_equal_the_sparse_graph_route(shape):
 def test_itk_watershed_equals_scikit_image(shape):
     """``seeded_watershed`` (ITK on uint16 levels) floods exactly as scikit-image's watershed when
     the heights are distinct levels (no ties, nothing lost to the quantisation), in 2-D and 3-D;
-    with a mask it is scikit-image's."""
+    with a mask, or heights outside [0, 1], it is scikit-image's (checked as the same result)."""
     from skimage.segmentation import watershed
 
     rng = np.random.default_rng(len(shape))
@@ -245,7 +245,12 @@ def test_itk_watershed_equals_scikit_image(shape):
     want = watershed(height, markers=markers)
     assert got.dtype == np.int64 and set(np.unique(got)) == set(range(1, 26))
     np.testing.assert_array_equal(got, want)
+    # scikit-image's route: a mask, or heights outside [0, 1] (which quantisation would clip)
     mask = height < np.median(height)
     np.testing.assert_array_equal(
         S.seeded_watershed(height, markers, mask), watershed(height, markers=markers, mask=mask)
+    )
+    steep = height * 3.0 - 1.0
+    np.testing.assert_array_equal(
+        S.seeded_watershed(steep, markers), watershed(steep, markers=markers)
     )

@@ -160,3 +160,23 @@ def test_cells_ending_along_z_are_capped_by_a_membrane():
     cap[1:] = contacts
     in_plane = open_z == 0
     assert raw[in_plane].mean() + 5 < raw[cap].mean() < raw[~cap & ~in_plane].mean() - 30
+
+
+def test_caps_slip_with_a_misaligned_section():
+    """A misaligned section's caps move with its labels: the caps computed before the slip,
+    shifted by the slip, are membrane (label 0) in the slipped section."""
+    from quantscan.apps.connectomics.synthetic import shift_section
+
+    kw = {"defect_fraction": 0.5, "defect_kinds": ("misaligned",)}
+    plain = make_volume(SMALL, seed=6, zero_membranes=False, cap_membranes=False)[1]
+    _, labels, info = make_volume(SMALL, seed=6, return_info=True, **kw)
+    checked = 0
+    for z, (dy, dx) in info["misaligned"].items():
+        if z == 0:
+            continue
+        cap = shift_section(plain[z] != plain[z - 1], dy, dx)
+        if cap.sum() < 20:
+            continue
+        assert (labels[z][cap] == 0).all()
+        checked += 1
+    assert checked >= 1

@@ -4,11 +4,12 @@ volume, and the volumes the blockwise scan segments.
 * ``train`` / ``val``: ``patches.train`` / ``patches.val`` patches of ``patch`` voxels cut at seeded
   random corners of the training volume (the validation patches from its last quarter of
   sections, the training patches from the rest, so they never overlap), each with a random flip of
-  every axis, a random y-x transpose, a random intensity scale and shift and randomly blanked
-  (missing) sections (``augment``), as in
-  the affinity-learning recipes of Lee et al. (2017) and Funke et al. (2019). Inputs are float32
-  in [0, 1], targets the three nearest-neighbour affinities (int8, -1 where unknown: the
-  neighbour outside the volume, or CREMI's unlabelled voxels).
+  every axis, a random y-x transpose, a random intensity scale and shift, randomly blanked
+  (missing) and slipped (misaligned) sections (``augment``), as in the affinity-learning recipes
+  of Lee et al. (2017) and Funke et al. (2019). Inputs are float32 in [0, 1], targets the three
+  nearest-neighbour affinities (int8: 1 same object, 0 where the labels differ or either voxel
+  is label 0 (membrane, or CREMI's unlabelled voxels), -1 where unknown: the neighbour outside
+  the volume, or pixels a slip made up).
 * ``test``: the whole test volume as one input, cropped to a multiple of the U-Net's input
   multiple, with its labels (``labels``) for segmentation metrics.
 
@@ -70,8 +71,9 @@ def normalize(raw: np.ndarray) -> np.ndarray:
 
 
 def target_affinities(labels: np.ndarray) -> np.ndarray:
-    """Nearest-neighbour affinities (3, z, y, x) int8 of a label volume (background 0 unknown:
-    CREMI's unlabelled voxels are 0 after :func:`.volumes.open_volume`)."""
+    """Nearest-neighbour affinities (3, z, y, x) int8 of a label volume: 0 where either voxel is
+    label 0 (a membrane; CREMI's unlabelled voxels are 0 after :func:`.volumes.open_volume` too),
+    -1 where the neighbour lies outside the volume."""
     from ...tasks.segmentation import affinities
 
     return affinities(labels, background=0)
@@ -123,6 +125,22 @@ def augment(
 MAX_SLIP_PX = 10  # the largest section slip of the misalignment augmentation, per axis
 
 
+def _uncovered(shape: tuple[int, int], dy: int, dx: int, grow: int = 0) -> np.ndarray:
+    """The rows and columns of a section that a (dy, dx) shift uncovers (filled by repeating the
+    edge), widened by ``grow`` towards the covered part."""
+    band = np.zeros(shape, bool)
+    h, w = shape
+    if dy > 0:
+        band[: dy + grow] = True
+    elif dy < 0:
+        band[max(h + dy - grow, 0) :] = True
+    if dx > 0:
+        band[:, : dx + grow] = True
+    elif dx < 0:
+        band[:, max(w + dx - grow, 0) :] = True
+    return band
+
+
 def slip_sections(
     x: np.ndarray,
     y: np.ndarray,
@@ -132,20 +150,26 @@ def slip_sections(
     max_px: int = MAX_SLIP_PX,
 ) -> list[tuple[int, int, int]]:
     """Misalignment augmentation, in place: each section of a patch but the first slips with
-    probability ``p`` by a random y-x translation of up to ``max_px`` pixels per axis, image and
-    labels together, and the targets ``y`` (3, z, y, x) are recomputed from the slipped labels
-    where they change: the z affinities into and out of the section and its in-plane ones (the
-    uncovered rows and columns repeat the edge, as the synthetic volumes' slips do). This is the
-    slip case of the defect augmentation of Funke et al. (TPAMI 2018; gunpowder's
-    ``ElasticAugment``, ``prob_slip``): a U-Net trained without it gives the bands that a slip
-    moves from one cell over another a high z affinity, and the agglomeration merges the two cells
-    through the slipped section. ``x`` (1, z, y, x), ``labels`` (z, y, x). Returns the slips
-    ``(section, dy, dx)``."""
-    from ...tasks.segmentation import affinities
+    probability ``p`` by a random y-x translation of up to ``max_px`` pixels per axis (at most a
+    quarter of the section's smaller side), image and labels together, and the targets ``y``
+    (3, z, y, x) are recomputed from the slipped labels where they change: the z affinities into
+    and out of the section and its in-plane ones. The rows and columns that the shift uncovers
+    repeat the edge in the image (as a volume's edge does); their targets, and the in-plane ones
+    next to them, are unknown (-1), as are the first row's y and the first column's x affinities of
+    a slipped section (their neighbours lie outside the patch). This is the slip case of the defect
+    augmentation of Funke et al. (TPAMI 2018; gunpowder's ``ElasticAugment``, ``prob_slip``): a
+    U-Net trained without it gives the bands that a slip moves from one cell over another a high z
+    affinity, and the agglomeration merges the two cells through the slipped section. ``x``
+    (1, z, y, x), ``labels`` (z, y, x). Returns the slips ``(section, dy, dx)``."""
+    from ...tasks.segmentation import IGNORE, affinities
     from .synthetic import shift_section
 
     slips = []
-    nz = labels.shape[0]
+    nz, h, w = labels.shape
+    max_px = min(int(max_px), min(h, w) // 4)
+    if max_px < 1:
+        return slips
+    made = np.zeros(labels.shape, bool)  # made-up pixels (uncovered by a shift)
     for k in range(1, nz):
         if rng.random() >= p:
             continue
@@ -155,10 +179,13 @@ def slip_sections(
         slips.append((k, dy, dx))
         x[0, k] = shift_section(x[0, k], dy, dx)
         labels[k] = shift_section(labels[k], dy, dx)
+        made[k] = _uncovered((h, w), dy, dx)
         y[1:, k] = affinities(labels[k][None], background=0)[1:, 0]
+        y[1:, k][:, _uncovered((h, w), dy, dx, grow=1)] = IGNORE
         for z in (k, k + 1):
             if z < nz:
                 y[0, z] = (labels[z] == labels[z - 1]) & (labels[z] != 0)
+                y[0, z][made[z] | made[z - 1]] = IGNORE
     return slips
 
 
@@ -175,15 +202,16 @@ def patches(
     """``n`` augmented patches of ``shape`` from sections ``z_range`` of a volume: x float32
     (n, 1, *shape), y int8 (n, 3, *shape); ``options``: :func:`slip_sections` (``misalign``, the
     probability of a section slip) then :func:`augment`'s."""
-    from ...tasks.segmentation import random_patches
+    from ...tasks.segmentation import cut_patches, patch_corners
 
     z0, z1 = z_range
     aff = target_affinities(labels)[:, z0:z1]
-    x, y = random_patches(normalize(raw[z0:z1]), aff, shape, n, seed)
+    corners = patch_corners(aff.shape[1:], shape, n, seed)
+    x = cut_patches(normalize(raw[z0:z1])[None], corners, shape)
+    y = cut_patches(aff, corners, shape)
     p_slip = float(options.get("misalign", 0.0))
-    if p_slip > 0:  # the same corners (same seed and shapes): the patches' labels
-        lab = np.asarray(labels[z0:z1])
-        lab, _ = random_patches(lab, lab[None], shape, n, seed)
+    if p_slip > 0:
+        lab = cut_patches(np.asarray(labels[z0:z1])[None], corners, shape)
         slip_rng = np.random.default_rng(derive_seed(seed, "misalign"))
         for xi, yi, li in zip(x, y, lab[:, 0], strict=True):
             slip_sections(xi, yi, li, slip_rng, p_slip)
