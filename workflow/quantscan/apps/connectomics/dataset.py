@@ -184,7 +184,7 @@ def slip_sections(
         y[1:, k][:, _uncovered((h, w), dy, dx, grow=1)] = IGNORE
         for z in (k, k + 1):
             if z < nz:
-                y[0, z] = (labels[z] == labels[z - 1]) & (labels[z] != 0)
+                y[0, z] = affinities(labels[z - 1 : z + 1], background=0)[0, 1]
                 y[0, z][made[z] | made[z - 1]] = IGNORE
     return slips
 
