@@ -257,7 +257,7 @@ def test_input_validation(model):
         BinaryConvLutEngine(model, kernels="cuda")
     auto = BinaryConvLutEngine(model)
     assert auto.kernels == ("numba" if numba_available() else "numpy")
-    assert auto.chunk == (32 if numba_available() else 8)
+    assert auto.chunk == 8
 
 
 # --------------------------------------------------------------------------------------------------

@@ -47,6 +47,15 @@ def test_fused_kernels_equal_references():
     inverse = rng.integers(0, 300, (700, 4))
     assert np.array_equal(lk.gather_max4(rows, inverse), rows[inverse].max(axis=1))
 
+    # padded to a product's row count: the same rows, then zeros
+    padded = lk.pool_table4(codes5, table, 512)
+    assert padded.shape == (512, 12) and np.array_equal(padded[:500], ref)
+    assert not padded[500:].any()
+    padded = lk.gather_max4(rows, inverse, 1024)
+    assert padded.shape == (1024, 12) and not padded[700:].any()
+    assert np.array_equal(padded[:700], rows[inverse].max(axis=1))
+    assert lk.gather_max4(rows, inverse, 100).shape == (700, 12)  # never fewer rows than n
+
     per_offset = rng.standard_normal((300, 4, 12)).astype(np.float32)
     bias = rng.standard_normal(12).astype(np.float32)
     z = per_offset[inverse, np.arange(4)].sum(axis=1) + bias
@@ -87,6 +96,32 @@ def test_fused_lookup_engine_equals_the_pytorch_model(config):
     assert engine.last_stats["kernels"] == "numba"
     numpy_engine = BinaryConvLutEngine(model, kernels="numpy", chunk=8)
     assert np.abs(numpy_engine.predict_proba(x) - got).max() < 1e-6
+    # the products through torch.mm instead of oneDNN (where oneDNN was chosen): same answer,
+    # and the patch counts are the real ones, not the padded row counts
+    stats = engine.last_stats
+    engine.products = "torch"
+    assert np.abs(engine.predict_proba(x) - got).max() < 1e-6
+    assert engine.last_stats["patches7"] == stats["patches7"]
+
+
+def test_onednn_products_reproduce_torch_mm():
+    """Where the engine uses oneDNN's linear kernel, it gives torch.mm's float32 product on
+    row counts rounded up to the bucket (zero rows after the data)."""
+    from quantscan.runtime import lut
+
+    torch.manual_seed(0)
+    model = SweepNet(filters=8, se_ratio=2).eval()
+    engine = BinaryConvLutEngine(model, kernels="numpy")
+    assert engine.products == ("onednn" if lut.onednn_linear() else "torch")
+    if engine.products == "onednn":
+        assert engine._rows(1) == engine._rows(lut.BinaryConvLutEngine.ROW_BUCKET) == 512
+        a = torch.zeros(engine._rows(700), engine.channels)
+        a[:700] = torch.rand(700, engine.channels)
+        got = engine._product(a, engine.w3, engine.w3_rows)
+        torch.testing.assert_close(got, a @ engine.w3, rtol=1e-6, atol=1e-6)
+        assert not got[700:].any()
+    engine.products = "torch"
+    assert engine._rows(700) == 700
 
 
 def test_onnx_means_are_global_average_pools_and_run_in_int8(tmp_path):

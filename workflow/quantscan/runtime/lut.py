@@ -41,11 +41,12 @@ model computes with.
 
 Two implementations of steps 2-3 and the max-pools (``kernels``):
 
-* ``numba`` (``quantscan.runtime.lutkernels``, used when numba is installed): per image, the 7x7
-  codes go through a small hash table that stays in cache, then the image's distinct codes through
-  the chunk's table; the 6x6 and 5x5 levels are hash tables too, and the max-pools are fused
-  gather-max loops. No temporaries, the GIL released: ~2x the numpy path per core, and worker
-  threads scale. Chunks of 32 images (more sharing for the matrix products, tables still in L3).
+* ``numba`` (``quantscan.runtime.lutkernels``, used when numba is installed): every position's 7x7
+  code probes the chunk's hash table (positions that repeat the one above them skip even that);
+  the 6x6 and 5x5 levels are hash tables too, and the max-pools are fused gather-max loops. No
+  temporaries, the GIL released, so worker threads scale. Chunks of 8 images: the tables and
+  products stay in L2/L3 (on a 2-core AMD EPYC, chunks of 8 ran 1.1-1.2x faster than 32, though
+  the larger chunks share more patches).
 * ``numpy``: sorts of ``code << k | index`` keys and ``index_select`` gathers (no compiler needed;
   chunks of 8 images were fastest).
 
@@ -53,9 +54,11 @@ With numba, the steps after the products are fused single passes too: conv 3 as 
 and ReLU of the per-offset products (``gather_sum4``), and the dense layer as a bias-free product
 whose bias, ReLU and count-weighted mean are applied while summing each image's pairs
 (``pair_sums``); the channel loops index 2-D arrays directly so that LLVM vectorizes them (row
-views in a helper were ~5x slower). At 128 x 128 what is left is ~1/4 the 7x7 hash tables, ~1/6
-the 6x6 and 5x5 ones, ~1/4 the conv-3 product and ~1/7 the dense product (profile in
-``docs/speed.md``). Measured numbers: ``benchmarks/README.md``.
+views in a helper were ~5x slower). The two matrix products (conv 3 per 5x5 patch, the dense
+layer per 7x7 patch) go through PyTorch's oneDNN linear kernel where it reproduces ``torch.mm``
+(:func:`onednn_linear`), with their row counts rounded up to a bucket so that oneDNN reuses its
+compiled kernels: on the AMD EPYC that ran them 2-3x faster than ``torch.mm`` (MKL). Profile and
+measured numbers: ``docs/speed.md``, ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -255,6 +258,8 @@ def _weight(module: nn.Module) -> torch.Tensor:
 
 def _bias(module: nn.Module) -> torch.Tensor:
     b = module.quantized_bias() if hasattr(module, "quantized_bias") else module.bias
+    if b is None:  # a layer without bias
+        return torch.zeros(_weight(module).shape[0])
     return b.detach().float()
 
 
@@ -295,7 +300,7 @@ class BinaryConvLutEngine(Engine):
                 "use kernels 'numpy' or 'auto'"
             )
         if chunk is None:
-            chunk = 32 if kernels == "numba" else 8
+            chunk = 8
         if not 1 <= chunk <= self.MAX_CHUNK:
             raise ConfigError(f"lookup engine chunk must be in 1..{self.MAX_CHUNK}, got {chunk}")
         super().__init__(
@@ -316,10 +321,20 @@ class BinaryConvLutEngine(Engine):
             self.w3 = torch.cat([w3[:, :, di, dj].T for di, dj in _OFFSETS], 1).contiguous()
             self.b3 = _bias(b3.conv)
             self.wd = _weight(trunk.dense)[:, :, 0, 0].T.contiguous()
+            self.w3_rows, self.wd_rows = self.w3.T.contiguous(), self.wd.T.contiguous()
             self.bd = _bias(trunk.dense)
             self.wl = _weight(trunk.head).T.contiguous()
             self.bl = _bias(trunk.head)
+            # the gate's two 1x1 convs as matrices (a quantized conv would requantize its
+            # weight on every call: ~50 us a chunk)
+            self.w_squeeze = _weight(trunk.gate_squeeze)[:, :, 0, 0].T.contiguous()
+            self.b_squeeze = _bias(trunk.gate_squeeze)
+            self.w_excite = _weight(trunk.gate_excite)[:, :, 0, 0].T.contiguous()
+            self.b_excite = _bias(trunk.gate_excite)
         self.channels = self.a2_table.shape[1]
+        #: the two matrix products: "onednn" where this torch's oneDNN linear reproduces
+        #: ``torch.mm`` (:func:`onednn_linear`), else "torch"
+        self.products = "onednn" if onednn_linear() else "torch"
         self.last_stats: dict = {}
         #: "auto" picks the cheaper way to run the dense layer; "per_patch"/"per_pair" force one
         self.dense_path = "auto"
@@ -331,7 +346,11 @@ class BinaryConvLutEngine(Engine):
         self._distinct: dict[str, float] = {"7": 0.4, "6": 0.25, "5": 0.25}
 
     def describe(self) -> dict:
-        return super().describe() | {"chunk": self.chunk, "kernels": self.kernels}
+        return super().describe() | {
+            "chunk": self.chunk,
+            "kernels": self.kernels,
+            "products": self.products,
+        }
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         if x.shape[2] < 7 or x.shape[3] < 7:
@@ -425,11 +444,11 @@ class BinaryConvLutEngine(Engine):
         inv5, u5 = self._sub_patches_numba(u6, 5)
         n5 = u5.size
         tick("patches5")
-        a2 = torch.from_numpy(lk.pool_table4(u5, self.a2_table.numpy()))
+        a2 = torch.from_numpy(lk.pool_table4(u5, self.a2_table.numpy(), self._rows(n5)))
         tick("pool2")
         act3 = self._conv3(a2, inv5)
         tick("conv3")
-        a3 = torch.from_numpy(lk.gather_max4(act3.numpy(), inv6))
+        a3 = torch.from_numpy(lk.gather_max4(act3.numpy(), inv6, self._rows(n7)))
         tick("pool3")
         stats = {"patches7": n7, "patches6": n6, "patches5": n5, "pairs_by_image": True}
         return a3, pair_img, pair_patch, counts, stats
@@ -461,7 +480,8 @@ class BinaryConvLutEngine(Engine):
         if self.kernels == "numba":  # gather, sum, bias and a ReLU in one pass
             from . import lutkernels as lk
 
-            per_offset = (a2 @ self.w3).view(a2.shape[0], 4, self.channels)
+            per_offset = self._product(a2, self.w3, self.w3_rows)
+            per_offset = per_offset.view(a2.shape[0], 4, self.channels)
             relu = type(act) is nn.ReLU
             z3 = torch.from_numpy(lk.gather_sum4(per_offset.numpy(), inv5, self.b3.numpy(), relu))
             return z3 if relu else act(z3)
@@ -481,7 +501,7 @@ class BinaryConvLutEngine(Engine):
         t = self.trunk
         b, h, w = shape
         n_pos = (h - 6) * (w - 6)
-        n7 = a3.shape[0]
+        n7 = stats["patches7"]  # a3 may have zero rows after these (``_rows``)
         if stats["pairs_by_image"]:
             pair_img_sorted = pair_img
         else:
@@ -513,9 +533,12 @@ class BinaryConvLutEngine(Engine):
             )
 
         mean = per_image(a3) / n_pos
-        s = t.gate_squeeze_activation(t.gate_squeeze(mean[:, :, None, None]))
-        s = t.gate_excite_activation(t.gate_excite(s))[:, :, 0, 0]
-        scales, group = torch.unique(s, dim=0, return_inverse=True)
+        s = t.gate_squeeze_activation(torch.addmm(self.b_squeeze, mean, self.w_squeeze))
+        s = t.gate_excite_activation(torch.addmm(self.b_excite, s, self.w_excite))
+        if bool((s == s[0]).all()):  # one gate scale vector (the common case): no sort
+            scales, group = s[:1], torch.zeros(b, dtype=torch.int64)
+        else:
+            scales, group = torch.unique(s, dim=0, return_inverse=True)
         n_groups = scales.shape[0]
         tick("se")
         n_pairs = len(pair_patch)
@@ -529,7 +552,8 @@ class BinaryConvLutEngine(Engine):
             for g in range(n_groups):
                 w_g = scales[g][:, None] * self.wd
                 if fused:
-                    sums = pair_sums(torch.mm(a3, w_g), self.bd, relu=True)
+                    w_rows = self.wd_rows * scales[g][None, :]
+                    sums = pair_sums(self._product(a3, w_g, w_rows), self.bd, relu=True)
                 else:
                     sums = per_image(self._act(act_d, torch.addmm(self.bd, a3, w_g)))
                 if n_groups == 1:
@@ -556,6 +580,23 @@ class BinaryConvLutEngine(Engine):
         }
         return (out / n_pos + self.bl).numpy()
 
+    ROW_BUCKET = 512
+
+    def _rows(self, n: int) -> int:
+        """Rows of a product's left factor: n rounded up to ``ROW_BUCKET`` for oneDNN, which builds
+        and caches a kernel per shape (a new one for every chunk's row count cost more than the
+        product), else n."""
+        if self.products != "onednn":
+            return n
+        return -(-n // self.ROW_BUCKET) * self.ROW_BUCKET
+
+    def _product(self, a: torch.Tensor, w: torch.Tensor, w_rows: torch.Tensor) -> torch.Tensor:
+        """``a @ w`` (``w_rows`` is ``w.T``, contiguous), through oneDNN where it was checked
+        (:func:`onednn_linear`), else ``torch.mm``."""
+        if self.products == "onednn":
+            return _onednn_linear_op()(a, w_rows, None, "none", [], "")
+        return torch.mm(a, w)
+
     @staticmethod
     def _act(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Apply an activation module; plain ReLU in place (the common case, one pass less)."""
@@ -578,6 +619,35 @@ class BinaryConvLutEngine(Engine):
         return tick
 
 
+_ONEDNN_LINEAR: list = []  # [bool]: the result of the check, once per process
+
+
+def _onednn_linear_op():
+    return torch.ops.mkldnn._linear_pointwise
+
+
+def onednn_linear() -> bool:
+    """Whether the lookup engine's products can go through oneDNN's fp32 linear kernel.
+
+    ``torch.ops.mkldnn._linear_pointwise`` (PyTorch's oneDNN linear, the one its compiler uses on
+    CPUs) ran the engine's products 2-3x faster than ``torch.mm`` (MKL) on a 2-core AMD EPYC with
+    AVX-512, with the same float32 results. It is a private operator, so it is used only where it
+    exists, and only if it reproduces ``torch.mm`` on a test product (to float32 rounding; a
+    build that computed in a lower precision would fail this); the check runs once per process.
+    """
+    if not _ONEDNN_LINEAR:
+        ok = False
+        try:
+            g = torch.Generator().manual_seed(0)
+            a, w = torch.rand(67, 32, generator=g), torch.randn(40, 32, generator=g)
+            got = _onednn_linear_op()(a, w, None, "none", [], "")
+            ok = got.dtype == torch.float32 and torch.allclose(got, a @ w.T, rtol=1e-6, atol=1e-6)
+        except (AttributeError, RuntimeError, NotImplementedError):
+            ok = False
+        _ONEDNN_LINEAR.append(ok)
+    return _ONEDNN_LINEAR[0]
+
+
 def numba_available() -> bool:
     """Whether the compiled lookup kernels (``runtime.lutkernels``) can run: numba installed."""
     return importlib.util.find_spec("numba") is not None
@@ -589,5 +659,6 @@ __all__ = [
     "LutTrunk",
     "lut_trunk_of",
     "numba_available",
+    "onednn_linear",
     "patch_codes7",
 ]

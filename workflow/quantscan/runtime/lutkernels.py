@@ -64,84 +64,82 @@ def patches7(x, bits):
 
     Returns (codes, pair_image, pair_patch, pair_count): the distinct 7x7 codes, and one
     (image, patch index, count) triple per distinct patch of each image, grouped by image.
-    Each image is first deduplicated in a small table that stays in cache (vertical runs of one
-    code, e.g. blank stretches, skip even that), then its distinct codes in the chunk's table of
-    ``2**bits`` slots.
+    Every position probes the chunk's table of ``2**bits`` slots (keys and ids in separate
+    arrays), except where a position repeats the one above it (vertical runs, e.g. blank
+    stretches); ``last_pair`` says whether this image already holds a patch. With chunks of a
+    few images the table stays in L2: one level was 1.5x faster than a per-image table in
+    front of the chunk's (the layout of earlier versions, made for chunks of 32 images).
+    Returns None when the table gets more than 3/4 full.
     """
     b, h, w = x.shape
     hn, wn = h - 6, w - 6
-    lbits = 4
-    while (1 << lbits) < 2 * hn * wn:
-        lbits += 1
-    lmask = (1 << lbits) - 1
-    lshift = _U(64 - lbits)
-    local = np.zeros((1 << lbits, 2), np.uint64)
-    lcodes = np.empty(hn * wn, np.uint64)
-    lcount = np.empty(hn * wn, np.float32)
-    lslot = np.empty(hn * wn, np.int64)
     mask = (1 << bits) - 1
     shift = _U(64 - bits)
-    table = np.zeros((1 << bits, 2), np.uint64)
+    keys = np.zeros(1 << bits, np.uint64)  # code + 1; 0: empty
+    ids = np.empty(1 << bits, np.int64)
     limit = 3 << (bits - 2)
     n = b * hn * wn
     codes = np.empty(min(n, limit + 1), np.uint64)
+    last_pair = np.empty(min(n, limit + 1), np.int64)
     pair_image = np.empty(n, np.int64)
     pair_patch = np.empty(n, np.int64)
     pair_count = np.empty(n, np.float32)
-    rows = np.empty((wn, h), np.uint64)  # rows[j, r]: the 7 pixels of row r from column j
+    rows = np.empty((wn, h), np.uint8)  # rows[j, r]: the 7 pixels of row r from column j
     n_codes = 0
     n_pairs = 0
     for img in range(b):
         for r in range(h):
-            v = _U(0)
+            v = 0
             for t in range(6):
-                v |= _U(x[img, r, t]) << _U(t)
+                v |= np.int64(x[img, r, t]) << t
             for j in range(wn):
-                v |= _U(x[img, r, j + 6]) << _U(6)
+                v |= np.int64(x[img, r, j + 6]) << 6
                 rows[j, r] = v
-                v >>= _U(1)
-        n_local = 0
+                v >>= 1
+        first_pair = n_pairs  # pairs of this image are n_pairs onwards
         for j in range(wn):
-            rj = rows[j]
             code = _U(0)
             for r in range(6):
-                code |= rj[r] << _U(8 * r)
+                code |= _U(rows[j, r]) << _U(8 * r)
             prev = _U(0xFFFFFFFFFFFFFFFF)
-            pid = 0
+            q = 0
             for i in range(hn):
-                code |= rj[i + 6] << _U(48)
+                code |= _U(rows[j, i + 6]) << _U(48)
                 if code != prev:
                     prev = code
                     k = code + _U(1)
-                    s = np.int64((k * _MULT) >> lshift)
+                    s = np.int64((k * _MULT) >> shift)
                     while True:
-                        t = local[s, 0]
+                        t = keys[s]
                         if t == k:
-                            pid = np.int64(local[s, 1])
-                            lcount[pid] += 1.0
+                            gid = ids[s]
+                            q = last_pair[gid]
+                            if q < first_pair:  # first time in this image
+                                q = n_pairs
+                                last_pair[gid] = q
+                                pair_image[q] = img
+                                pair_patch[q] = gid
+                                pair_count[q] = 0.0
+                                n_pairs += 1
                             break
                         if t == 0:
-                            local[s, 0] = k
-                            local[s, 1] = _U(n_local)
-                            lcodes[n_local] = code
-                            lcount[n_local] = 1.0
-                            lslot[n_local] = s
-                            pid = n_local
-                            n_local += 1
+                            keys[s] = k
+                            gid = n_codes
+                            ids[s] = gid
+                            codes[gid] = code
+                            n_codes += 1
+                            if n_codes > limit:
+                                return None
+                            q = n_pairs
+                            last_pair[gid] = q
+                            pair_image[q] = img
+                            pair_patch[q] = gid
+                            pair_count[q] = 0.0
+                            n_pairs += 1
                             break
-                        s = (s + 1) & lmask
-                else:
-                    lcount[pid] += 1.0
+                        s = (s + 1) & mask
+                pair_count[q] += 1.0
                 code >>= _U(8)
-        for p in range(n_local):
-            local[lslot[p], 0] = _U(0)  # empty the small table for the next image
-            gid, n_codes = _probe(table, lcodes[p], shift, mask, n_codes, codes)
-            if n_codes > limit:
-                return None
-            pair_image[n_pairs] = img
-            pair_patch[n_pairs] = gid
-            pair_count[n_pairs] = lcount[p]
-            n_pairs += 1
     return (
         codes[:n_codes].copy(),
         pair_image[:n_pairs].copy(),
@@ -190,14 +188,23 @@ def _code4(s):
 
 
 @jit
-def pool_table4(codes5, table):
+def _padded_rows(n, c, rows, dtype):
+    """An (max(n, rows), c) array whose rows from n on are zero."""
+    out = np.empty((max(n, rows), c), dtype)
+    out[n:] = 0
+    return out
+
+
+@jit
+def pool_table4(codes5, table, rows=0):
     """Max-pool (2x2, stride 1) output of each 5x5 code: max of four rows of the 4x4 ``table``.
 
     Plain 2-D indexing in the channel loop (no row views): LLVM vectorizes it; ~5x the speed of
-    a helper taking row slices."""
+    a helper taking row slices. ``rows`` > n: the output has that many rows, zeros after the
+    n-th (a matrix product's row count rounded up, see ``runtime.lut``)."""
     n = codes5.size
     c = table.shape[1]
-    out = np.empty((n, c), table.dtype)
+    out = _padded_rows(n, c, rows, table.dtype)
     for i in range(n):
         v = codes5[i]
         r0 = _code4(v)
@@ -216,11 +223,12 @@ def pool_table4(codes5, table):
 
 
 @jit
-def gather_max4(table, inverse):
-    """``out[i] = max_o table[inverse[i, o]]`` (elementwise) for ``inverse`` of shape (n, 4)."""
+def gather_max4(table, inverse, rows=0):
+    """``out[i] = max_o table[inverse[i, o]]`` (elementwise) for ``inverse`` of shape (n, 4);
+    ``rows`` as in ``pool_table4``."""
     n = inverse.shape[0]
     c = table.shape[1]
-    out = np.empty((n, c), table.dtype)
+    out = _padded_rows(n, c, rows, table.dtype)
     for i in range(n):
         r0 = inverse[i, 0]
         r1 = inverse[i, 1]
