@@ -7,6 +7,10 @@ four window layouts and scores each on sweeps at random positions (ASDEC's metri
 
 * ``snps_sorted``: the workflow's images (``--snps`` SNPs nearest the point, rows and columns sorted
   as SweepNet's ``Extract.c``), sweep-centred windows against neutral ones.
+* ``snps_unsorted``: the same SNPs as they come (rows in sample order, columns in genomic order),
+  trained as ``snps_sorted``: the encoding under which neighbouring grid points' windows share
+  columns, so that a scan could compute convolution features once per SNP block (dense inference
+  over overlapping windows, as FASTER-NN does); its accuracy against ``snps_sorted`` is the cost.
 * ``snps_genomic``: the same SNPs with only the rows sorted (columns in genomic order), trained with
   linked windows (sweep windows displaced by 1-40 % of L, labelled not-centred, as S/HIC's classes).
 * ``span_genomic``: every SNP within ``--span`` bp of the point, thinned evenly to ``--snps``
@@ -51,7 +55,8 @@ from quantscan.atomic import write_text  # noqa: E402
 from quantscan.models import build_model  # noqa: E402
 from quantscan.seeds import derive_seed  # noqa: E402
 
-LAYOUTS = ("snps_sorted", "snps_genomic", "span_genomic", "span_regression")
+LAYOUTS = ("snps_sorted", "snps_unsorted", "snps_genomic", "span_genomic", "span_regression")
+CENTRED = ("snps_sorted", "snps_unsorted")  # trained on centred sweeps against neutral windows
 SMOOTH = (0, 1, 2, 3)  # Gaussian smoothing of the score track, in grid points
 
 
@@ -72,13 +77,15 @@ def encode(windows: list, layout: str) -> np.ndarray:
     batch = np.stack(windows)
     if layout == "snps_sorted":
         return img.encode(batch, "sweepnet", "descending")
+    if layout == "snps_unsorted":
+        return batch
     return img.sort_rows(batch)
 
 
 def examples(args, layout: str, sweeps: list, neutral: list, rng) -> tuple:
     """Images (B, 1, n, w) float32, labels and regression targets (offset / half-range)."""
     half = args.span / 2 if layout == "span_regression" else 0.0
-    linked = layout != "snps_sorted"
+    linked = layout not in CENTRED
     x, y, d = [], [], []
     for rep in sweeps:
         for _ in range(2 if linked else 1):
