@@ -113,31 +113,26 @@ def patches7(x, bits):
                         t = keys[s]
                         if t == k:
                             gid = ids[s]
-                            q = last_pair[gid]
-                            if q < first_pair:  # first time in this image
-                                q = n_pairs
-                                last_pair[gid] = q
-                                pair_image[q] = img
-                                pair_patch[q] = gid
-                                pair_count[q] = 0.0
-                                n_pairs += 1
                             break
-                        if t == 0:
+                        if t == 0:  # a new patch
                             keys[s] = k
                             gid = n_codes
                             ids[s] = gid
                             codes[gid] = code
+                            last_pair[gid] = -1
                             n_codes += 1
                             if n_codes > limit:
                                 return None
-                            q = n_pairs
-                            last_pair[gid] = q
-                            pair_image[q] = img
-                            pair_patch[q] = gid
-                            pair_count[q] = 0.0
-                            n_pairs += 1
                             break
                         s = (s + 1) & mask
+                    q = last_pair[gid]
+                    if q < first_pair:  # first time in this image
+                        q = n_pairs
+                        last_pair[gid] = q
+                        pair_image[q] = img
+                        pair_patch[q] = gid
+                        pair_count[q] = 0.0
+                        n_pairs += 1
                 pair_count[q] += 1.0
                 code >>= _U(8)
     return (
