@@ -328,3 +328,12 @@ def test_lookup_engine_contract_errors(model):
 
     with pytest.raises(ConfigError, match=r"NotATrunk.lut_trunk\(\) must return a LutTrunk"):
         BinaryConvLutEngine(NotATrunk(model))
+
+    class GroupedGate(Wrapped):  # the engine multiplies by the gate's weights as matrices
+        def lut_trunk(self):
+            trunk = self.inner.lut_trunk()
+            c = trunk.gate_squeeze.in_channels
+            return dataclasses.replace(trunk, gate_squeeze=nn.Conv2d(c, c, 1, groups=2))
+
+    with pytest.raises(ConfigError, match=r"gate_squeeze is not a 1x1 convolution \(groups 1\)"):
+        BinaryConvLutEngine(GroupedGate(model))

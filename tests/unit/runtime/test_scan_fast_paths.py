@@ -104,6 +104,7 @@ def test_fused_lookup_engine_equals_the_pytorch_model(config):
     assert engine.last_stats["patches7"] == stats["patches7"]
 
 
+@needs_numba
 def test_onednn_products_reproduce_torch_mm():
     """Where the engine uses oneDNN's linear kernel, it gives torch.mm's float32 product on
     row counts rounded up to the bucket (zero rows after the data)."""
@@ -111,8 +112,9 @@ def test_onednn_products_reproduce_torch_mm():
 
     torch.manual_seed(0)
     model = SweepNet(filters=8, se_ratio=2).eval()
-    engine = BinaryConvLutEngine(model, kernels="numpy")
+    engine = BinaryConvLutEngine(model, kernels="numba")
     assert engine.products == ("onednn" if lut.onednn_linear() else "torch")
+    assert BinaryConvLutEngine(model, kernels="numpy").products == "torch"  # no products to route
     if engine.products == "onednn":
         assert engine._rows(1) == engine._rows(lut.BinaryConvLutEngine.ROW_BUCKET) == 512
         a = torch.zeros(engine._rows(700), engine.channels)
@@ -122,6 +124,34 @@ def test_onednn_products_reproduce_torch_mm():
         assert not got[700:].any()
     engine.products = "torch"
     assert engine._rows(700) == 700
+
+
+@needs_numba
+@pytest.mark.parametrize("products", ["torch", "onednn"])
+def test_padded_products_change_nothing(products, monkeypatch):
+    """Rows rounded up to an odd size (zero rows after the data) through either product route:
+    the model's own P(sweep), and the engine's patch counts are the real ones."""
+    from quantscan.runtime import lut
+
+    if products == "onednn" and not lut.onednn_linear():
+        products = "torch"  # this torch has no usable oneDNN linear: check the padding alone
+    torch.manual_seed(7)
+    model = quantize_model(SweepNet(filters=16, se_ratio=4).eval(), SEED000_TABLE6).eval()
+    x = sweep_images(10, 30, 26, seed=4)
+    with torch.inference_mode():
+        ref = torch.softmax(model(torch.from_numpy(x).float()).double(), 1).numpy()
+    exact = BinaryConvLutEngine(model, kernels="numba", chunk=10)
+    exact.products = products
+    monkeypatch.setattr(exact, "_rows", lambda n: n)
+    got = exact.predict_proba(x)
+    stats = exact.last_stats
+    padded = BinaryConvLutEngine(model, kernels="numba", chunk=10)
+    padded.products = products
+    monkeypatch.setattr(padded, "_rows", lambda n: n + 37)
+    assert np.abs(padded.predict_proba(x) - ref).max() < 1e-6
+    assert np.abs(got - ref).max() < 1e-6
+    assert padded.last_stats["patches7"] == stats["patches7"]
+    assert padded.last_stats["pairs"] == stats["pairs"]
 
 
 def test_onnx_means_are_global_average_pools_and_run_in_int8(tmp_path):

@@ -159,8 +159,9 @@ def lut_trunk_of(model: nn.Module) -> LutTrunk:
     if getattr(trunk.blocks[0].conv, "in_channels", None) != 1:
         raise ConfigError("lookup engine: the model must take one input channel")
     for name in ("gate_squeeze", "gate_excite", "dense"):
-        if _attr(getattr(trunk, name), "kernel_size") != (1, 1):
-            raise ConfigError(f"lookup engine: {name} is not a 1x1 convolution")
+        layer = getattr(trunk, name)
+        if _attr(layer, "kernel_size") != (1, 1) or getattr(layer, "groups", 1) != 1:
+            raise ConfigError(f"lookup engine: {name} is not a 1x1 convolution (groups 1)")
     if getattr(getattr(trunk.head, "weight", None), "ndim", None) != 2:
         raise ConfigError("lookup engine: head is not a linear layer")
     return trunk
@@ -259,7 +260,7 @@ def _weight(module: nn.Module) -> torch.Tensor:
 def _bias(module: nn.Module) -> torch.Tensor:
     b = module.quantized_bias() if hasattr(module, "quantized_bias") else module.bias
     if b is None:  # a layer without bias
-        return torch.zeros(_weight(module).shape[0])
+        return _weight(module).new_zeros(_weight(module).shape[0])
     return b.detach().float()
 
 
@@ -269,7 +270,7 @@ class BinaryConvLutEngine(Engine):
 
     ``kernels``: "numba" (compiled hash tables and fused gather-max, ``runtime.lutkernels``),
     "numpy" (sorts and ``index_select``; no compiler needed) or "auto" (numba when installed).
-    ``chunk``: images deduplicated together (default 32 with numba, 8 with numpy).
+    ``chunk``: images deduplicated together (default 8).
     """
 
     kind = "packed"
@@ -334,7 +335,7 @@ class BinaryConvLutEngine(Engine):
         self.channels = self.a2_table.shape[1]
         #: the two matrix products: "onednn" where this torch's oneDNN linear reproduces
         #: ``torch.mm`` (:func:`onednn_linear`), else "torch"
-        self.products = "onednn" if onednn_linear() else "torch"
+        self.products = "onednn" if kernels == "numba" and onednn_linear() else "torch"
         self.last_stats: dict = {}
         #: "auto" picks the cheaper way to run the dense layer; "per_patch"/"per_pair" force one
         self.dense_path = "auto"
@@ -631,9 +632,11 @@ def onednn_linear() -> bool:
 
     ``torch.ops.mkldnn._linear_pointwise`` (PyTorch's oneDNN linear, the one its compiler uses on
     CPUs) ran the engine's products 2-3x faster than ``torch.mm`` (MKL) on a 2-core AMD EPYC with
-    AVX-512, with the same float32 results. It is a private operator, so it is used only where it
-    exists, and only if it reproduces ``torch.mm`` on a test product (to float32 rounding; a
-    build that computed in a lower precision would fail this); the check runs once per process.
+    AVX-512, with bit-identical results there. It is a private operator, so it is used only where
+    it exists, and only if it reproduces ``torch.mm`` on a test product to 1e-6 (a build or a
+    setting that computes fp32 products in bf16, such as ``torch.backends.mkldnn.matmul.
+    fp32_precision = "bf16"`` on CPUs with AMX, fails this). The check runs once per process, at
+    the first engine built; any error in it means ``torch.mm``.
     """
     if not _ONEDNN_LINEAR:
         ok = False
@@ -642,7 +645,7 @@ def onednn_linear() -> bool:
             a, w = torch.rand(67, 32, generator=g), torch.randn(40, 32, generator=g)
             got = _onednn_linear_op()(a, w, None, "none", [], "")
             ok = got.dtype == torch.float32 and torch.allclose(got, a @ w.T, rtol=1e-6, atol=1e-6)
-        except (AttributeError, RuntimeError, NotImplementedError):
+        except Exception:  # a private operator: any failure means torch.mm
             ok = False
         _ONEDNN_LINEAR.append(ok)
     return _ONEDNN_LINEAR[0]

@@ -3,8 +3,8 @@
 The engine's numpy path deduplicates patches with sorts and gathers rows with ``index_select``;
 both write large temporaries and hold the GIL between numpy calls. These kernels do the same work
 in single passes: open-addressing hash tables (linear probing, Fibonacci hashing) for the
-deduplication, and fused gather-max for the two max-pools. Matrix products stay in PyTorch (MKL is
-faster than a loop at these shapes). Every kernel releases the GIL, so worker threads scale.
+deduplication, and fused gather-max for the two max-pools. Matrix products stay in PyTorch (oneDNN
+or MKL are faster than a loop at these shapes; ``runtime.lut.onednn_linear``). Every kernel releases the GIL, so worker threads scale.
 
 Codes are those of ``runtime.lut.patch_codes7``: bit ``8 r + c`` of a k x k patch code is pixel
 ``(r, c)``; the sub-patch at offset ``(di, dj)`` is ``(code >> (8 di + dj)) & mask(k)``.
