@@ -63,6 +63,7 @@ measured numbers: ``docs/speed.md``, ``benchmarks/README.md``.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import threading
 import time
@@ -275,6 +276,7 @@ class BinaryConvLutEngine(Engine):
 
     kind = "packed"
     MAX_CHUNK = 256  # the image index rides in the low 8 bits of the 7x7 sort key
+    ROW_BUCKET = 512  # oneDNN products' row counts are rounded up to a multiple of this
     KERNELS = ("auto", "numba", "numpy")
 
     def __init__(
@@ -481,7 +483,7 @@ class BinaryConvLutEngine(Engine):
         if self.kernels == "numba":  # gather, sum, bias and a ReLU in one pass
             from . import lutkernels as lk
 
-            per_offset = self._product(a2, self.w3, self.w3_rows)
+            per_offset = self._product(a2, self.w3_rows)
             per_offset = per_offset.view(a2.shape[0], 4, self.channels)
             relu = type(act) is nn.ReLU
             z3 = torch.from_numpy(lk.gather_sum4(per_offset.numpy(), inv5, self.b3.numpy(), relu))
@@ -551,11 +553,11 @@ class BinaryConvLutEngine(Engine):
             out = torch.empty(b, self.wl.shape[1])
             fused = numba_pairs and type(act_d) is nn.ReLU  # bias and ReLU in the pair sums
             for g in range(n_groups):
-                w_g = scales[g][:, None] * self.wd
                 if fused:
                     w_rows = self.wd_rows * scales[g][None, :]
-                    sums = pair_sums(self._product(a3, w_g, w_rows), self.bd, relu=True)
+                    sums = pair_sums(self._product(a3, w_rows), self.bd, relu=True)
                 else:
+                    w_g = scales[g][:, None] * self.wd
                     sums = per_image(self._act(act_d, torch.addmm(self.bd, a3, w_g)))
                 if n_groups == 1:
                     out = sums @ self.wl
@@ -581,8 +583,6 @@ class BinaryConvLutEngine(Engine):
         }
         return (out / n_pos + self.bl).numpy()
 
-    ROW_BUCKET = 512
-
     def _rows(self, n: int) -> int:
         """Rows of a product's left factor: n rounded up to ``ROW_BUCKET`` for oneDNN, which builds
         and caches a kernel per shape (a new one for every chunk's row count cost more than the
@@ -591,12 +591,12 @@ class BinaryConvLutEngine(Engine):
             return n
         return -(-n // self.ROW_BUCKET) * self.ROW_BUCKET
 
-    def _product(self, a: torch.Tensor, w: torch.Tensor, w_rows: torch.Tensor) -> torch.Tensor:
-        """``a @ w`` (``w_rows`` is ``w.T``, contiguous), through oneDNN where it was checked
-        (:func:`onednn_linear`), else ``torch.mm``."""
+    def _product(self, a: torch.Tensor, w_rows: torch.Tensor) -> torch.Tensor:
+        """``a @ w_rows.T`` (``w_rows``: a linear layer's (out, in) weight, contiguous), through
+        oneDNN where it was checked (:func:`onednn_linear`), else ``torch.mm``."""
         if self.products == "onednn":
             return _onednn_linear_op()(a, w_rows, None, "none", [], "")
-        return torch.mm(a, w)
+        return torch.mm(a, w_rows.T)
 
     @staticmethod
     def _act(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -620,13 +620,11 @@ class BinaryConvLutEngine(Engine):
         return tick
 
 
-_ONEDNN_LINEAR: list = []  # [bool]: the result of the check, once per process
-
-
 def _onednn_linear_op():
     return torch.ops.mkldnn._linear_pointwise
 
 
+@functools.cache
 def onednn_linear() -> bool:
     """Whether the lookup engine's products can go through oneDNN's fp32 linear kernel.
 
@@ -638,17 +636,13 @@ def onednn_linear() -> bool:
     fp32_precision = "bf16"`` on CPUs with AMX, fails this). The check runs once per process, at
     the first engine built; any error in it means ``torch.mm``.
     """
-    if not _ONEDNN_LINEAR:
-        ok = False
-        try:
-            g = torch.Generator().manual_seed(0)
-            a, w = torch.rand(67, 32, generator=g), torch.randn(40, 32, generator=g)
-            got = _onednn_linear_op()(a, w, None, "none", [], "")
-            ok = got.dtype == torch.float32 and torch.allclose(got, a @ w.T, rtol=1e-6, atol=1e-6)
-        except Exception:  # a private operator: any failure means torch.mm
-            ok = False
-        _ONEDNN_LINEAR.append(ok)
-    return _ONEDNN_LINEAR[0]
+    try:
+        g = torch.Generator().manual_seed(0)
+        a, w = torch.rand(67, 32, generator=g), torch.randn(40, 32, generator=g)
+        got = _onednn_linear_op()(a, w, None, "none", [], "")
+        return got.dtype == torch.float32 and torch.allclose(got, a @ w.T, rtol=1e-6, atol=1e-6)
+    except Exception:  # a private operator: any failure means torch.mm
+        return False
 
 
 def numba_available() -> bool:
