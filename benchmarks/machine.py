@@ -25,12 +25,45 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: instruction sets that change the engines' speed (fp32 FMA width, int8 and bf16 dot products)
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+
+
+def cpu_identity(cpuinfo: str | None = None) -> dict:
+    """Family, model and stepping numbers, clock and ISA flags of the first CPU in ``cpuinfo``
+    (the text of /proc/cpuinfo, read when None).
+
+    A cloud VM's model name ("AMD EPYC") does not say which host generation it landed on, and
+    that changes the numbers: on the 2-core AMD EPYC VMs of issue 24, family 25 (Zen 4: 256-bit
+    FMA units) ran fp32 GEMM at about half the rate of the host of the session before, which the
+    model name did not tell apart. Empty where /proc/cpuinfo is not readable.
+    """
+    fields = {"cpu family": "family", "model": "model_number", "stepping": "stepping"}
+    out: dict = {}
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return out
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key in fields and value.isdigit():
+            out[fields[key]] = int(value)
+        elif key == "cpu MHz":
+            out["mhz"] = float(value)
+        elif key == "flags":
+            flags = set(value.split())
+            out["isa"] = [f for f in ISA_FLAGS if f in flags]
+    return out
+
+
 def describe() -> dict:
     """CPU, cores, VNNI and library versions (callers add load averages)."""
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_identity": cpu_identity(),
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "vnni": cpu_has_vnni(),
