@@ -247,6 +247,7 @@ def test_viral_compressed_model_joins_summary_and_classifies(workdir):
     assert "torch-packed model" in log.read_text()
     strategies = pd.read_csv(res / "openset.tsv", sep="\t")
     assert set(strategies.method) == set(methods) and strategies.configured.sum() == 6
+    assert (res / "openset.png").read_bytes()[:4] == b"\x89PNG"  # each threshold's trade
 
 
 def test_viral_int8_method_joins_summary_compare_and_classifies(workdir):

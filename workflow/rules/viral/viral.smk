@@ -164,6 +164,11 @@ rule viral_summary:
             category="Viral: summary",
         ),
         openset="results/viral/openset.tsv",
+        plot=report(
+            "results/viral/openset.png",
+            caption="../../report/viral_openset.rst",
+            category="Viral: summary",
+        ),
     log:
         "logs/viral/summary.log",
     conda:

@@ -131,3 +131,47 @@ def test_every_row_in_the_same_units(pieces, tmp_path):
     assert table.window_accuracy.tolist()[0] == 0.25 and np.isnan(table.window_accuracy[1])
     assert table.model_bits.tolist()[0] == 64 and np.isnan(table.model_bits[1])
     assert set(strategies.method) == {"fp32", "kmer5"} and strategies.configured.sum() == 2
+
+
+def test_tradeoff_curve_counts_each_threshold():
+    in_right = np.array([True, True, True, False])
+    in_score = np.array([0.9, 0.6, 0.3, 0.8])
+    out_unclassified = np.array([False, False, True])
+    out_score = np.array([0.7, 0.2, np.nan])  # the last: not scored (rejected already)
+    curve = evaluation.tradeoff_curve(in_right, in_score, out_unclassified, out_score)
+    assert curve["threshold"] == [None, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9]
+    assert curve["kept"] == pytest.approx([0.75, 0.75, 0.75, 0.5, 0.25, 0.25, 0.25])
+    assert curve["rejected"] == pytest.approx([1 / 3, 1 / 3, 2 / 3, 2 / 3, 2 / 3, 1, 1])
+    # bounded: quantiles of the scores when there are more distinct ones than max_points
+    rng = np.random.default_rng(0)
+    big = evaluation.tradeoff_curve(
+        rng.random(5000) < 0.9, rng.random(5000), rng.random(3000) < 0.1, rng.random(3000), 50
+    )
+    assert len(big["threshold"]) <= 51 and big["threshold"][0] is None
+    assert np.all(np.diff(big["kept"]) <= 0) and np.all(np.diff(big["rejected"]) >= 0)
+
+
+def test_the_calibrated_thresholds_lie_on_the_tradeoff_curves(pieces, tmp_path):
+    ev = assess(WindowEngine(), pieces)
+    by_name = {s["strategy"]: s for s in ev["strategies"]}
+    assert set(ev["tradeoff"]) == {n for n in by_name if ":" in n or "+" in n}
+    for name, curve in ev["tradeoff"].items():
+        st = by_name[name]
+        # calibrated on validation scores: between two test scores, it answers as the next one up
+        scores = np.array(curve["threshold"][1:])
+        i = 1 + int(np.searchsorted(scores, st["threshold"]))
+        assert i < len(curve["threshold"]), name
+        assert curve["kept"][i] == pytest.approx(st["full_open_accuracy"]), name
+        assert curve["rejected"][i] == pytest.approx(st["reject_all"]), name
+    # with no threshold, background+msp is the background class alone; threshold:msp rejects none
+    assert ev["tradeoff"]["background+msp"]["rejected"][0] == by_name["background"]["reject_all"]
+    assert by_name["background"]["reject_all"] == 1.0
+    assert ev["tradeoff"]["threshold:msp"]["rejected"][0] == 0.0
+    assert ev["tradeoff"]["threshold:msp"]["kept"][0] == by_name["background"]["full_accuracy"]
+    path = tmp_path / "fp32.json"
+    path.write_text(metrics_json({**ev, "method": "fp32", "scenario": "sim", "engine": "torch"}))
+    png = tmp_path / "openset.png"
+    report.openset_plot([path, path], png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(report.InputFormatError, match="no evaluations"):
+        report.openset_plot([], tmp_path / "none.png")

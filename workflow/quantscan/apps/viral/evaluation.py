@@ -205,6 +205,65 @@ def _share(mask: np.ndarray) -> float:
     return float(mask.mean()) if mask.size else float("nan")
 
 
+#: thresholds on a trade-off curve at most (quantiles of the scores beyond that)
+MAX_CURVE_POINTS = 200
+
+
+def _fixed_answers(
+    rows: Sequence[dict], labels: np.ndarray, n_classes: int, use_background: bool, score: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, before any threshold: right (scored, the background output not the largest
+    when ``use_background``, the best target class is ``labels``), unclassified (not scored, or
+    the background output the largest), and the ``score`` (NaN when not scored)."""
+    right = np.zeros(len(rows), bool)
+    unclassified = np.zeros(len(rows), bool)
+    values = np.full(len(rows), np.nan)
+    for i, row in enumerate(rows):
+        if not row["windows"]:
+            unclassified[i] = True
+            continue
+        proba = row["_proba"]
+        background = use_background and proba.size > n_classes
+        background = background and int(np.argmax(proba)) >= n_classes
+        unclassified[i] = background
+        right[i] = not background and int(np.argmax(proba[:n_classes])) == labels[i]
+        values[i] = row["_scores"][score]
+    return right, unclassified, values
+
+
+def tradeoff_curve(
+    in_right: np.ndarray,
+    in_score: np.ndarray,
+    out_unclassified: np.ndarray,
+    out_score: np.ndarray,
+    max_points: int = MAX_CURVE_POINTS,
+) -> dict:
+    """What a threshold on an open-set score trades, threshold by threshold.
+
+    ``in_right``/``in_score``: the in-class records answered right without a threshold, and
+    their scores; ``out_unclassified``/``out_score``: the out-of-class records answered
+    ``unclassified`` without a threshold, and their scores (NaN: not scored). For "no threshold"
+    (``threshold`` None) and then every distinct finite score (at most ``max_points`` of them,
+    quantiles of the scores when there are more), ``kept`` is the share of in-class records
+    still right (score >= threshold, as ``openset.decide`` keeps them) and ``rejected`` the share
+    of out-of-class records unclassified (score < threshold, or unclassified already). Both
+    only fall and rise as the threshold rises, so any threshold's pair lies on the curve.
+    """
+    finite = np.concatenate([in_score, out_score])
+    finite = np.unique(finite[np.isfinite(finite)])
+    if finite.size > max_points:
+        finite = np.unique(
+            np.quantile(finite, np.linspace(0, 1, max_points), method="inverted_cdf")
+        )
+    kept = [_share(in_right)]
+    rejected = [_share(out_unclassified)]
+    with np.errstate(invalid="ignore"):
+        for t in finite:
+            kept.append(_share(in_right & (in_score >= t)))
+            rejected.append(_share(out_unclassified | (out_score < t)))
+    return {"threshold": [None, *finite.tolist()], "kept": kept, "rejected": rejected}
+
+
 def assess(
     val_rows: Sequence[dict],
     val_pieces: Sequence[Piece],
@@ -223,8 +282,10 @@ def assess(
     ``class_names`` are the target classes (the background output, if any, comes after them);
     ``background``/``score``/``fpr`` the configured strategy (``score`` None or ``fpr`` None: no
     threshold). Returns a JSON-ready dict: ``headline`` (the configured strategy's numbers),
-    ``strategies`` (every strategy's), ``thresholds`` (per score), ``records`` (closed-set
-    per-record metrics: accuracy, MCC, per class, confusion matrix) and counts.
+    ``strategies`` (every strategy's), ``thresholds`` (per score), ``tradeoff`` (per strategy with
+    a score: :func:`tradeoff_curve` over the full-length in-class and the out-of-class test
+    records), ``records`` (closed-set per-record metrics: accuracy, MCC, per class, confusion
+    matrix) and counts.
     """
     k = len(class_names)
     has_bg = any(r["windows"] and r["_proba"].size > k for r in test_rows)
@@ -274,10 +335,20 @@ def assess(
         return out
 
     compared = [numbers(bg, s) for _, bg, s in strategies(has_bg, available)]
+    # every threshold of each score, not only the calibrated one (the open-set plot)
+    full = groups == "full"
+    full_rows = [r for r, f in zip(test_rows, full, strict=True) if f]
+    ood_labels = np.full(len(ood_rows), -1)
+    tradeoff = {}
+    for name, bg, s in strategies(has_bg, available):
+        if s is None:
+            continue
+        in_right, _, in_score = _fixed_answers(full_rows, test_labels[full], k, bg, s)
+        _, out_unclassified, out_score = _fixed_answers(ood_rows, ood_labels, k, bg, s)
+        tradeoff[name] = tradeoff_curve(in_right, in_score, out_unclassified, out_score)
     headline = numbers(background, score if fpr is not None else None)
     # closed-set per-record metrics; a record that is not scored (too short, too many N) counts
     # as an extra "not scored" prediction, wrong for every class
-    full = groups == "full"
     best_full, _ = _answers(
         [r for r, f in zip(test_rows, full, strict=True) if f], k, False, None, None
     )
@@ -297,6 +368,7 @@ def assess(
         "categories": categories,
         "headline": headline,
         "strategies": compared,
+        "tradeoff": tradeoff,
         "records": records,
         "n_val_pieces": len(val_pieces),
         "n_test_pieces": len(test_pieces),
@@ -347,4 +419,5 @@ __all__ = [
     "strategies",
     "strategy_name",
     "summary_row",
+    "tradeoff_curve",
 ]

@@ -89,9 +89,93 @@ def viral_summary(
     return table.reindex(columns=lead), pd.DataFrame(strategies)
 
 
+#: the target of the open-set answer: this share of out-of-class records rejected ...
+TARGET_REJECTED = 0.95
+#: ... at most this loss of in-class accuracy (against the closed-set answer)
+TARGET_LOSS = 0.02
+
+
+def openset_plot(evaluations: Sequence[str | os.PathLike], path: str | os.PathLike) -> None:
+    """``openset.png``: one panel per method, what each open-set strategy trades.
+
+    Each curve is one strategy with a score (``evaluation.tradeoff_curve``): the in-class test
+    records still answered right (x) against the out-of-class test records rejected (y) as its
+    threshold rises from none; dashed: the threshold alone, solid: with the background class.
+    Markers are the strategies as calibrated (a square: the background class alone; a black
+    ring: the configured strategy). The shaded box is the target: at least
+    ``TARGET_REJECTED`` rejected at no more than ``TARGET_LOSS`` below the closed-set accuracy.
+    """
+    from ...plots import plt, save
+
+    evs = [_read(p) for p in evaluations]
+    if not evs:
+        raise InputFormatError(f"{path}: no evaluations to plot")
+    cols = min(3, len(evs))
+    rows = -(-len(evs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    colors: dict[str, str] = {}
+    for ax, ev in zip(axes.flat, evs, strict=False):
+        closed = ev["headline"]["full_accuracy"]
+        ax.add_patch(
+            plt.Rectangle(
+                (closed - TARGET_LOSS, TARGET_REJECTED),
+                1.02 - closed + TARGET_LOSS,
+                1.02 - TARGET_REJECTED,
+                color="tab:green",
+                alpha=0.15,
+                lw=0,
+            )
+        )
+        for name, curve in ev.get("tradeoff", {}).items():
+            score = name.split(":", 1)[-1].split("+", 1)[-1]
+            color = colors.setdefault(score, f"C{len(colors)}")
+            ax.plot(
+                curve["kept"],
+                curve["rejected"],
+                ls="--" if name.startswith("threshold:") else "-",
+                color=color,
+                lw=1.2,
+                label=name,
+            )
+        for st in ev["strategies"]:
+            name = st["strategy"]
+            x, y = st["full_open_accuracy"], st["reject_all"]
+            if name == "background":
+                ax.plot(x, y, "s", color="black", ms=5, label="background")
+            else:
+                score = name.split(":", 1)[-1].split("+", 1)[-1]
+                ax.plot(x, y, "o", color=colors.get(score, "gray"), ms=4)
+            if name == ev["headline"]["strategy"]:
+                ax.plot(x, y, "o", mfc="none", mec="black", ms=10, mew=1.5)
+        ax.set(
+            title=f"{ev.get('method', '?')} ({ev.get('engine', '')})",
+            xlabel="in-class test records right (full length)",
+            ylabel="out-of-class records rejected",
+            xlim=(0, 1.02),
+            ylim=(0, 1.02),
+        )
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(evs) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in list(axes.flat)[1 : len(evs)]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8)
+    fig.suptitle(
+        f"Open set: each threshold's trade (target: >= {TARGET_REJECTED:.0%} rejected at "
+        f"<= {TARGET_LOSS:.0%} in-class loss, shaded; ringed: the configured strategy)",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) // 5), 1, 0.95))
+    save(fig, path)
+
+
 def write_tsv(table: pd.DataFrame, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
-__all__ = ["COMPRESSION_COLUMNS", "viral_summary", "write_tsv"]
+__all__ = ["COMPRESSION_COLUMNS", "openset_plot", "viral_summary", "write_tsv"]
