@@ -246,8 +246,9 @@ def tradeoff_curve(
     (``threshold`` None) and then every distinct finite score (at most ``max_points`` of them,
     quantiles of the scores when there are more), ``kept`` is the share of in-class records
     still right (score >= threshold, as ``openset.decide`` keeps them) and ``rejected`` the share
-    of out-of-class records unclassified (score < threshold, or unclassified already). Both
-    only fall and rise as the threshold rises, so any threshold's pair lies on the curve.
+    of out-of-class records unclassified (score < threshold, or unclassified already). As the
+    threshold rises, ``kept`` only falls and ``rejected`` only rises; a threshold between two
+    listed ones answers as the next one up (one above every score keeps nothing).
     """
     finite = np.concatenate([in_score, out_score])
     finite = np.unique(finite[np.isfinite(finite)])
@@ -349,9 +350,7 @@ def assess(
     headline = numbers(background, score if fpr is not None else None)
     # closed-set per-record metrics; a record that is not scored (too short, too many N) counts
     # as an extra "not scored" prediction, wrong for every class
-    best_full, _ = _answers(
-        [r for r, f in zip(test_rows, full, strict=True) if f], k, False, None, None
-    )
+    best_full, _ = _answers(full_rows, k, False, None, None)
     pred = np.where(best_full >= 0, best_full, k)
     records = classification_metrics(
         test_labels[full], np.eye(k + 1)[pred], [*class_names, "not_scored"]
