@@ -134,21 +134,45 @@ def test_every_row_in_the_same_units(pieces, tmp_path):
 
 
 def test_tradeoff_curve_counts_each_threshold():
-    in_right = np.array([True, True, True, False])
-    in_score = np.array([0.9, 0.6, 0.3, 0.8])
-    out_unclassified = np.array([False, False, True])
-    out_score = np.array([0.7, 0.2, np.nan])  # the last: not scored (rejected already)
+    in_right = np.array([True, True, True, False, True])
+    in_score = np.array([0.9, 0.6, 0.3, 0.8, np.nan])  # NaN: never below a threshold (decide)
+    out_unclassified = np.array([False, False, True, False])
+    out_score = np.array([0.7, 0.2, np.nan, np.nan])  # the 3rd unscored, the 4th NaN: kept
     curve = evaluation.tradeoff_curve(in_right, in_score, out_unclassified, out_score)
-    assert curve["threshold"] == [None, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9]
-    assert curve["kept"] == pytest.approx([0.75, 0.75, 0.75, 0.5, 0.25, 0.25, 0.25])
-    assert curve["rejected"] == pytest.approx([1 / 3, 1 / 3, 2 / 3, 2 / 3, 2 / 3, 1, 1])
-    # bounded: quantiles of the scores when there are more distinct ones than max_points
+    # thresholds: none, then the scores of in-class records that are right, then just above
+    assert curve["threshold"][:4] == [None, 0.3, 0.6, 0.9]
+    assert len(curve["threshold"]) == 5 and 0.9 < curve["threshold"][4] < 0.9 + 1e-12
+    assert curve["kept"] == pytest.approx([0.8, 0.8, 0.6, 0.4, 0.2])
+    assert curve["rejected"] == pytest.approx([0.25, 0.5, 0.5, 0.75, 0.75])
+    # each point: a record is unclassified when its score is below t (openset.decide's rule)
+    points = zip(curve["threshold"][1:], curve["kept"][1:], curve["rejected"][1:], strict=True)
+    for t, kept, rejected in points:
+        assert kept == np.mean(in_right & ~(in_score < t))
+        assert rejected == np.mean(out_unclassified | (out_score < t))
+    # bounded: evenly thinned beyond max_points, keeping the first and the last threshold
     rng = np.random.default_rng(0)
-    big = evaluation.tradeoff_curve(
-        rng.random(5000) < 0.9, rng.random(5000), rng.random(3000) < 0.1, rng.random(3000), 50
-    )
-    assert len(big["threshold"]) <= 51 and big["threshold"][0] is None
+    right, score = rng.random(5000) < 0.9, rng.random(5000)
+    big = evaluation.tradeoff_curve(right, score, rng.random(3000) < 0.1, rng.random(3000), 50)
+    assert len(big["threshold"]) == 51 and big["threshold"][0] is None
+    assert big["threshold"][1] == score[right].min() and big["kept"][-1] == 0.0
     assert np.all(np.diff(big["kept"]) <= 0) and np.all(np.diff(big["rejected"]) >= 0)
+    empty = evaluation.tradeoff_curve(in_right, in_score, np.zeros(0, bool), np.zeros(0))
+    assert all(np.isnan(empty["rejected"]))
+
+
+def test_fixed_answers_before_any_threshold():
+    rows = [
+        {"windows": 0},  # not scored: unclassified, never right
+        {"windows": 2, "_proba": [0.1, 0.2, 0.7], "_scores": {"msp": 0.6}},  # background largest
+        {"windows": 1, "_proba": [0.7, 0.2, 0.1], "_scores": {"msp": 0.7}},
+    ]
+    labels = np.array([0, 1, 0])
+    right, unclassified, score = evaluation._fixed_answers(rows, labels, 2, True, "msp")
+    assert right.tolist() == [False, False, True]
+    assert unclassified.tolist() == [True, True, False]
+    assert np.isnan(score[0]) and score[1:].tolist() == [0.6, 0.7]
+    right, unclassified, _ = evaluation._fixed_answers(rows, labels, 2, False, "msp")
+    assert right.tolist() == [False, True, True] and unclassified.tolist() == [True, False, False]
 
 
 def test_the_calibrated_thresholds_lie_on_the_tradeoff_curves(pieces, tmp_path):
@@ -157,7 +181,9 @@ def test_the_calibrated_thresholds_lie_on_the_tradeoff_curves(pieces, tmp_path):
     assert set(ev["tradeoff"]) == {n for n in by_name if ":" in n or "+" in n}
     for name, curve in ev["tradeoff"].items():
         st = by_name[name]
-        # calibrated on validation scores: between two test scores, it answers as the next one up
+        # full-length records only: at most one threshold per record, plus none and the end
+        assert len(curve["threshold"]) <= st["full_n"] + 2, name
+        # calibrated on validation scores: between two listed ones, it answers as the next one up
         scores = np.array(curve["threshold"][1:])
         i = 1 + int(np.searchsorted(scores, st["threshold"]))
         assert i < len(curve["threshold"]), name
@@ -170,8 +196,11 @@ def test_the_calibrated_thresholds_lie_on_the_tradeoff_curves(pieces, tmp_path):
     assert ev["tradeoff"]["threshold:msp"]["kept"][0] == by_name["background"]["full_accuracy"]
     path = tmp_path / "fp32.json"
     path.write_text(metrics_json({**ev, "method": "fp32", "scenario": "sim", "engine": "torch"}))
+    old = tmp_path / "old.json"  # written before the curves: markers only
+    old.write_text(metrics_json({**ev, "tradeoff": {}, "method": "x", "scenario": "sim"}))
     png = tmp_path / "openset.png"
-    report.openset_plot([path, path], png)
+    assert report.openset_plot([path, path, old], png) == 2 * len(ev["tradeoff"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report.openset_plot([old], tmp_path / "old.png") == 0  # no curves, no legend
     with pytest.raises(report.InputFormatError, match="no evaluations"):
         report.openset_plot([], tmp_path / "none.png")

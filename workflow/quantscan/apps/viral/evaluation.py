@@ -205,8 +205,8 @@ def _share(mask: np.ndarray) -> float:
     return float(mask.mean()) if mask.size else float("nan")
 
 
-#: thresholds on a trade-off curve at most (quantiles of the scores beyond that)
-MAX_CURVE_POINTS = 200
+#: points on a trade-off curve at most (thinned evenly beyond that)
+MAX_CURVE_POINTS = 500
 
 
 def _fixed_answers(
@@ -222,7 +222,7 @@ def _fixed_answers(
         if not row["windows"]:
             unclassified[i] = True
             continue
-        proba = row["_proba"]
+        proba = np.asarray(row["_proba"])
         background = use_background and proba.size > n_classes
         background = background and int(np.argmax(proba)) >= n_classes
         unclassified[i] = background
@@ -242,27 +242,42 @@ def tradeoff_curve(
 
     ``in_right``/``in_score``: the in-class records answered right without a threshold, and
     their scores; ``out_unclassified``/``out_score``: the out-of-class records answered
-    ``unclassified`` without a threshold, and their scores (NaN: not scored). For "no threshold"
-    (``threshold`` None) and then every distinct finite score (at most ``max_points`` of them,
-    quantiles of the scores when there are more), ``kept`` is the share of in-class records
-    still right (score >= threshold, as ``openset.decide`` keeps them) and ``rejected`` the share
-    of out-of-class records unclassified (score < threshold, or unclassified already). As the
-    threshold rises, ``kept`` only falls and ``rejected`` only rises; a threshold between two
-    listed ones answers as the next one up (one above every score keeps nothing).
+    ``unclassified`` without a threshold, and their scores. A threshold t leaves a record as it
+    was unless its score is below t (``openset.decide``: a NaN score is never below). ``kept``
+    is the share of in-class records still right, ``rejected`` the share of out-of-class records
+    unclassified, for: no threshold (``threshold`` None), each distinct score of an in-class
+    record that is right (the thresholds where ``kept`` steps down: any other threshold rejects
+    no more out-of-class records than the next of these up, at the same ``kept``, so the curve
+    holds every best trade), and one just above the largest of them (nothing kept). Exact, by
+    sorting (n log n); beyond ``max_points`` thresholds, evenly thinned (the first and last kept).
     """
-    finite = np.concatenate([in_score, out_score])
-    finite = np.unique(finite[np.isfinite(finite)])
-    if finite.size > max_points:
-        finite = np.unique(
-            np.quantile(finite, np.linspace(0, 1, max_points), method="inverted_cdf")
+    in_right = np.asarray(in_right, bool)
+    in_score = np.asarray(in_score, np.float64)
+    out_unclassified = np.asarray(out_unclassified, bool)
+    out_score = np.asarray(out_score, np.float64)
+    right_scores = in_score[in_right]
+    kept_nan = int(np.isnan(right_scores).sum())  # never below a threshold: always kept
+    right_scores = np.sort(right_scores[~np.isnan(right_scores)])
+    candidates = np.unique(right_scores[np.isfinite(right_scores)])
+    if candidates.size:
+        candidates = np.append(candidates, np.nextafter(candidates[-1], np.inf))
+    if candidates.size > max_points:
+        keep = np.unique(np.linspace(0, candidates.size - 1, max_points).round().astype(int))
+        candidates = candidates[keep]
+    open_scores = np.sort(out_score[~out_unclassified & ~np.isnan(out_score)])
+    n_in, n_out = in_right.size, out_unclassified.size
+    below_in = np.searchsorted(right_scores, candidates, side="left")
+    below_out = np.searchsorted(open_scores, candidates, side="left")
+
+    def share(count, n):
+        return (
+            (np.asarray(count, np.float64) / n).tolist() if n else [float("nan")] * np.size(count)
         )
-    kept = [_share(in_right)]
-    rejected = [_share(out_unclassified)]
-    with np.errstate(invalid="ignore"):
-        for t in finite:
-            kept.append(_share(in_right & (in_score >= t)))
-            rejected.append(_share(out_unclassified | (out_score < t)))
-    return {"threshold": [None, *finite.tolist()], "kept": kept, "rejected": rejected}
+
+    n_right = right_scores.size + kept_nan
+    kept = share([n_right, *(n_right - below_in)], n_in)
+    rejected = share([int(out_unclassified.sum()), *(out_unclassified.sum() + below_out)], n_out)
+    return {"threshold": [None, *candidates.tolist()], "kept": kept, "rejected": rejected}
 
 
 def assess(

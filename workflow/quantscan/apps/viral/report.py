@@ -21,6 +21,7 @@ import json
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from ...atomic import atomic_path
@@ -95,15 +96,23 @@ TARGET_REJECTED = 0.95
 TARGET_LOSS = 0.02
 
 
-def openset_plot(evaluations: Sequence[str | os.PathLike], path: str | os.PathLike) -> None:
+def _number(value) -> float:
+    """A JSON number, NaN for null (no records of that kind)."""
+    return float("nan") if value is None else float(value)
+
+
+def openset_plot(evaluations: Sequence[str | os.PathLike], path: str | os.PathLike) -> int:
     """``openset.png``: one panel per method, what each open-set strategy trades.
 
     Each curve is one strategy with a score (``evaluation.tradeoff_curve``): the in-class test
     records still answered right (x) against the out-of-class test records rejected (y) as its
-    threshold rises from none; dashed: the threshold alone, solid: with the background class.
+    threshold rises from none, drawn as steps that never suggest a better trade than a threshold
+    gives; dashed: the threshold alone, solid: with the background class.
     Markers are the strategies as calibrated (a square: the background class alone; a black
     ring: the configured strategy). The shaded box is the target: at least
     ``TARGET_REJECTED`` rejected at no more than ``TARGET_LOSS`` below the closed-set accuracy.
+    Evaluations without curves (written before they were) get their markers only. Returns the
+    number of curves drawn.
     """
     from ...plots import plt, save
 
@@ -114,32 +123,36 @@ def openset_plot(evaluations: Sequence[str | os.PathLike], path: str | os.PathLi
     rows = -(-len(evs) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
     colors: dict[str, str] = {}
+    n_curves = 0
     for ax, ev in zip(axes.flat, evs, strict=False):
-        closed = ev["headline"]["full_accuracy"]
-        ax.add_patch(
-            plt.Rectangle(
-                (closed - TARGET_LOSS, TARGET_REJECTED),
-                1.02 - closed + TARGET_LOSS,
-                1.02 - TARGET_REJECTED,
-                color="tab:green",
-                alpha=0.15,
-                lw=0,
+        closed = _number(ev["headline"].get("full_accuracy"))
+        if np.isfinite(closed):
+            ax.add_patch(
+                plt.Rectangle(
+                    (closed - TARGET_LOSS, TARGET_REJECTED),
+                    1.02 - closed + TARGET_LOSS,
+                    1.02 - TARGET_REJECTED,
+                    color="tab:green",
+                    alpha=0.15,
+                    lw=0,
+                )
             )
-        )
         for name, curve in ev.get("tradeoff", {}).items():
             score = name.split(":", 1)[-1].split("+", 1)[-1]
             color = colors.setdefault(score, f"C{len(colors)}")
             ax.plot(
-                curve["kept"],
-                curve["rejected"],
+                [_number(v) for v in curve["kept"]],
+                [_number(v) for v in curve["rejected"]],
                 ls="--" if name.startswith("threshold:") else "-",
                 color=color,
                 lw=1.2,
+                drawstyle="steps-post",
                 label=name,
             )
+            n_curves += 1
         for st in ev["strategies"]:
             name = st["strategy"]
-            x, y = st["full_open_accuracy"], st["reject_all"]
+            x, y = _number(st.get("full_open_accuracy")), _number(st.get("reject_all"))
             if name == "background":
                 ax.plot(x, y, "s", color="black", ms=5, label="background")
             else:
@@ -163,7 +176,8 @@ def openset_plot(evaluations: Sequence[str | os.PathLike], path: str | os.PathLi
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8)
+    if labels:
+        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8)
     fig.suptitle(
         f"Open set: each threshold's trade (target: >= {TARGET_REJECTED:.0%} rejected at "
         f"<= {TARGET_LOSS:.0%} in-class loss, shaded; ringed: the configured strategy)",
@@ -171,6 +185,7 @@ def openset_plot(evaluations: Sequence[str | os.PathLike], path: str | os.PathLi
     )
     fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) // 5), 1, 0.95))
     save(fig, path)
+    return n_curves
 
 
 def write_tsv(table: pd.DataFrame, path: str | os.PathLike) -> None:
