@@ -187,9 +187,9 @@ def _answers(
     best = np.full(len(rows), -1, np.int64)
     answer = np.full(len(rows), -1, np.int64)
     for i, row in enumerate(rows):
-        proba = row["_proba"]
         if not row["windows"]:
             continue
+        proba = np.asarray(row["_proba"])
         best[i] = int(np.argmax(proba[:n_classes]))
         rule = openset.OpenSetRule(
             n_classes,
@@ -212,23 +212,12 @@ MAX_CURVE_POINTS = 500
 def _fixed_answers(
     rows: Sequence[dict], labels: np.ndarray, n_classes: int, use_background: bool, score: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row, before any threshold: right (scored, the background output not the largest
-    when ``use_background``, the best target class is ``labels``), unclassified (not scored, or
-    the background output the largest), and the ``score`` (NaN when not scored)."""
-    right = np.zeros(len(rows), bool)
-    unclassified = np.zeros(len(rows), bool)
-    values = np.full(len(rows), np.nan)
-    for i, row in enumerate(rows):
-        if not row["windows"]:
-            unclassified[i] = True
-            continue
-        proba = np.asarray(row["_proba"])
-        background = use_background and proba.size > n_classes
-        background = background and int(np.argmax(proba)) >= n_classes
-        unclassified[i] = background
-        right[i] = not background and int(np.argmax(proba[:n_classes])) == labels[i]
-        values[i] = row["_scores"][score]
-    return right, unclassified, values
+    """Per row, before any threshold (:func:`_answers` with none): right (the answer is the
+    target class ``labels``), unclassified (not scored, or the background output the largest
+    when ``use_background``), and the ``score`` (NaN when not scored)."""
+    _, answer = _answers(rows, n_classes, use_background, None, None)
+    values = np.array([r["_scores"][score] if r["windows"] else np.nan for r in rows], float)
+    return answer == labels, answer < 0, values
 
 
 def tradeoff_curve(

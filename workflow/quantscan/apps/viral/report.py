@@ -96,6 +96,11 @@ TARGET_REJECTED = 0.95
 TARGET_LOSS = 0.02
 
 
+def _score_of(strategy: str) -> str:
+    """The score a strategy thresholds (``threshold:msp``, ``background+msp`` -> ``msp``)."""
+    return strategy.split(":", 1)[-1].split("+", 1)[-1]
+
+
 def _number(value) -> float:
     """A JSON number, NaN for null (no records of that kind)."""
     return float("nan") if value is None else float(value)
@@ -138,8 +143,7 @@ def openset_plot(evaluations: Sequence[str | os.PathLike], path: str | os.PathLi
                 )
             )
         for name, curve in ev.get("tradeoff", {}).items():
-            score = name.split(":", 1)[-1].split("+", 1)[-1]
-            color = colors.setdefault(score, f"C{len(colors)}")
+            color = colors.setdefault(_score_of(name), f"C{len(colors)}")
             ax.plot(
                 [_number(v) for v in curve["kept"]],
                 [_number(v) for v in curve["rejected"]],
@@ -156,8 +160,7 @@ def openset_plot(evaluations: Sequence[str | os.PathLike], path: str | os.PathLi
             if name == "background":
                 ax.plot(x, y, "s", color="black", ms=5, label="background")
             else:
-                score = name.split(":", 1)[-1].split("+", 1)[-1]
-                ax.plot(x, y, "o", color=colors.get(score, "gray"), ms=4)
+                ax.plot(x, y, "o", color=colors.get(_score_of(name), "gray"), ms=4)
             if name == ev["headline"]["strategy"]:
                 ax.plot(x, y, "o", mfc="none", mec="black", ms=10, mew=1.5)
         ax.set(
@@ -170,14 +173,15 @@ def openset_plot(evaluations: Sequence[str | os.PathLike], path: str | os.PathLi
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(evs) :]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    for ax in list(axes.flat)[1 : len(evs)]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
+    legend: dict = {}  # one entry per label, over all panels
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    labels = list(legend)
     if labels:
-        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8)
+        fig.legend(
+            legend.values(), labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8
+        )
     fig.suptitle(
         f"Open set: each threshold's trade (target: >= {TARGET_REJECTED:.0%} rejected at "
         f"<= {TARGET_LOSS:.0%} in-class loss, shaded; ringed: the configured strategy)",
