@@ -341,9 +341,12 @@ class BinaryConvLutEngine(Engine):
         self.last_stats: dict = {}
         #: "auto" picks the cheaper way to run the dense layer; "per_patch"/"per_pair" force one
         self.dense_path = "auto"
-        #: set ``profile`` to accumulate wall seconds per stage in ``stage_seconds``
+        #: set ``profile`` to accumulate wall seconds per stage in ``stage_seconds``, and the
+        #: work done in ``work_counts`` (images, positions, distinct patches, pairs, and the
+        #: multiply-adds of the two matrix products)
         self.profile = False
         self.stage_seconds: dict[str, float] = {}
+        self.work_counts: dict[str, int] = {}
         self._lock = threading.Lock()
         #: distinct keys per key at each level, from the last chunk: sizes the next hash tables
         self._distinct: dict[str, float] = {"7": 0.4, "6": 0.25, "5": 0.25}
@@ -417,14 +420,14 @@ class BinaryConvLutEngine(Engine):
         for k in range(1, 4):
             torch.maximum(a2, torch.index_select(self.a2_table, 0, i4[k]), out=a2)
         tick("pool2")
-        act3 = self._conv3(a2, inv5.reshape(n6, 4))
-        tick("conv3")
+        act3 = self._conv3(a2, inv5.reshape(n6, 4), tick)
         inv6 = torch.from_numpy(inv6.reshape(4, n7))
         a3 = torch.index_select(act3, 0, inv6[0])
         for k in range(1, 4):
             torch.maximum(a3, torch.index_select(act3, 0, inv6[k]), out=a3)
         tick("pool3")
-        stats = {"patches7": n7, "patches6": n6, "patches5": n5, "pairs_by_image": False}
+        stats = {"patches7": n7, "patches6": n6, "patches5": n5, "rows5": n5}
+        stats["pairs_by_image"] = False
         return a3, pair_img, pair_patch, counts, stats
 
     def _trunk_numba(self, x: np.ndarray, tick):
@@ -449,11 +452,11 @@ class BinaryConvLutEngine(Engine):
         tick("patches5")
         a2 = torch.from_numpy(lk.pool_table4(u5, self.a2_table.numpy(), self._rows(n5)))
         tick("pool2")
-        act3 = self._conv3(a2, inv5)
-        tick("conv3")
+        act3 = self._conv3(a2, inv5, tick)
         a3 = torch.from_numpy(lk.gather_max4(act3.numpy(), inv6, self._rows(n7)))
         tick("pool3")
-        stats = {"patches7": n7, "patches6": n6, "patches5": n5, "pairs_by_image": True}
+        stats = {"patches7": n7, "patches6": n6, "patches5": n5, "rows5": a2.shape[0]}
+        stats["pairs_by_image"] = True
         return a3, pair_img, pair_patch, counts, stats
 
     def _sub_patches_numba(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -472,7 +475,7 @@ class BinaryConvLutEngine(Engine):
         self._distinct[level] = distinct.size / (4 * codes.size)
         return inv, distinct
 
-    def _conv3(self, a2: torch.Tensor, inv5: np.ndarray) -> torch.Tensor:
+    def _conv3(self, a2: torch.Tensor, inv5: np.ndarray, tick) -> torch.Tensor:
         """Activated conv-3 output of each 6x6 patch from the pool-2 outputs of its 5x5 patches.
 
         ``inv5`` (n6, 4): the 5x5 sub-patch of each 6x6 patch at each kernel offset. The output
@@ -485,15 +488,21 @@ class BinaryConvLutEngine(Engine):
 
             per_offset = self._product(a2, self.w3_rows)
             per_offset = per_offset.view(a2.shape[0], 4, self.channels)
+            tick("conv3_product")
             relu = type(act) is nn.ReLU
             z3 = torch.from_numpy(lk.gather_sum4(per_offset.numpy(), inv5, self.b3.numpy(), relu))
-            return z3 if relu else act(z3)
+            z3 = z3 if relu else act(z3)
+            tick("conv3_sum")
+            return z3
         per_offset = (a2 @ self.w3).view(4 * a2.shape[0], self.channels)
+        tick("conv3_product")
         inv5 = inv5 * 4
         inv5 += np.arange(4)
         z3 = F.embedding_bag(torch.from_numpy(inv5), per_offset, mode="sum")
         z3 += self.b3
-        return self._act(act, z3)
+        z3 = self._act(act, z3)
+        tick("conv3_sum")
+        return z3
 
     def _head(self, shape, a3, pair_img, pair_patch, counts, stats, tick) -> np.ndarray:
         """Gate, dense layers and the global mean, from the distinct patches' pool-3 outputs.
@@ -536,6 +545,7 @@ class BinaryConvLutEngine(Engine):
             )
 
         mean = per_image(a3) / n_pos
+        tick("gate_mean")
         s = t.gate_squeeze_activation(torch.addmm(self.b_squeeze, mean, self.w_squeeze))
         s = t.gate_excite_activation(torch.addmm(self.b_excite, s, self.w_excite))
         if bool((s == s[0]).all()):  # one gate scale vector (the common case): no sort
@@ -543,7 +553,7 @@ class BinaryConvLutEngine(Engine):
         else:
             scales, group = torch.unique(s, dim=0, return_inverse=True)
         n_groups = scales.shape[0]
-        tick("se")
+        tick("gate")
         n_pairs = len(pair_patch)
         path = self.dense_path
         if path == "auto":
@@ -555,10 +565,14 @@ class BinaryConvLutEngine(Engine):
             for g in range(n_groups):
                 if fused:
                     w_rows = self.wd_rows * scales[g][None, :]
-                    sums = pair_sums(self._product(a3, w_rows), self.bd, relu=True)
+                    product = self._product(a3, w_rows)
+                    tick("dense_product")
+                    sums = pair_sums(product, self.bd, relu=True)
                 else:
                     w_g = scales[g][:, None] * self.wd
-                    sums = per_image(self._act(act_d, torch.addmm(self.bd, a3, w_g)))
+                    product = self._act(act_d, torch.addmm(self.bd, a3, w_g))
+                    tick("dense_product")
+                    sums = per_image(product)
                 if n_groups == 1:
                     out = sums @ self.wl
                 else:
@@ -568,8 +582,9 @@ class BinaryConvLutEngine(Engine):
             img_t = torch.from_numpy(pair_img_sorted.astype(np.int64))
             rows = torch.index_select(a3, 0, bag_patch) * torch.index_select(s, 0, img_t)
             y = self._act(act_d, torch.addmm(self.bd, rows, self.wd))
+            tick("dense_product")
             out = per_image(y, torch.arange(n_pairs)) @ self.wl
-        tick("dense")
+        tick("dense_sum")
         self.last_stats = {
             "images": b,
             "positions": b * n_pos,
@@ -581,7 +596,26 @@ class BinaryConvLutEngine(Engine):
             "dense_path": path,
             "kernels": self.kernels,
         }
+        if self.profile:
+            # rows as computed (oneDNN's are rounded up to ``ROW_BUCKET``)
+            dense_rows = n_groups * a3.shape[0] if path == "per_patch" else n_pairs
+            self._count(
+                images=b,
+                positions=b * n_pos,
+                patches7=n7,
+                patches6=stats["patches6"],
+                patches5=stats["patches5"],
+                pairs=n_pairs,
+                conv3_product_macs=stats["rows5"] * self.w3.shape[0] * self.w3.shape[1],
+                dense_product_macs=dense_rows * self.wd.shape[0] * self.wd.shape[1],
+            )
         return (out / n_pos + self.bl).numpy()
+
+    def _count(self, **work: int) -> None:
+        """Add to ``work_counts`` (``profile`` on)."""
+        with self._lock:
+            for key, value in work.items():
+                self.work_counts[key] = self.work_counts.get(key, 0) + int(value)
 
     def _rows(self, n: int) -> int:
         """Rows of a product's left factor: n rounded up to ``ROW_BUCKET`` for oneDNN, which builds
