@@ -9,7 +9,8 @@ chromosome, cached in ``--cache-dir``) with the engine's stage profile on
 
 * ``stages``: ms a window and share of every stage (hash tables ``patches7/6/5``, max-pools
   ``pool2``/``pool3``, ``conv3_product``/``conv3_sum``, ``gate_mean``/``gate``,
-  ``dense_product``/``dense_sum``);
+  ``dense_product``/``dense_sum``, and ``dense_gather`` where the dense layer runs once per
+  (image, patch) pair; the numpy kernels add ``pairs``);
 * ``work_per_window``: distinct patches, (image, patch) pairs, and the multiply-adds of the two
   matrix products, as computed (oneDNN's row counts are rounded up);
 * ``products``: the rate each product ran at, against this core's fp32 GEMM rate
@@ -45,11 +46,14 @@ from quantscan.atomic import write_text  # noqa: E402
 from quantscan.runtime import make_engine  # noqa: E402
 
 PRODUCTS = ("conv3_product", "dense_product")
+KINDS = ("packed", "lut_fp32")  # the engine kinds that are lookup engines (they have a profile)
 
 
 def stage_profile(engine, x: np.ndarray, batch: int = 256) -> dict:
     """Run ``engine`` (a lookup engine, one thread for clean stage times) over ``x`` with its
     profile on; stage times and work per window, and each product's multiply-add rate."""
+    if not hasattr(engine, "work_counts"):
+        raise ValueError(f"{engine.kind} is not a lookup engine: it has no stage profile")
     engine.profile, engine.stage_seconds, engine.work_counts = True, {}, {}
     t = time.perf_counter()
     for start in range(0, len(x), batch):
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--kind", default="packed", help="lookup engine kind (packed or lut_fp32)")
+    ap.add_argument("--kind", default="packed", choices=KINDS, help="a lookup engine kind")
     ap.add_argument("--haplotypes", type=int, default=128)
     ap.add_argument("--segments", type=int, default=50)
     ap.add_argument("--segment-length", type=float, default=100_000)

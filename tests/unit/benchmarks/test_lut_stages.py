@@ -34,7 +34,11 @@ def packed_model():
 def windows(n=10, h=12, w=14, seed=0):
     rng = np.random.default_rng(seed)
     density = np.linspace(0.6, 0.05, w)[None, None, :]
-    return (rng.random((n, 1, h, w)) < density).astype(np.uint8)
+    x = (rng.random((n, 1, h, w)) < density).astype(np.uint8)
+    x[:2, 0, :] = x[:2, 0, :1]  # one row repeated: patches repeat within an image
+    if n > 3:
+        x[3] = x[2]  # a repeated window: patches shared across a chunk
+    return x
 
 
 def distinct(x: np.ndarray, k: int) -> int:
@@ -43,40 +47,60 @@ def distinct(x: np.ndarray, k: int) -> int:
     return len(np.unique(views, axis=0))
 
 
+@pytest.mark.parametrize("dense_path", ["per_patch", "per_pair"])
 @pytest.mark.parametrize("kernels", KERNELS)
-def test_work_counts_match_a_brute_force_count(packed_model, kernels):
+def test_work_counts_match_a_brute_force_count(packed_model, kernels, dense_path):
     x = windows()
     engine = BinaryConvLutEngine(packed_model, kernels=kernels, chunk=CHUNK)
+    engine.dense_path = dense_path
     plain = engine.predict_proba(x)
+    engine.profile = True
+    np.testing.assert_array_equal(engine.predict_proba(x), plain)  # profiled
     profile = lut_stages.stage_profile(engine, x, batch=8)
     assert engine.profile is False  # switched off again
-    np.testing.assert_array_equal(engine.predict_proba(x), plain)  # counting changes nothing
     # the chunks the engine deduplicated: batches of 8 windows, each cut into chunks of CHUNK
     starts = [i for b in range(0, len(x), 8) for i in range(b, min(b + 8, len(x)), CHUNK)]
     chunks = [x[i : min(i + CHUNK, (i // 8 + 1) * 8), 0] for i in starts]
     n = len(x)
     work = profile["work_per_window"]
-    assert work["images"] == 1 and work["positions"] == (12 - 6) * (14 - 6)
+    counts = engine.work_counts
+    assert counts["images"] == n and counts["positions"] == n * (12 - 6) * (14 - 6)
+    assert work["images"] == 1
     # every 7x7 position's 6x6 and 5x5 sub-patches cover all 6x6 and 5x5 positions of an image
-    for k in (7, 6, 5):
-        assert work[f"patches{k}"] * n == sum(distinct(c, k) for c in chunks), k
+    distinct_counts = {k: [distinct(c, k) for c in chunks] for k in (7, 6, 5)}
+    for k, per_chunk in distinct_counts.items():
+        assert counts[f"patches{k}"] == sum(per_chunk), k
     c = engine.channels
-    rows5 = work["patches5"] if engine.products == "torch" else None
-    if rows5 is not None:  # unpadded products: exactly the distinct 5x5 patches
-        assert work["conv3_product_macs"] == pytest.approx(rows5 * c * 4 * c)
-    else:  # oneDNN: row counts rounded up to ROW_BUCKET per chunk
-        assert work["conv3_product_macs"] * n % (engine.ROW_BUCKET * c * 4 * c) == 0
-        assert work["conv3_product_macs"] >= work["patches5"] * c * 4 * c
-    assert work["dense_product_macs"] > 0
+
+    def rows(m: int) -> int:  # a product's rows as computed: rounded up under oneDNN
+        bucket = engine.ROW_BUCKET if engine.products == "onednn" else 1
+        return -(-m // bucket) * bucket
+
+    assert counts["conv3_product_macs"] == sum(rows(m) * c * 4 * c for m in distinct_counts[5])
+    if dense_path == "per_patch":  # once per distinct 7x7 patch and gate scale vector
+        groups = engine.last_stats["se_groups"]  # the same gate for both chunks of this model
+        assert groups == 1
+        dense_rows = sum(rows(m) for m in distinct_counts[7])
+    else:  # once per (image, distinct patch) pair
+        dense_rows = counts["pairs"]
+        assert counts["patches7"] < counts["pairs"] < counts["positions"]  # the test means it
+        assert counts["pairs"] == sum(
+            distinct(x[i : i + 1, 0], 7) for i in range(n)
+        )  # pairs: distinct patches of each image
+    assert counts["dense_product_macs"] == dense_rows * c * c
     stages = profile["stages"]
     assert {"patches7", "pool2", "conv3_product", "conv3_sum", "pool3", "dense_product"} <= set(
         stages
     )
-    assert sum(s["share"] for s in stages.values()) == pytest.approx(1.0)
+    assert ("dense_gather" in stages) == (dense_path == "per_pair")
     assert set(profile["products"]) == set(lut_stages.PRODUCTS)
-    for name, p in profile["products"].items():
-        seconds = stages[name]["ms_per_window"] * 1e-3
-        assert p["gmacs_per_s"] == pytest.approx(p["macs_per_window"] / seconds / 1e9)
+
+
+def test_stage_profile_refuses_an_engine_without_a_profile(packed_model):
+    from quantscan.runtime import TorchEngine
+
+    with pytest.raises(ValueError, match="not a lookup engine"):
+        lut_stages.stage_profile(TorchEngine(packed_model), windows(2))
 
 
 def test_limits_by_hand():

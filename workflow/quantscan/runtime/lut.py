@@ -578,13 +578,15 @@ class BinaryConvLutEngine(Engine):
                 else:
                     rows = torch.nonzero(group == g)[:, 0]
                     out[rows] = sums[rows] @ self.wl
+                tick("dense_sum")
         else:  # continuous gate scales (fp32 models): once per (image, patch) pair
             img_t = torch.from_numpy(pair_img_sorted.astype(np.int64))
             rows = torch.index_select(a3, 0, bag_patch) * torch.index_select(s, 0, img_t)
+            tick("dense_gather")
             y = self._act(act_d, torch.addmm(self.bd, rows, self.wd))
             tick("dense_product")
             out = per_image(y, torch.arange(n_pairs)) @ self.wl
-        tick("dense_sum")
+            tick("dense_sum")
         self.last_stats = {
             "images": b,
             "positions": b * n_pos,
