@@ -109,29 +109,17 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--kind", default="packed", choices=KINDS, help="a lookup engine kind")
-    ap.add_argument("--haplotypes", type=int, default=128)
-    ap.add_argument("--segments", type=int, default=50)
-    ap.add_argument("--segment-length", type=float, default=100_000)
-    ap.add_argument("--grid", type=int, default=10_000)
-    ap.add_argument("--width", type=int, default=128)
+    se.add_window_args(ap)
     ap.add_argument("--windows", type=int, default=4096, help="windows profiled (from the start)")
     ap.add_argument("--cores", type=int, default=2, help="cores of the limits and multi_thread")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--seed", type=int, default=20261123)
-    ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", default=str(ROOT / "results/benchmarks/lut_stages.json"))
     args = ap.parse_args(argv)
 
     info = machine.describe() | {"load_average_start": list(os.getloadavg())}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        trees, _, _ = se.simulated_chromosome(args, work, print)
-        (hd,) = se.read_trees(trees)
-        grid = se.scan.make_grid(*se.scan.grid_span(hd), args.grid)
-        starts, stops = se.scan.window_bounds(hd.positions, grid, args.width)
-        x = se.scan.encode_windows(hd.haplotypes, starts, stops, args.width)[: args.windows]
-        rng = np.random.default_rng(args.seed)
-        paths = se.build_models(work, x[rng.choice(len(x), min(len(x), 256))], args.seed, None)
+        x, paths = se.windows_and_models(args, work, limit=args.windows)
         key = {kind: key for _, kind, key in se.ENGINES}[args.kind]
         gemm = machine.fp32_gemm_flops(1)
         with se.LoadSampler() as load:

@@ -340,16 +340,40 @@ def simulated_chromosome(args, work: Path, log) -> tuple:
     return trees, truth, info
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--out", default=str(ROOT / "results/benchmarks/scan_engines.json"))
+def add_window_args(ap: argparse.ArgumentParser) -> None:
+    """The options of the benchmark's simulated chromosome and windows, shared by the engine
+    harnesses (``engine_ab.py``, ``lut_stages.py``) so that they measure the same windows."""
     ap.add_argument("--segments", type=int, default=50)
     ap.add_argument("--segment-length", type=float, default=100_000)
     ap.add_argument("--haplotypes", type=int, default=128)
     ap.add_argument("--grid", type=int, default=10_000)
     ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=20261123)
+    ap.add_argument(
+        "--cache-dir",
+        default=str(ROOT / "results/benchmarks/cache"),
+        help="where the simulated chromosome is kept between runs ('' = the work dir only)",
+    )
+
+
+def windows_and_models(args, work: Path, log=print, limit: int | None = None) -> tuple:
+    """The benchmark's encoded windows (the first ``limit`` grid points, or all) and its model
+    files (``build_models``, random weights), from ``add_window_args``' options."""
+    trees, _, _ = simulated_chromosome(args, work, log)
+    (hd,) = read_trees(trees)
+    grid = scan.make_grid(*scan.grid_span(hd), args.grid)[:limit]
+    starts, stops = scan.window_bounds(hd.positions, grid, args.width)
+    x = scan.encode_windows(hd.haplotypes, starts, stops, args.width)
+    rng = np.random.default_rng(args.seed)
+    return x, build_models(work, x[rng.choice(len(x), min(len(x), 256))], args.seed, None)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--out", default=str(ROOT / "results/benchmarks/scan_engines.json"))
+    add_window_args(ap)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument(
@@ -361,14 +385,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=30.0, help="seconds of measurement per engine")
     ap.add_argument("--e2e-engine", default="packed")
     ap.add_argument("--e2e-only", action="store_true", help="skip the engine comparison")
-    ap.add_argument("--seed", type=int, default=20261123)
     ap.add_argument("--model", default=None, help="a trained fp32 SweepNet (.pt); default random")
     ap.add_argument("--work-dir", default=None)
-    ap.add_argument(
-        "--cache-dir",
-        default=str(ROOT / "results/benchmarks/cache"),
-        help="where the simulated chromosome is kept between runs ('' = the work dir only)",
-    )
     ap.add_argument(
         "--small", action="store_true", help="5 segments, 1,000 grid points, 5 s budget"
     )

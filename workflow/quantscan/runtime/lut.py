@@ -426,8 +426,13 @@ class BinaryConvLutEngine(Engine):
         for k in range(1, 4):
             torch.maximum(a3, torch.index_select(act3, 0, inv6[k]), out=a3)
         tick("pool3")
-        stats = {"patches7": n7, "patches6": n6, "patches5": n5, "rows5": n5}
-        stats["pairs_by_image"] = False
+        stats = {
+            "patches7": n7,
+            "patches6": n6,
+            "patches5": n5,
+            "rows5": n5,
+            "pairs_by_image": False,
+        }
         return a3, pair_img, pair_patch, counts, stats
 
     def _trunk_numba(self, x: np.ndarray, tick):
@@ -455,8 +460,13 @@ class BinaryConvLutEngine(Engine):
         act3 = self._conv3(a2, inv5, tick)
         a3 = torch.from_numpy(lk.gather_max4(act3.numpy(), inv6, self._rows(n7)))
         tick("pool3")
-        stats = {"patches7": n7, "patches6": n6, "patches5": n5, "rows5": a2.shape[0]}
-        stats["pairs_by_image"] = True
+        stats = {
+            "patches7": n7,
+            "patches6": n6,
+            "patches5": n5,
+            "rows5": a2.shape[0],
+            "pairs_by_image": True,
+        }
         return a3, pair_img, pair_patch, counts, stats
 
     def _sub_patches_numba(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
